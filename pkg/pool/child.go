@@ -1,0 +1,334 @@
+package pool
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Spec describes a child to start.
+type Spec struct {
+	// Path is the program, an absolute path or one relative to Dir.
+	Path string
+	// Args is the argument vector, Args[0] included; empty means {Path}.
+	Args []string
+	// Env is the environment; nil inherits the daemon's. Either way the
+	// service manager's variables (NOTIFY_SOCKET, LISTEN_*, WATCHDOG_*) are
+	// removed.
+	Env []string
+	// Dir is the working directory; "" keeps the daemon's.
+	Dir string
+	// Stdin is the child's standard input; nil means /dev/null. The caller
+	// keeps ownership: the pool does not close it.
+	Stdin *os.File
+	// Credential, if set, runs the child as another user.
+	Credential *syscall.Credential
+
+	// Label names the child in log lines, usually a job id. Workers change
+	// it with each job.
+	Label string
+	// Timeout, if positive, stops the child after this long: StopSignal to
+	// its process group, then SIGKILL after KillGrace.
+	Timeout time.Duration
+	// StopSignal is sent on timeout (default SIGTERM).
+	StopSignal syscall.Signal
+	// KillGrace is the time between StopSignal and SIGKILL (default 10 s).
+	KillGrace time.Duration
+}
+
+// Exit says how a child ended.
+type Exit struct {
+	// Code is the exit status, or -1 if the child was killed by a signal.
+	Code int
+	// Signal is the signal that killed the child, or 0.
+	Signal syscall.Signal
+	// TimedOut is true when the child was stopped because its Timeout
+	// passed.
+	TimedOut bool
+	// Duration is the wall time from start to reap.
+	Duration time.Duration
+	// UserCPU and SysCPU are the CPU time of the child and of the
+	// descendants it waited for.
+	UserCPU, SysCPU time.Duration
+	// MaxRSS is the peak resident set size in bytes.
+	MaxRSS int64
+	// Output is the tail of what the child wrote to stdout and stderr,
+	// interleaved as it arrived, at most Config.TailSize bytes.
+	Output []byte
+	// Err is set when the pool could not learn the exit status.
+	Err error
+}
+
+// Success reports whether the child exited with status 0.
+func (e *Exit) Success() bool { return e.Err == nil && e.Signal == 0 && e.Code == 0 }
+
+// String describes the exit the way a log line would: "exit 0",
+// "exit 3", "signal killed", "timeout (signal terminated)".
+func (e *Exit) String() string {
+	var s string
+	switch {
+	case e.Err != nil:
+		s = "unknown: " + e.Err.Error()
+	case e.Signal != 0:
+		s = "signal " + e.Signal.String()
+	default:
+		s = fmt.Sprintf("exit %d", e.Code)
+	}
+	if e.TimedOut {
+		s = "timeout (" + s + ")"
+	}
+	return s
+}
+
+// Child is a process started by a Pool.
+type Child struct {
+	// Pid is the child's process id, and Pgid its process group's, the
+	// same number.
+	Pid, Pgid int
+	// Slot is the slot the child runs in.
+	Slot int
+	// Started is when the child was started.
+	Started time.Time
+
+	pool   *Pool
+	spec   *Spec
+	worker *Worker // nil for a command child
+	label  atomic.Pointer[string]
+	cmd    *exec.Cmd
+
+	outR, outW, errR, errW *os.File
+	tail                   tailBuffer
+	// pending counts what must end before the child is finalized: the reap,
+	// each output stream, and a worker's channel.
+	pending atomic.Int32
+
+	mu       sync.Mutex
+	reaped   bool
+	timedOut bool
+	timeoutT *time.Timer // fires Spec.Timeout after the start
+	killT    *time.Timer // fires the SIGKILL of a Stop
+	stopping bool
+
+	exit Exit
+	done chan struct{}
+}
+
+func newChild(p *Pool, slot int, spec *Spec, w *Worker) *Child {
+	c := &Child{
+		Slot:   slot,
+		pool:   p,
+		spec:   spec,
+		worker: w,
+		done:   make(chan struct{}),
+		tail:   tailBuffer{max: p.cfg.TailSize},
+	}
+	if w != nil {
+		// Before the child starts: its reader goroutine uses w.Child.
+		w.Child = c
+	}
+	label := spec.Label
+	c.label.Store(&label)
+	return c
+}
+
+// Label returns the child's current label.
+func (c *Child) Label() string { return *c.label.Load() }
+
+// SetLabel changes the label that the child's output lines carry.
+func (c *Child) SetLabel(s string) { c.label.Store(&s) }
+
+// Done is closed when the child has ended and Exit is valid.
+func (c *Child) Done() <-chan struct{} { return c.done }
+
+// Exit returns how the child ended. It is valid once Done is closed.
+func (c *Child) Exit() *Exit { return &c.exit }
+
+// Worker returns the worker this child is, or nil for a command child.
+func (c *Child) Worker() *Worker { return c.worker }
+
+// Signal sends sig to the child's process group. It returns os.ErrProcessDone
+// once the child has been reaped.
+func (c *Child) Signal(sig syscall.Signal) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reaped {
+		return os.ErrProcessDone
+	}
+	return c.signalGroup(sig)
+}
+
+func (c *Child) signalGroup(sig syscall.Signal) error {
+	if err := syscall.Kill(-c.Pgid, sig); err != nil && err != syscall.ESRCH {
+		return fmt.Errorf("signal process group %d: %w", c.Pgid, err)
+	}
+	return nil
+}
+
+// Stop sends sig to the child's process group (nothing if sig is 0), then
+// SIGKILL to the group after grace. Whatever is left of the group when the
+// child itself exits is killed then. Only the first Stop of a child has an
+// effect.
+func (c *Child) Stop(sig syscall.Signal, grace time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stopLocked(sig, grace)
+}
+
+func (c *Child) stopLocked(sig syscall.Signal, grace time.Duration) {
+	if c.reaped || c.stopping {
+		return
+	}
+	c.stopping = true
+	if sig != 0 {
+		_ = c.signalGroup(sig)
+	}
+	// If the leader outlives the grace period, the whole group is killed;
+	// if it exits before, reap kills what it left behind.
+	c.killT = time.AfterFunc(grace, func() { _ = c.Signal(syscall.SIGKILL) })
+}
+
+func (c *Child) timeout() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reaped {
+		return
+	}
+	c.timedOut = true
+	sig, grace := c.spec.StopSignal, c.spec.KillGrace
+	if sig == 0 {
+		sig = syscall.SIGTERM
+	}
+	if grace <= 0 {
+		grace = DefaultKillGrace
+	}
+	c.stopLocked(sig, grace)
+}
+
+// retire asks a worker to exit after its current job; a command child has
+// no way to be asked and is left alone.
+func (c *Child) retire() {
+	if c.worker != nil {
+		c.worker.Retire()
+	}
+}
+
+func (c *Child) openPipes() error {
+	var err error
+	if c.outR, c.outW, err = os.Pipe(); err != nil {
+		return fmt.Errorf("create stdout pipe: %w", err)
+	}
+	if c.errR, c.errW, err = os.Pipe(); err != nil {
+		c.outR.Close()
+		c.outW.Close()
+		return fmt.Errorf("create stderr pipe: %w", err)
+	}
+	return nil
+}
+
+func (c *Child) closeWriteEnds() {
+	c.outW.Close()
+	c.errW.Close()
+}
+
+func (c *Child) closeReadEnds() {
+	c.outR.Close()
+	c.errR.Close()
+}
+
+// started records what Start learned and arms the timeout.
+func (c *Child) started(cmd *exec.Cmd) {
+	c.cmd = cmd
+	c.Pid = cmd.Process.Pid
+	c.Pgid = c.Pid
+	c.Started = time.Now()
+	// Set before the reaper can see the pid: the reap, the two output
+	// streams, and a worker's channel.
+	n := int32(3)
+	if c.worker != nil {
+		n++
+	}
+	c.pending.Store(n)
+	if c.spec.Timeout > 0 {
+		c.mu.Lock()
+		c.timeoutT = time.AfterFunc(c.spec.Timeout, c.timeout)
+		c.mu.Unlock()
+	}
+}
+
+// watch starts the goroutines that read the child's output.
+func (c *Child) watch() {
+	if c.worker != nil {
+		go c.worker.readLoop()
+	}
+	go c.readOutput(c.outR, Stdout)
+	go c.readOutput(c.errR, Stderr)
+}
+
+// ended is called as each of the child's pending parts ends; the last one
+// finalizes the child.
+func (c *Child) ended() {
+	if c.pending.Add(-1) == 0 {
+		c.pool.finalize(c)
+	}
+}
+
+// reap collects the exit status of the child, which the reaper has seen
+// exit. Until the Wait, the child is a zombie that pins its pid and so its
+// process group id: no new process can have taken them, which makes this
+// the last safe moment to signal the group.
+func (c *Child) reap() {
+	c.mu.Lock()
+	c.reaped = true
+	timedOut := c.timedOut
+	if c.stopping {
+		// A stopped job's leader is gone: kill what is left of its group
+		// now, as systemd's KillMode=mixed does, rather than at the end of
+		// the grace period, when the group id may belong to someone else.
+		_ = c.signalGroup(syscall.SIGKILL)
+	}
+	for _, t := range []*time.Timer{c.timeoutT, c.killT} {
+		if t != nil {
+			t.Stop()
+		}
+	}
+	c.mu.Unlock()
+
+	err := c.cmd.Wait()
+	end := time.Now()
+
+	e := &c.exit
+	e.Duration = end.Sub(c.Started)
+	e.TimedOut = timedOut
+	st := c.cmd.ProcessState
+	if st == nil {
+		e.Code, e.Err = -1, err
+	} else {
+		ws := st.Sys().(syscall.WaitStatus)
+		if ws.Signaled() {
+			e.Code, e.Signal = -1, ws.Signal()
+		} else {
+			e.Code = ws.ExitStatus()
+		}
+		if ru, ok := st.SysUsage().(*syscall.Rusage); ok {
+			e.UserCPU = time.Duration(ru.Utime.Nano())
+			e.SysCPU = time.Duration(ru.Stime.Nano())
+			e.MaxRSS = ru.Maxrss << 10 // KiB on Linux
+		}
+	}
+
+	// Processes the child left behind may still hold its output open; give
+	// them OutputDrain to finish, then stop reading.
+	if c.pending.Load() > 1 {
+		time.AfterFunc(c.pool.cfg.OutputDrain, func() {
+			c.closeReadEnds()
+			if c.worker != nil {
+				c.worker.closeConn()
+			}
+		})
+	}
+	c.ended()
+}

@@ -1,0 +1,139 @@
+package pool
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"os"
+	"sync"
+)
+
+// Stream names a child's output stream.
+type Stream uint8
+
+// The two output streams.
+const (
+	Stdout Stream = 1
+	Stderr Stream = 2
+)
+
+func (s Stream) String() string {
+	if s == Stderr {
+		return "stderr"
+	}
+	return "stdout"
+}
+
+// Line is one line of a child's output, without its newline.
+type Line struct {
+	Label  string // the child's label at the time, usually the job id
+	Slot   int
+	Pid    int
+	Stream Stream
+	// Text is only valid during the call to Sink.Line: copy it to keep it.
+	Text []byte
+	// Partial is true for every piece but the last of a line longer than
+	// Config.MaxLine, and for a last line that ended without a newline.
+	Partial bool
+}
+
+// Sink receives the output of children. Line may be called from several
+// goroutines at once.
+type Sink interface {
+	Line(Line)
+}
+
+// SinkFunc adapts a function to Sink.
+type SinkFunc func(Line)
+
+// Line calls f(l).
+func (f SinkFunc) Line(l Line) { f(l) }
+
+// readerPool recycles line buffers: most children live shortly, and a fresh
+// MaxLine buffer per stream per child would be most of what a job costs
+// the garbage collector.
+var readerPool sync.Pool
+
+// readOutput hands each line of f to the sink and keeps the tail, until EOF
+// or until the drain timer closes f. Memory is bounded by MaxLine, however
+// long the child's lines are.
+func (c *Child) readOutput(f *os.File, stream Stream) {
+	defer c.ended()
+	defer f.Close()
+	size := c.pool.cfg.MaxLine
+	br, _ := readerPool.Get().(*bufio.Reader)
+	if br == nil || br.Size() != size {
+		br = bufio.NewReaderSize(f, size)
+	} else {
+		br.Reset(f)
+	}
+	defer func() {
+		br.Reset(nil)
+		readerPool.Put(br)
+	}()
+	sink := c.pool.cfg.Sink
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(line) > 0 {
+			c.tail.write(line)
+			if sink != nil {
+				text, partial := bytes.TrimSuffix(line, []byte{'\n'}), true
+				if len(text) < len(line) {
+					partial = false
+				}
+				sink.Line(Line{Label: c.Label(), Slot: c.Slot, Pid: c.Pid, Stream: stream, Text: text, Partial: partial})
+			}
+		}
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return
+		}
+	}
+}
+
+// tailBuffer keeps the last max bytes written to it. It grows only as far
+// as the output does, since most jobs write little.
+type tailBuffer struct {
+	mu   sync.Mutex
+	max  int
+	buf  []byte
+	head int // once full: where the oldest byte is
+	full bool
+}
+
+func (t *tailBuffer) write(p []byte) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(p) >= t.max {
+		t.buf = append(t.buf[:0], p[len(p)-t.max:]...)
+		t.head, t.full = 0, true
+		return
+	}
+	if !t.full {
+		if len(t.buf)+len(p) <= t.max {
+			t.buf = append(t.buf, p...)
+			return
+		}
+		// Fill up to max, then wrap.
+		n := t.max - len(t.buf)
+		t.buf = append(t.buf, p[:n]...)
+		p = p[n:]
+		t.full = true
+	}
+	for len(p) > 0 {
+		n := copy(t.buf[t.head:], p)
+		p = p[n:]
+		t.head = (t.head + n) % t.max
+	}
+}
+
+// bytes returns a copy of the tail, oldest byte first.
+func (t *tailBuffer) bytes() []byte {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.full {
+		return bytes.Clone(t.buf)
+	}
+	out := make([]byte, 0, t.max)
+	out = append(out, t.buf[t.head:]...)
+	return append(out, t.buf[:t.head]...)
+}

@@ -1,0 +1,445 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Defaults for the zero values of Config and Spec.
+const (
+	DefaultTailSize    = 64 << 10
+	DefaultMaxLine     = 8 << 10
+	DefaultOutputDrain = time.Second
+	DefaultKillGrace   = 10 * time.Second
+)
+
+// ErrStopped is returned by Start once a stop has begun.
+var ErrStopped = errors.New("pool is stopping")
+
+// ErrSlot is returned by Start for a slot that was not acquired.
+var ErrSlot = errors.New("slot not acquired")
+
+// Config configures a Pool. The zero value gives one slot and discards
+// output.
+type Config struct {
+	// Max is the number of slots, at least 1.
+	Max int
+	// Sink receives every line the children write; nil discards them.
+	Sink Sink
+	// OnExit is called once for each child, after it has been reaped and its
+	// output drained, and after its slot was released. It runs on a pool
+	// goroutine and must not block for long.
+	OnExit func(*Child)
+	// TailSize is how many bytes of each child's output are kept for its
+	// Exit (default 64 KiB).
+	TailSize int
+	// MaxLine is the longest line handed to Sink in one piece; a longer one
+	// arrives in pieces marked Partial (default 8 KiB).
+	MaxLine int
+	// OutputDrain is how long to wait, after a child has exited, for
+	// processes it left behind to close its output (default 1 s).
+	OutputDrain time.Duration
+	// Logger receives the pool's own messages; nil discards them.
+	Logger *slog.Logger
+}
+
+// Pool runs child processes in numbered slots. Its methods are safe for
+// concurrent use.
+type Pool struct {
+	cfg     Config
+	log     *slog.Logger
+	devNull *os.File
+
+	mu       sync.Mutex
+	max      int
+	slots    []bool // slot index → acquired
+	nslots   int    // acquired slots
+	byPid    map[int]*Child
+	live     int           // started and not yet finalized
+	idle     chan struct{} // closed while live == 0
+	stopping StopMode
+
+	poke chan struct{} // asks the reaper to look again
+	quit chan struct{}
+	wg   sync.WaitGroup
+}
+
+// New starts a pool and its reaper. Close it when every child is gone.
+func New(cfg Config) (*Pool, error) {
+	if cfg.Max < 1 {
+		cfg.Max = 1
+	}
+	if cfg.TailSize <= 0 {
+		cfg.TailSize = DefaultTailSize
+	}
+	if cfg.MaxLine <= 0 {
+		cfg.MaxLine = DefaultMaxLine
+	}
+	if cfg.OutputDrain <= 0 {
+		cfg.OutputDrain = DefaultOutputDrain
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	devNull, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", os.DevNull, err)
+	}
+	idle := make(chan struct{})
+	close(idle)
+	p := &Pool{
+		cfg:     cfg,
+		log:     log,
+		devNull: devNull,
+		max:     cfg.Max,
+		byPid:   make(map[int]*Child),
+		idle:    idle,
+		poke:    make(chan struct{}, 1),
+		quit:    make(chan struct{}),
+	}
+	p.wg.Add(1)
+	go p.reapLoop()
+	return p, nil
+}
+
+// Max returns the current number of slots.
+func (p *Pool) Max() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.max
+}
+
+// SetMax changes the number of slots. Lowering it never kills a running
+// child: slots above the new maximum are simply not handed out again once
+// their children end. n < 1 is taken as 1.
+func (p *Pool) SetMax(n int) {
+	if n < 1 {
+		n = 1
+	}
+	p.mu.Lock()
+	p.max = n
+	p.mu.Unlock()
+}
+
+// TryAcquire reserves the lowest free slot below Max. It returns false when
+// every slot is taken or a stop has begun. The slot stays reserved until the
+// child started in it ends, or until Release.
+func (p *Pool) TryAcquire() (slot int, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopping != 0 || p.nslots >= p.max {
+		return 0, false
+	}
+	for i := 0; i < p.max; i++ {
+		if i == len(p.slots) {
+			p.slots = append(p.slots, false)
+		}
+		if !p.slots[i] {
+			p.slots[i] = true
+			p.nslots++
+			return i, true
+		}
+	}
+	// Every slot below max is taken by children of a larger, older max.
+	return 0, false
+}
+
+// Release gives back a slot reserved by TryAcquire that no child was
+// started in.
+func (p *Pool) Release(slot int) {
+	p.mu.Lock()
+	p.releaseLocked(slot)
+	p.mu.Unlock()
+}
+
+func (p *Pool) releaseLocked(slot int) {
+	if slot >= 0 && slot < len(p.slots) && p.slots[slot] {
+		p.slots[slot] = false
+		p.nslots--
+	}
+}
+
+// Busy returns the number of slots taken, by running children or by
+// reservations.
+func (p *Pool) Busy() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.nslots
+}
+
+// Children returns the children that are running now, in no order.
+func (p *Pool) Children() []*Child {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*Child, 0, len(p.byPid))
+	for _, c := range p.byPid {
+		out = append(out, c)
+	}
+	return out
+}
+
+// Start starts the command of spec in a slot reserved with TryAcquire.
+// The child runs in a process group of its own. When it ends, its slot is
+// released and Config.OnExit is called.
+func (p *Pool) Start(slot int, spec *Spec) (*Child, error) {
+	return p.start(slot, spec, nil, nil)
+}
+
+func (p *Pool) start(slot int, spec *Spec, extra *os.File, w *Worker) (*Child, error) {
+	p.mu.Lock()
+	switch {
+	case p.stopping != 0:
+		p.mu.Unlock()
+		return nil, ErrStopped
+	case slot < 0 || slot >= len(p.slots) || !p.slots[slot]:
+		p.mu.Unlock()
+		return nil, fmt.Errorf("start in slot %d: %w", slot, ErrSlot)
+	}
+	p.mu.Unlock()
+
+	c := newChild(p, slot, spec, w)
+	cmd, err := c.command(extra)
+	if err != nil {
+		return nil, err
+	}
+	var startErr error
+	onSpawner(func() { startErr = cmd.Start() })
+	c.closeWriteEnds()
+	if startErr != nil {
+		c.closeReadEnds()
+		return nil, fmt.Errorf("start %s: %w", spec.Path, startErr)
+	}
+	c.started(cmd)
+
+	p.mu.Lock()
+	p.byPid[c.Pid] = c
+	if p.live == 0 {
+		p.idle = make(chan struct{})
+	}
+	p.live++
+	p.mu.Unlock()
+
+	c.watch()
+	// The child may have exited, and its SIGCHLD been handled, before its
+	// pid was in byPid: make the reaper look once more.
+	p.pokeReaper()
+	return c, nil
+}
+
+// finalize runs once per child, after it was reaped and its output drained.
+func (p *Pool) finalize(c *Child) {
+	p.mu.Lock()
+	p.releaseLocked(c.Slot)
+	p.live--
+	if p.live == 0 {
+		close(p.idle)
+	}
+	p.mu.Unlock()
+	c.exit.Output = c.tail.bytes()
+	close(c.done)
+	if p.cfg.OnExit != nil {
+		p.cfg.OnExit(c)
+	}
+}
+
+// StopMode says how Stop treats running children.
+type StopMode int
+
+// The stop modes, from the gentlest.
+const (
+	// Drain lets running children finish; idle workers are told to exit.
+	Drain StopMode = iota + 1
+	// Graceful sends each child's process group a signal, waits until a
+	// deadline, then kills what is left.
+	Graceful
+	// Immediate kills every child's process group with SIGKILL.
+	Immediate
+)
+
+func (m StopMode) String() string {
+	switch m {
+	case Drain:
+		return "drain"
+	case Graceful:
+		return "graceful"
+	case Immediate:
+		return "immediate"
+	}
+	return fmt.Sprintf("StopMode(%d)", int(m))
+}
+
+// StopOptions refine a Stop.
+type StopOptions struct {
+	// Signal is sent to each child's process group by a graceful stop;
+	// 0 sends nothing, so that children only see the final SIGKILL.
+	Signal syscall.Signal
+	// Timeout is how long a graceful stop waits before SIGKILL
+	// (default 30 s).
+	Timeout time.Duration
+}
+
+// Stop refuses new children and ends the running ones as mode says. It
+// returns when every child has been reaped, or with ctx's error. A stop can
+// be escalated by calling Stop again with a harsher mode, from another
+// goroutine; a gentler mode than the current one changes nothing but still
+// waits.
+func (p *Pool) Stop(ctx context.Context, mode StopMode, opt StopOptions) error {
+	p.mu.Lock()
+	escalate := mode > p.stopping
+	if escalate {
+		p.stopping = mode
+	}
+	children := make([]*Child, 0, len(p.byPid))
+	for _, c := range p.byPid {
+		children = append(children, c)
+	}
+	idle := p.idle
+	p.mu.Unlock()
+
+	timeout := opt.Timeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	if escalate {
+		p.log.Debug("stopping children", "mode", mode.String(), "children", len(children))
+		for _, c := range children {
+			switch mode {
+			case Drain:
+				c.retire()
+			case Graceful:
+				c.retire()
+				c.Stop(opt.Signal, timeout)
+			case Immediate:
+				_ = c.Signal(syscall.SIGKILL)
+			}
+		}
+	}
+
+	var deadline <-chan time.Time
+	if escalate && mode == Graceful {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		deadline = t.C
+	}
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-deadline:
+		p.log.Warn("stop timeout reached, killing remaining children")
+		return p.Stop(ctx, Immediate, opt)
+	}
+}
+
+// Wait returns when no child is running, or with ctx's error.
+func (p *Pool) Wait(ctx context.Context) error {
+	p.mu.Lock()
+	idle := p.idle
+	p.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close stops the reaper. Call it after Stop has returned; a child still
+// running then is killed first.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	left := len(p.byPid)
+	p.mu.Unlock()
+	if left > 0 {
+		_ = p.Stop(context.Background(), Immediate, StopOptions{})
+	}
+	close(p.quit)
+	p.wg.Wait()
+	return p.devNull.Close()
+}
+
+// privateEnv lists the variables through which a service manager speaks to
+// the daemon itself. A job that saw them could send READY=1 or STOPPING=1 on
+// the daemon's behalf, or try to take over its listening sockets.
+var privateEnv = []string{
+	"NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",
+	"WATCHDOG_USEC", "WATCHDOG_PID", EnvChild,
+}
+
+// scrubEnv returns env without privateEnv. It returns env itself when there
+// is nothing to remove, and never modifies it.
+func scrubEnv(env []string) []string {
+	for i, kv := range env {
+		if isPrivate(kv) {
+			out := append(make([]string, 0, len(env)), env[:i]...)
+			for _, kv := range env[i+1:] {
+				if !isPrivate(kv) {
+					out = append(out, kv)
+				}
+			}
+			return out
+		}
+	}
+	return env
+}
+
+func isPrivate(kv string) bool {
+	for _, name := range privateEnv {
+		if len(kv) > len(name) && kv[len(name)] == '=' && kv[:len(name)] == name {
+			return true
+		}
+	}
+	return false
+}
+
+// command builds the exec.Cmd of a child; stdout and stderr are pipes the
+// pool reads itself, so that exec.Cmd starts no copying goroutines and its
+// Wait returns as soon as the process is reaped.
+func (c *Child) command(extra *os.File) (*exec.Cmd, error) {
+	spec := c.spec
+	env := spec.Env
+	if env == nil {
+		env = os.Environ()
+	}
+	env = scrubEnv(env)
+	if extra != nil {
+		env = append(env[:len(env):len(env)], EnvChild+"=3")
+	}
+	stdin := spec.Stdin
+	if stdin == nil {
+		stdin = c.pool.devNull
+	}
+	if err := c.openPipes(); err != nil {
+		return nil, err
+	}
+	cmd := &exec.Cmd{
+		Path:   spec.Path,
+		Args:   spec.Args,
+		Env:    env,
+		Dir:    spec.Dir,
+		Stdin:  stdin,
+		Stdout: c.outW,
+		Stderr: c.errW,
+		SysProcAttr: &syscall.SysProcAttr{
+			Setpgid:    true,
+			Pdeathsig:  syscall.SIGKILL,
+			Credential: spec.Credential,
+		},
+	}
+	if len(cmd.Args) == 0 {
+		cmd.Args = []string{spec.Path}
+	}
+	if extra != nil {
+		cmd.ExtraFiles = []*os.File{extra}
+	}
+	return cmd, nil
+}

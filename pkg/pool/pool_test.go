@@ -1,0 +1,523 @@
+package pool
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestExitStatus(t *testing.T) {
+	p := newPool(t, Config{Max: 2})
+	for _, tc := range []struct {
+		args []string
+		code int
+		sig  syscall.Signal
+	}{
+		{[]string{"sh", "-c", "exit 0"}, 0, 0},
+		{[]string{"sh", "-c", "exit 3"}, 3, 0},
+		{[]string{"sh", "-c", "kill -USR1 $$"}, -1, syscall.SIGUSR1},
+	} {
+		c := mustStart(t, p, &Spec{Path: "/bin/sh", Args: tc.args})
+		e := waitDone(t, c, 10*time.Second)
+		if e.Code != tc.code || e.Signal != tc.sig {
+			t.Errorf("%q: got %s, want code %d signal %v", tc.args, e, tc.code, tc.sig)
+		}
+		if e.Duration <= 0 {
+			t.Errorf("%q: duration %v", tc.args, e.Duration)
+		}
+	}
+}
+
+func TestRusageAndTail(t *testing.T) {
+	var mu sync.Mutex
+	var got []Line
+	sink := SinkFunc(func(l Line) {
+		mu.Lock()
+		l.Text = append([]byte(nil), l.Text...)
+		got = append(got, l)
+		mu.Unlock()
+	})
+	p := newPool(t, Config{Max: 1, Sink: sink, TailSize: 64})
+	spec := helperSpec(t, "lines", "100")
+	spec.Label = "job-7"
+	c := mustStart(t, p, spec)
+	e := waitDone(t, c, 10*time.Second)
+	if !e.Success() {
+		t.Fatalf("exit: %s", e)
+	}
+	if e.MaxRSS < 1<<20 {
+		t.Errorf("MaxRSS = %d bytes, want the size of a Go program", e.MaxRSS)
+	}
+	if e.UserCPU+e.SysCPU <= 0 {
+		t.Errorf("no CPU time recorded: %v + %v", e.UserCPU, e.SysCPU)
+	}
+	if len(e.Output) != 64 {
+		t.Errorf("tail has %d bytes, want 64: %q", len(e.Output), e.Output)
+	}
+	if !strings.HasSuffix(string(e.Output), "99\n") {
+		t.Errorf("tail does not end with the last line: %q", e.Output)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 200 {
+		t.Fatalf("sink got %d lines, want 200", len(got))
+	}
+	var out, errs int
+	for _, l := range got {
+		if l.Label != "job-7" || l.Slot != c.Slot || l.Pid != c.Pid || l.Partial {
+			t.Fatalf("bad line %+v", l)
+		}
+		switch l.Stream {
+		case Stdout:
+			if string(l.Text) != fmt.Sprintf("line %d", out) {
+				t.Fatalf("stdout line %d is %q", out, l.Text)
+			}
+			out++
+		case Stderr:
+			if string(l.Text) != fmt.Sprintf("err %d", errs) {
+				t.Fatalf("stderr line %d is %q", errs, l.Text)
+			}
+			errs++
+		}
+	}
+}
+
+// A child that writes 10 MB without a newline reaches the sink in pieces no
+// longer than MaxLine, and the tail stays bounded.
+func TestLongLineIsBounded(t *testing.T) {
+	var pieces, bytes, longest atomic.Int64
+	var partial atomic.Int64
+	sink := SinkFunc(func(l Line) {
+		pieces.Add(1)
+		bytes.Add(int64(len(l.Text)))
+		if int64(len(l.Text)) > longest.Load() {
+			longest.Store(int64(len(l.Text)))
+		}
+		if l.Partial {
+			partial.Add(1)
+		}
+	})
+	p := newPool(t, Config{Max: 1, Sink: sink, MaxLine: 4096})
+	c := mustStart(t, p, helperSpec(t, "spew", "10000000"))
+	e := waitDone(t, c, 30*time.Second)
+	if !e.Success() {
+		t.Fatalf("exit: %s", e)
+	}
+	if bytes.Load() != 10_000_000 {
+		t.Errorf("sink got %d bytes, want 10000000", bytes.Load())
+	}
+	if longest.Load() > 4096 {
+		t.Errorf("longest piece %d > MaxLine", longest.Load())
+	}
+	if partial.Load() != pieces.Load() {
+		t.Errorf("%d of %d pieces marked partial; all should be, no newline was written", partial.Load(), pieces.Load())
+	}
+	if len(e.Output) != DefaultTailSize {
+		t.Errorf("tail is %d bytes, want %d", len(e.Output), DefaultTailSize)
+	}
+}
+
+// 500 jobs through the pool while other code in the process runs and waits
+// for its own children: neither side may see the other's exits.
+func TestForeignChildrenUntouched(t *testing.T) {
+	ex := newExits()
+	p := newPool(t, Config{Max: 8, OnExit: ex.add})
+
+	stop := make(chan struct{})
+	var foreignRuns, foreignErrs atomic.Int64
+	var wg sync.WaitGroup
+	for i := 0; i < 2; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := exec.Command("true").Run(); err != nil {
+					foreignErrs.Add(1)
+					t.Errorf("exec.Command(true).Run: %v", err)
+				}
+				foreignRuns.Add(1)
+			}
+		}()
+	}
+
+	const n = 500
+	want := map[int]int{} // pid → expected code
+	started := 0
+	for started < n {
+		slot, ok := p.TryAcquire()
+		if !ok {
+			<-ex.cond
+			continue
+		}
+		code := started % 7
+		c, err := p.Start(slot, &Spec{Path: "/bin/sh", Args: []string{"sh", "-c", "exit " + strconv.Itoa(code)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[c.Pid] = code
+		started++
+	}
+	if err := p.Wait(ctxTimeout(t, 30*time.Second)); err != nil {
+		t.Fatalf("wait: %v (%d of %d exited)", err, ex.count(), n)
+	}
+	close(stop)
+	wg.Wait()
+
+	if ex.count() != n {
+		t.Fatalf("%d exits, want %d", ex.count(), n)
+	}
+	seen := map[*Child]bool{}
+	for _, c := range ex.all {
+		if seen[c] {
+			t.Fatalf("child %d reported twice", c.Pid)
+		}
+		seen[c] = true
+		if e := c.Exit(); e.Err != nil || e.Code != want[c.Pid] {
+			t.Errorf("pid %d: %s, want exit %d", c.Pid, e, want[c.Pid])
+		}
+	}
+	if foreignRuns.Load() == 0 || foreignErrs.Load() != 0 {
+		t.Errorf("foreign runs %d, errors %d", foreignRuns.Load(), foreignErrs.Load())
+	}
+}
+
+func ctxTimeout(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// A job that forks a grandchild and sleeps is stopped with its whole group
+// when its timeout passes.
+func TestTimeoutKillsGroup(t *testing.T) {
+	var gpid atomic.Int64
+	sink := SinkFunc(func(l Line) {
+		if n, err := strconv.Atoi(string(l.Text)); err == nil {
+			gpid.Store(int64(n))
+		}
+	})
+	p := newPool(t, Config{Max: 1, Sink: sink, OutputDrain: 100 * time.Millisecond})
+	c := mustStart(t, p, &Spec{
+		Path:      "/bin/sh",
+		Args:      []string{"sh", "-c", "sleep 300 & echo $!; wait"},
+		Timeout:   300 * time.Millisecond,
+		KillGrace: 5 * time.Second,
+	})
+	e := waitDone(t, c, 10*time.Second)
+	if !e.TimedOut || e.Signal != syscall.SIGTERM {
+		t.Errorf("exit %s, want timeout by SIGTERM", e)
+	}
+	g := int(gpid.Load())
+	if g == 0 {
+		t.Fatal("grandchild pid never printed")
+	}
+	if !eventually(2*time.Second, func() bool { return !alive(g) }) {
+		t.Errorf("grandchild %d still alive", g)
+	}
+}
+
+// A job that ignores the stop signal is killed after the grace period.
+func TestTimeoutEscalatesToKill(t *testing.T) {
+	ready := make(chan struct{}, 1)
+	sink := SinkFunc(func(l Line) {
+		if string(l.Text) == "ready" {
+			ready <- struct{}{}
+		}
+	})
+	p := newPool(t, Config{Max: 1, Sink: sink})
+	spec := helperSpec(t, "ignore-term")
+	spec.Timeout = 500 * time.Millisecond
+	spec.KillGrace = 300 * time.Millisecond
+	c := mustStart(t, p, spec)
+	select {
+	case <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("helper never became ready")
+	}
+	e := waitDone(t, c, 10*time.Second)
+	if !e.TimedOut || e.Signal != syscall.SIGKILL {
+		t.Errorf("exit %s, want timeout by SIGKILL", e)
+	}
+	if e.Duration < 800*time.Millisecond {
+		t.Errorf("killed after %v, before timeout + grace", e.Duration)
+	}
+}
+
+// The children of a SIGKILLed daemon die with it: command children through
+// Pdeathsig, workers through it and their channel.
+func TestChildrenDieWithDaemon(t *testing.T) {
+	self, _ := os.Executable()
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), helperEnv+"=daemon")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	sc := bufio.NewScanner(out)
+	for len(pids) < 5 && sc.Scan() {
+		pid, err := strconv.Atoi(sc.Text())
+		if err != nil {
+			t.Fatalf("daemon said %q", sc.Text())
+		}
+		pids = append(pids, pid)
+	}
+	if len(pids) != 5 {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("daemon printed %d pids", len(pids))
+	}
+	for _, pid := range pids {
+		if !alive(pid) {
+			t.Fatalf("child %d not running before the kill", pid)
+		}
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	for _, pid := range pids {
+		if !eventually(2*time.Second, func() bool { return !alive(pid) }) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Errorf("child %d still alive 2 s after the daemon was killed", pid)
+		}
+	}
+}
+
+func TestPrivateEnvNotInherited(t *testing.T) {
+	for _, name := range privateEnv {
+		t.Setenv(name, "leak")
+	}
+	var mu sync.Mutex
+	var lines []string
+	sink := SinkFunc(func(l Line) {
+		mu.Lock()
+		lines = append(lines, string(l.Text))
+		mu.Unlock()
+	})
+	p := newPool(t, Config{Max: 1, Sink: sink})
+	// Env nil: inherit the daemon's environment, minus the private part.
+	e := waitDone(t, mustStart(t, p, &Spec{Path: "/usr/bin/env", Args: []string{"env"}}), 10*time.Second)
+	if !e.Success() {
+		t.Fatalf("env: %s", e)
+	}
+	// An explicit environment is scrubbed too.
+	e = waitDone(t, mustStart(t, p, &Spec{Path: "/usr/bin/env", Args: []string{"env"}, Env: []string{"NOTIFY_SOCKET=x", "KEEP=1"}}), 10*time.Second)
+	if !e.Success() {
+		t.Fatalf("env: %s", e)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	kept := false
+	for _, l := range lines {
+		if isPrivate(l) {
+			t.Errorf("child inherited %s", l)
+		}
+		kept = kept || l == "KEEP=1"
+	}
+	if !kept || len(lines) < 2 {
+		t.Errorf("child environment lost what it was given: %q", lines)
+	}
+}
+
+// A descriptor the daemon opened without close-on-exec does not reach jobs.
+func TestStrayFDsNotInherited(t *testing.T) {
+	fd, err := syscall.Open(os.DevNull, syscall.O_RDONLY, 0) // no O_CLOEXEC
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	const stray = 100
+	if err := syscall.Dup3(fd, stray, 0); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(stray)
+	var mu sync.Mutex
+	var fds []string
+	sink := SinkFunc(func(l Line) {
+		mu.Lock()
+		fds = append(fds, string(l.Text))
+		mu.Unlock()
+	})
+	p := newPool(t, Config{Max: 1, Sink: sink})
+	e := waitDone(t, mustStart(t, p, &Spec{Path: "/bin/sh", Args: []string{"sh", "-c", "ls /proc/$$/fd"}}), 10*time.Second)
+	if !e.Success() {
+		t.Fatalf("ls: %s", e)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(fds, " ") != "0 1 2" {
+		t.Errorf("the job's shell has descriptors %v, want only 0 1 2", fds)
+	}
+}
+
+// Lowering Max never kills running children; it only stops handing out
+// slots until enough have ended.
+func TestSetMaxLowerKeepsRunning(t *testing.T) {
+	ex := newExits()
+	p := newPool(t, Config{Max: 3, OnExit: ex.add})
+	var cs []*Child
+	for i := 0; i < 3; i++ {
+		cs = append(cs, mustStart(t, p, &Spec{Path: "/bin/sleep", Args: []string{"sleep", "0.3"}}))
+	}
+	p.SetMax(1)
+	if _, ok := p.TryAcquire(); ok {
+		t.Fatal("acquired a slot with 3 running and max 1")
+	}
+	for _, c := range cs {
+		if e := waitDone(t, c, 10*time.Second); !e.Success() {
+			t.Errorf("child %d: %s after lowering max", c.Pid, e)
+		}
+	}
+	slot, ok := p.TryAcquire()
+	if !ok || slot != 0 {
+		t.Fatalf("after all ended: slot %d ok %v, want slot 0", slot, ok)
+	}
+	if _, ok := p.TryAcquire(); ok {
+		t.Fatal("second slot acquired with max 1")
+	}
+	p.Release(slot)
+}
+
+func TestStopModes(t *testing.T) {
+	t.Run("drain", func(t *testing.T) {
+		p := newPool(t, Config{Max: 2})
+		c := mustStart(t, p, &Spec{Path: "/bin/sleep", Args: []string{"sleep", "0.3"}})
+		if err := p.Stop(ctxTimeout(t, 10*time.Second), Drain, StopOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if e := c.Exit(); !e.Success() {
+			t.Errorf("drained child: %s", e)
+		}
+		if _, err := p.Start(0, &Spec{Path: "/bin/true"}); err != ErrStopped {
+			t.Errorf("start after stop: %v, want ErrStopped", err)
+		}
+	})
+	t.Run("graceful", func(t *testing.T) {
+		ready := make(chan struct{}, 1)
+		p := newPool(t, Config{Max: 2, Sink: SinkFunc(func(l Line) { ready <- struct{}{} })})
+		c1 := mustStart(t, p, &Spec{Path: "/bin/sleep", Args: []string{"sleep", "300"}})
+		c2 := mustStart(t, p, helperSpec(t, "ignore-term"))
+		<-ready
+		start := time.Now()
+		err := p.Stop(ctxTimeout(t, 10*time.Second), Graceful, StopOptions{Signal: syscall.SIGTERM, Timeout: 400 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e := c1.Exit(); e.Signal != syscall.SIGTERM {
+			t.Errorf("sleep: %s, want SIGTERM", e)
+		}
+		if e := c2.Exit(); e.Signal != syscall.SIGKILL {
+			t.Errorf("TERM-ignoring child: %s, want SIGKILL", e)
+		}
+		if d := time.Since(start); d < 400*time.Millisecond {
+			t.Errorf("graceful stop returned after %v, before its timeout", d)
+		}
+	})
+	t.Run("immediate", func(t *testing.T) {
+		p := newPool(t, Config{Max: 2})
+		c := mustStart(t, p, &Spec{Path: "/bin/sleep", Args: []string{"sleep", "300"}})
+		if err := p.Stop(ctxTimeout(t, 10*time.Second), Immediate, StopOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if e := c.Exit(); e.Signal != syscall.SIGKILL {
+			t.Errorf("child: %s, want SIGKILL", e)
+		}
+	})
+	t.Run("escalate", func(t *testing.T) {
+		p := newPool(t, Config{Max: 2})
+		c := mustStart(t, p, &Spec{Path: "/bin/sleep", Args: []string{"sleep", "300"}})
+		drained := make(chan error, 1)
+		go func() { drained <- p.Stop(context.Background(), Drain, StopOptions{}) }()
+		time.Sleep(100 * time.Millisecond)
+		if err := p.Stop(ctxTimeout(t, 10*time.Second), Immediate, StopOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-drained; err != nil {
+			t.Errorf("drain after escalation: %v", err)
+		}
+		if e := c.Exit(); e.Signal != syscall.SIGKILL {
+			t.Errorf("child: %s, want SIGKILL", e)
+		}
+	})
+}
+
+func TestSignalAfterExit(t *testing.T) {
+	p := newPool(t, Config{Max: 1})
+	c := mustStart(t, p, &Spec{Path: "/bin/true"})
+	waitDone(t, c, 10*time.Second)
+	if err := c.Signal(syscall.SIGTERM); err != os.ErrProcessDone {
+		t.Errorf("signal after exit: %v, want os.ErrProcessDone", err)
+	}
+}
+
+func TestStartErrors(t *testing.T) {
+	p := newPool(t, Config{Max: 1})
+	if _, err := p.Start(0, &Spec{Path: "/bin/true"}); err == nil {
+		t.Error("start in a slot that was not acquired succeeded")
+	}
+	slot, _ := p.TryAcquire()
+	_, err := p.Start(slot, &Spec{Path: "/nonexistent/program"})
+	if err == nil || !strings.Contains(err.Error(), "/nonexistent/program") {
+		t.Errorf("start of a missing program: %v", err)
+	}
+	p.Release(slot)
+	if got := p.Busy(); got != 0 {
+		t.Errorf("busy = %d after release", got)
+	}
+}
+
+func TestTailBuffer(t *testing.T) {
+	tb := tailBuffer{max: 8}
+	tb.write([]byte("abc"))
+	if got := string(tb.bytes()); got != "abc" {
+		t.Fatalf("got %q", got)
+	}
+	tb.write([]byte("defgh"))
+	if got := string(tb.bytes()); got != "abcdefgh" {
+		t.Fatalf("got %q", got)
+	}
+	tb.write([]byte("ij"))
+	if got := string(tb.bytes()); got != "cdefghij" {
+		t.Fatalf("got %q", got)
+	}
+	tb.write([]byte("0123456789"))
+	if got := string(tb.bytes()); got != "23456789" {
+		t.Fatalf("got %q", got)
+	}
+	tb.write([]byte("xyz"))
+	if got := string(tb.bytes()); got != "56789xyz" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+func TestScrubEnv(t *testing.T) {
+	in := []string{"A=1", "NOTIFY_SOCKET=/run/x", "LISTEN_FDS=1", "NOTIFY_SOCKETX=keep", "B=2", "WATCHDOG_USEC=5"}
+	out := scrubEnv(in)
+	if strings.Join(out, " ") != "A=1 NOTIFY_SOCKETX=keep B=2" {
+		t.Errorf("scrubEnv = %q", out)
+	}
+	if in[1] != "NOTIFY_SOCKET=/run/x" {
+		t.Error("scrubEnv modified its input")
+	}
+	clean := []string{"A=1"}
+	if got := scrubEnv(clean); &got[0] != &clean[0] {
+		t.Error("scrubEnv copied a clean environment")
+	}
+}

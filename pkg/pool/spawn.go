@@ -1,0 +1,50 @@
+package pool
+
+import (
+	"runtime"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// The spawner is the one OS thread that forks every child of every pool in
+// the process. Pdeathsig is delivered when the thread that forked the child
+// exits, not when the process does; a goroutine locked to its thread for
+// the life of the process makes "the forking thread is gone" mean "the
+// daemon is gone". It is process-wide because the thread it pins is.
+var (
+	spawnOnce sync.Once
+	spawnReqs chan func()
+)
+
+// onSpawner runs f on the spawner thread and returns when f has returned.
+func onSpawner(f func()) {
+	spawnOnce.Do(func() {
+		spawnReqs = make(chan func())
+		ready := make(chan struct{})
+		go spawnLoop(ready)
+		<-ready
+	})
+	done := make(chan struct{})
+	spawnReqs <- func() {
+		f()
+		close(done)
+	}
+	<-done
+}
+
+func spawnLoop(ready chan<- struct{}) {
+	// Never unlocked, and the goroutine never returns: the thread lives as
+	// long as the process.
+	runtime.LockOSThread()
+	close(ready)
+	for f := range spawnReqs {
+		// Descriptors that reached the daemon without close-on-exec (from
+		// its own parent, or from C code) would leak into every job. Go
+		// opens its own with O_CLOEXEC, and exec.Cmd dup2s what it passes
+		// on purpose, so marking everything above stderr is safe. One
+		// syscall, so it is done before each fork rather than once.
+		_ = unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+		f()
+	}
+}
