@@ -14,8 +14,12 @@ import (
 // file descriptor that carries its channel.
 const EnvChild = "JOBDAEMON_CHILD"
 
+// childFD is EnvChild as the process started with; OpenChild removes the
+// variable from the environment, but the process stays a worker.
+var childFD = os.Getenv(EnvChild)
+
 // IsChild reports whether this process was started as a worker by a Pool.
-func IsChild() bool { return os.Getenv(EnvChild) != "" }
+func IsChild() bool { return childFD != "" }
 
 // ChildConn is the worker's end of its channel to the parent.
 type ChildConn struct {
@@ -33,9 +37,8 @@ type ChildConn struct {
 // environment so that the job's own children do not see it. It fails when
 // the process is not a worker.
 func OpenChild() (*ChildConn, error) {
-	v := os.Getenv(EnvChild)
-	if v != "3" {
-		return nil, fmt.Errorf("not a worker: %s=%q", EnvChild, v)
+	if childFD != "3" {
+		return nil, fmt.Errorf("not a worker: %s=%q", EnvChild, childFD)
 	}
 	os.Unsetenv(EnvChild)
 	ch, err := newChannel(os.NewFile(3, "worker-channel"))

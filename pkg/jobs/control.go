@@ -1,0 +1,217 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"os"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/jobdaemon/jobdaemon/pkg/pool"
+)
+
+// ErrNotRunning is returned by the control methods of a daemon whose Run
+// has returned.
+var ErrNotRunning = errors.New("daemon is not running")
+
+// do runs f on the dispatcher goroutine and waits for it.
+func (d *Daemon) do(f func()) error {
+	done := make(chan struct{})
+	select {
+	case d.ctl <- func() { f(); close(done) }:
+		<-done
+		return nil
+	case <-d.finished:
+		return ErrNotRunning
+	}
+}
+
+// Reload calls Options.OnReload, then LoadConfig, on the dispatcher
+// goroutine, and returns when both have returned. If either fails, the
+// error is returned and the daemon runs on as before.
+func (d *Daemon) Reload(ctx context.Context) error {
+	var err error
+	if derr := d.do(func() { err = d.reload(WithVars(context.WithoutCancel(ctx), d.vars)) }); derr != nil {
+		return derr
+	}
+	return err
+}
+
+func (d *Daemon) reload(hctx context.Context) error {
+	if d.opts.OnReload != nil {
+		if err := d.callHook("OnReload", d.opts.OnReload); err != nil {
+			d.log.Error("reload refused", "err", err)
+			return err
+		}
+	}
+	if d.loader != nil {
+		if err := d.callHook("LoadConfig", func() error { return d.loader.LoadConfig(hctx) }); err != nil {
+			d.log.Error("reload refused: LoadConfig failed", "err", err)
+			return err
+		}
+	}
+	d.generation++
+	d.log.Info("reloaded", "generation", d.generation)
+	return nil
+}
+
+// SetMaxChildren sets how many jobs may run at once (at least 1) and
+// returns the new value. Lowering it never stops running jobs: slots above
+// the new maximum are not refilled as their jobs end.
+func (d *Daemon) SetMaxChildren(n int) (int, error) {
+	err := d.do(func() { n = d.setMax(n) })
+	return n, err
+}
+
+// ScaleMaxChildren changes MaxChildren by delta and returns the new value.
+func (d *Daemon) ScaleMaxChildren(delta int) (int, error) {
+	var n int
+	err := d.do(func() { n = d.setMax(d.pool.Max() + delta) })
+	return n, err
+}
+
+func (d *Daemon) setMax(n int) int {
+	n = max(n, 1)
+	if n == d.pool.Max() {
+		return n
+	}
+	d.pool.SetMax(n)
+	d.opts.MaxChildren = n
+	d.log.Info("max children changed", "max_children", n)
+	return n
+}
+
+// Pause stops the dispatcher from starting jobs; running jobs go on.
+func (d *Daemon) Pause() error { return d.do(func() { d.setPaused(true) }) }
+
+// Resume undoes Pause.
+func (d *Daemon) Resume() error { return d.do(func() { d.setPaused(false) }) }
+
+func (d *Daemon) setPaused(p bool) {
+	if d.paused != p {
+		d.paused = p
+		d.log.Info("dispatch " + map[bool]string{true: "paused", false: "resumed"}[p])
+	}
+}
+
+// Stop begins a stop: no job is started any more, and running jobs are
+// treated as mode says (see pool.StopMode). It returns at once; Run
+// returns when every child has ended. A later Stop may escalate, say from
+// Drain to Immediate, but never soften.
+func (d *Daemon) Stop(mode pool.StopMode) error {
+	return d.do(func() { d.beginStop(mode) })
+}
+
+func (d *Daemon) beginStop(mode pool.StopMode) {
+	mode = max(mode, pool.Drain)
+	if mode <= d.stopMode {
+		return
+	}
+	d.stopMode = mode
+	d.idle = nil // the pool retires idle workers
+	d.log.Info("stopping", "mode", mode.String(), "running", len(d.running))
+	opt := pool.StopOptions{Signal: d.opts.StopSignal, Timeout: d.opts.StopTimeout}
+	if d.opts.NoForwardSignals {
+		opt.Signal = 0
+	}
+	// The pool's Stop waits for the children, while the dispatcher must go
+	// on acknowledging the jobs that end meanwhile.
+	go func() { _ = d.pool.Stop(context.Background(), mode, opt) }()
+}
+
+func (d *Daemon) onSignal(hctx context.Context, sig os.Signal) {
+	d.log.Info("signal received", "signal", sig.String())
+	switch sig {
+	case syscall.SIGTERM, syscall.SIGINT:
+		if d.stopMode >= pool.Graceful {
+			d.beginStop(pool.Immediate)
+		} else {
+			d.beginStop(pool.Graceful)
+		}
+	case syscall.SIGQUIT:
+		d.beginStop(pool.Drain)
+	case syscall.SIGHUP:
+		_ = d.reload(hctx)
+	case syscall.SIGUSR2:
+		d.setPaused(true)
+	case syscall.SIGCONT:
+		d.setPaused(false)
+	case syscall.SIGTTIN:
+		d.setMax(d.pool.Max() + 1)
+	case syscall.SIGTTOU:
+		d.setMax(d.pool.Max() - 1)
+	}
+}
+
+// State is what a daemon is doing.
+type State string
+
+// The states of a daemon.
+const (
+	StateStarting State = "starting"
+	StateRunning  State = "running"
+	StatePaused   State = "paused"
+	StateDraining State = "draining"
+	StateStopping State = "stopping"
+	StateStopped  State = "stopped"
+)
+
+// Status is a snapshot of a daemon.
+type Status struct {
+	State       State         `json:"state"`
+	Pid         int           `json:"pid"`
+	Uptime      time.Duration `json:"uptime_ns"`
+	Generation  int           `json:"config_generation"`
+	MaxChildren int           `json:"max_children"`
+	Started     uint64        `json:"jobs_started"`
+	Succeeded   uint64        `json:"jobs_succeeded"`
+	Failed      uint64        `json:"jobs_failed"`
+	Slots       []SlotStatus  `json:"slots"`
+}
+
+// SlotStatus describes one child.
+type SlotStatus struct {
+	Slot    int           `json:"slot"`
+	Pid     int           `json:"pid"`
+	JobID   string        `json:"job_id,omitempty"` // "" for an idle worker
+	Attempt int           `json:"attempt,omitempty"`
+	Runtime time.Duration `json:"runtime_ns"`
+	Worker  bool          `json:"worker"`
+}
+
+// Status returns a snapshot of the daemon. After Run has returned it
+// reports StateStopped and the final counters.
+func (d *Daemon) Status() Status {
+	s := Status{
+		State:     StateStopped,
+		Pid:       os.Getpid(),
+		Started:   d.started.Load(),
+		Succeeded: d.succeeded.Load(),
+		Failed:    d.failed.Load(),
+	}
+	_ = d.do(func() {
+		s.State = StateRunning
+		switch {
+		case d.stopMode == pool.Drain:
+			s.State = StateDraining
+		case d.stopMode != 0:
+			s.State = StateStopping
+		case d.paused:
+			s.State = StatePaused
+		}
+		s.Uptime = time.Since(d.start)
+		s.Generation = d.generation
+		s.MaxChildren = d.pool.Max()
+		now := time.Now()
+		for c, r := range d.running {
+			ss := SlotStatus{Slot: c.Slot, Pid: c.Pid, Worker: r.worker != nil}
+			if r.job != nil {
+				ss.JobID, ss.Attempt, ss.Runtime = r.job.ID, r.job.Attempt, now.Sub(r.since)
+			}
+			s.Slots = append(s.Slots, ss)
+		}
+	})
+	slices.SortFunc(s.Slots, func(a, b SlotStatus) int { return a.Slot - b.Slot })
+	return s
+}

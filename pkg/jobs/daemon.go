@@ -1,0 +1,565 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/jobdaemon/jobdaemon/pkg/pool"
+)
+
+// Run runs app as a daemon until it is stopped, and returns then, after
+// every child has ended, so that the application can clean up.
+//
+// In a child (this program re-executed by the daemon to run a job), Run
+// runs the job, or the jobs of a worker, and exits the process: it never
+// returns there. Everything main does before calling Run therefore also
+// happens in every child; keep it cheap, and open connections in
+// LoadConfig instead.
+//
+// Unless opts.NoSignals is set, Run handles these signals:
+//
+//	TERM, INT   graceful stop; a second one kills the jobs at once
+//	QUIT        drain: start no job, let the running ones finish
+//	HUP         reload: OnReload, then LoadConfig
+//	USR2, CONT  pause and resume taking new jobs
+//	TTIN, TTOU  one child slot more, one fewer
+//
+// Cancelling ctx also makes a graceful stop. Run returns nil after a stop,
+// or the error that prevented the start (the first LoadConfig), or the
+// error that stopped the daemon (Options.MaxHookErrors).
+func Run(ctx context.Context, app Source, opts Options) error {
+	d, err := New(app, opts)
+	if err != nil {
+		return err
+	}
+	return d.Run(ctx)
+}
+
+// Daemon is a running instance of an application. Its control methods
+// (Reload, SetMaxChildren, Pause, Resume, Stop, Status) are safe to call
+// from any goroutine while Run runs; they are carried out by the
+// dispatcher goroutine, between two hook calls.
+type Daemon struct {
+	app    Source
+	runner Runner
+	cmdr   Commander
+	loader ConfigLoader
+	acker  Acker
+	waker  Waker
+	opts   Options
+	log    *slog.Logger
+	vars   *VarStore
+	pool   *pool.Pool
+	start  time.Time
+
+	// Owned by the dispatcher goroutine.
+	running    map[*pool.Child]*running
+	idle       []*running // workers waiting for a job, most recently used last
+	paused     bool
+	stopMode   pool.StopMode
+	hookErrs   int
+	backoff    time.Duration
+	notBefore  time.Time
+	generation int
+	exitErr    error
+	encBuf     []byte
+
+	ctl      chan func()
+	finished chan struct{}
+
+	evMu     sync.Mutex
+	events   []event
+	evNotify chan struct{}
+
+	tailMu sync.Mutex
+	tails  map[int]*tail // slot → output of the worker job running there
+
+	started, succeeded, failed atomic.Uint64
+}
+
+// running is a child the dispatcher knows of: a command child running a
+// job, or a worker, busy or idle.
+type running struct {
+	child    *pool.Child
+	worker   *pool.Worker
+	job      *Job    // nil for an idle worker
+	reply    *Result // a retiring worker's answer, awaiting its exit
+	since    time.Time
+	timer    *time.Timer
+	timedOut atomic.Bool
+}
+
+type event struct {
+	child  *pool.Child // exited; nil for a result
+	worker *pool.Worker
+	reply  workerReply
+	err    error
+}
+
+// New checks app and returns a daemon ready to Run. app must implement
+// Runner or Commander besides Source.
+func New(app Source, opts Options) (*Daemon, error) {
+	opts.withDefaults()
+	d := &Daemon{
+		app:      app,
+		opts:     opts,
+		log:      opts.Logger,
+		vars:     NewVarStore(),
+		running:  make(map[*pool.Child]*running),
+		ctl:      make(chan func()),
+		finished: make(chan struct{}),
+		evNotify: make(chan struct{}, 1),
+		tails:    make(map[int]*tail),
+	}
+	d.runner, _ = app.(Runner)
+	d.cmdr, _ = app.(Commander)
+	d.loader, _ = app.(ConfigLoader)
+	d.acker, _ = app.(Acker)
+	d.waker, _ = app.(Waker)
+	if d.runner == nil && d.cmdr == nil {
+		return nil, fmt.Errorf("jobs: %T implements neither RunJob (Runner) nor Command (Commander)", app)
+	}
+	if d.cmdr != nil && opts.JobsPerChild > 1 {
+		return nil, errors.New("jobs: JobsPerChild > 1 needs RunJob; commands run one job per process")
+	}
+	return d, nil
+}
+
+// Run runs the daemon; see the package function Run.
+func (d *Daemon) Run(ctx context.Context) error {
+	if pool.IsChild() {
+		d.runChild(ctx) // never returns
+	}
+	defer close(d.finished)
+	d.start = time.Now()
+	// Hooks get a context that outlives ctx: after a cancel the daemon
+	// still has to acknowledge the jobs that finish while it stops.
+	hctx := WithVars(context.WithoutCancel(ctx), d.vars)
+	if d.loader != nil {
+		if err := d.callHook("LoadConfig", func() error { return d.loader.LoadConfig(hctx) }); err != nil {
+			return fmt.Errorf("load config: %w", err)
+		}
+	}
+	d.generation = 1
+	p, err := pool.New(pool.Config{
+		Max:      d.opts.MaxChildren,
+		Sink:     pool.SinkFunc(d.outputLine),
+		OnExit:   func(c *pool.Child) { d.push(event{child: c}) },
+		TailSize: d.opts.TailSize,
+		Logger:   d.log,
+	})
+	if err != nil {
+		return err
+	}
+	d.pool = p
+	defer p.Close()
+
+	var sigs chan os.Signal
+	if !d.opts.NoSignals {
+		sigs = make(chan os.Signal, 8)
+		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP,
+			syscall.SIGUSR2, syscall.SIGCONT, syscall.SIGTTIN, syscall.SIGTTOU)
+		defer signal.Stop(sigs)
+	}
+	d.log.Info("daemon started", "pid", os.Getpid(), "max_children", d.opts.MaxChildren,
+		"jobs_per_child", d.opts.JobsPerChild)
+	if d.opts.OnReady != nil {
+		d.opts.OnReady()
+	}
+	d.loop(ctx, hctx, sigs)
+	d.log.Info("daemon stopped", "succeeded", d.succeeded.Load(), "failed", d.failed.Load())
+	return d.exitErr
+}
+
+// loop is the dispatcher: it hands jobs to free slots, handles the ends of
+// jobs, and carries out control requests, until a stop has ended every
+// child. It sleeps whenever there is nothing to do.
+func (d *Daemon) loop(ctx, hctx context.Context, sigs <-chan os.Signal) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	var wake <-chan struct{}
+	if d.waker != nil {
+		wake = d.waker.Wake()
+	}
+	ctxDone := ctx.Done()
+	for {
+		d.handleEvents(hctx)
+		if d.stopMode != 0 && len(d.running) == 0 {
+			return
+		}
+		wait := d.dispatch(hctx)
+		if d.stopMode != 0 && len(d.running) == 0 {
+			continue // dispatch stopped the daemon (MaxHookErrors)
+		}
+		if wait > 0 {
+			timer.Reset(wait)
+		} else {
+			timer.Stop()
+		}
+		select {
+		case <-d.evNotify:
+		case f := <-d.ctl:
+			f()
+		case <-wake:
+			d.backoff, d.notBefore = 0, time.Time{}
+		case <-timer.C:
+		case <-ctxDone:
+			ctxDone = nil
+			d.beginStop(pool.Graceful)
+		case sig := <-sigs:
+			d.onSignal(hctx, sig)
+		}
+	}
+}
+
+// dispatch starts jobs while a slot is free and the source has work. It
+// returns how long to wait before asking the source again, or 0 to wait
+// for an event (a job ending, a wake-up, a control request).
+func (d *Daemon) dispatch(hctx context.Context) time.Duration {
+	for !d.paused && d.stopMode == 0 {
+		if wait := time.Until(d.notBefore); wait > 0 {
+			return wait
+		}
+		slot, idle, ok := d.freeSlot()
+		if !ok {
+			return 0
+		}
+		var job *Job
+		err := d.callHook("NextJob", func() (err error) {
+			job, err = d.app.NextJob(hctx, slot)
+			return err
+		})
+		if err != nil || job == nil {
+			if idle != nil {
+				d.idle = append(d.idle, idle)
+			} else {
+				d.pool.Release(slot)
+			}
+			return d.nothingReady(err)
+		}
+		d.hookErrs, d.backoff = 0, 0
+		d.startJob(hctx, slot, idle, job)
+	}
+	return 0
+}
+
+// nothingReady backs off after NextJob found nothing, or failed: from
+// 10 ms, doubling, up to IdleInterval.
+func (d *Daemon) nothingReady(err error) time.Duration {
+	if err != nil {
+		d.hookErrs++
+		d.log.Error("NextJob failed", "err", err, "consecutive", d.hookErrs)
+		if n := d.opts.MaxHookErrors; n > 0 && d.hookErrs >= n {
+			d.exitErr = fmt.Errorf("NextJob failed %d times in a row, last: %w", d.hookErrs, err)
+			d.beginStop(pool.Graceful)
+			return 0
+		}
+	} else {
+		d.hookErrs = 0
+	}
+	d.backoff = min(max(2*d.backoff, 10*time.Millisecond), d.opts.IdleInterval)
+	d.notBefore = time.Now().Add(d.backoff)
+	return d.backoff
+}
+
+// freeSlot returns a slot for the next job: an idle worker's, or a newly
+// reserved one. Idle workers in slots above MaxChildren are retired.
+func (d *Daemon) freeSlot() (int, *running, bool) {
+	max := d.pool.Max()
+	for len(d.idle) > 0 {
+		r := d.idle[len(d.idle)-1]
+		d.idle = d.idle[:len(d.idle)-1]
+		if r.child.Slot < max && !r.worker.Retiring() {
+			return r.child.Slot, r, true
+		}
+		r.worker.Retire()
+	}
+	slot, ok := d.pool.TryAcquire()
+	return slot, nil, ok
+}
+
+func (d *Daemon) startJob(hctx context.Context, slot int, r *running, job *Job) {
+	job.Slot = slot
+	d.started.Add(1)
+	if d.cmdr != nil {
+		d.startCommand(hctx, slot, job)
+		return
+	}
+	if r == nil {
+		w, err := d.pool.StartWorker(slot, d.workerSpec())
+		if err != nil {
+			d.pool.Release(slot)
+			d.finish(hctx, job, Result{ExitCode: -1, Error: err.Error()})
+			return
+		}
+		r = &running{child: w.Child, worker: w}
+		d.running[w.Child] = r
+	}
+	r.job, r.since = job, time.Now()
+	r.timedOut.Store(false)
+	r.worker.SetLabel(job.ID)
+	d.tailMu.Lock()
+	d.tails[slot] = &tail{job: job.ID, max: d.tailSize()}
+	d.tailMu.Unlock()
+	d.encBuf = encodeJob(d.encBuf, job)
+	if err := r.worker.Send(d.encBuf); err != nil {
+		// The worker is gone or going; its exit reports the job failed.
+		d.log.Warn("could not hand job to worker", "job_id", job.ID, "pid", r.child.Pid, "err", err)
+		r.worker.Retire()
+		return
+	}
+	if t := d.opts.JobTimeout; t > 0 {
+		w := r.worker
+		r.timer = time.AfterFunc(t, func() {
+			r.timedOut.Store(true)
+			w.Stop(d.opts.StopSignal, d.opts.KillGrace)
+		})
+	}
+}
+
+func (d *Daemon) startCommand(hctx context.Context, slot int, job *Job) {
+	var spec *pool.Spec
+	err := d.callHook("Command", func() (err error) {
+		spec, err = d.cmdr.Command(hctx, job)
+		return err
+	})
+	var c *pool.Child
+	if err == nil {
+		if spec.Label == "" {
+			spec.Label = job.ID
+		}
+		if spec.Timeout == 0 {
+			spec.Timeout = d.opts.JobTimeout
+		}
+		if spec.StopSignal == 0 {
+			spec.StopSignal = d.opts.StopSignal
+		}
+		if spec.KillGrace == 0 {
+			spec.KillGrace = d.opts.KillGrace
+		}
+		c, err = d.pool.Start(slot, spec)
+	}
+	if err != nil {
+		d.pool.Release(slot)
+		d.log.Error("could not start job", "job_id", job.ID, "slot", slot, "err", err)
+		d.finish(hctx, job, Result{ExitCode: -1, Error: err.Error()})
+		return
+	}
+	d.running[c] = &running{child: c, job: job, since: c.Started}
+}
+
+func (d *Daemon) workerSpec() *pool.WorkerSpec {
+	jobs := d.opts.JobsPerChild
+	jitter := 0.1
+	if jobs <= 1 {
+		jitter = 0
+	}
+	return &pool.WorkerSpec{
+		Spec:   pool.Spec{StopSignal: d.opts.StopSignal, KillGrace: d.opts.KillGrace},
+		Jobs:   jobs,
+		MaxAge: d.opts.WorkerMaxAge,
+		MaxRSS: d.opts.WorkerMaxRSS,
+		Jitter: jitter,
+		OnResult: func(w *pool.Worker, msg []byte) {
+			rep, err := decodeReply(msg)
+			d.push(event{worker: w, reply: rep, err: err})
+		},
+		OnCall: func(_ *pool.Worker, req []byte) []byte { return d.vars.serve(req) },
+	}
+}
+
+// push queues an event for the dispatcher. The queue is unbounded (it
+// holds at most a few events per child) so that pool goroutines never
+// block on a busy dispatcher.
+func (d *Daemon) push(ev event) {
+	d.evMu.Lock()
+	d.events = append(d.events, ev)
+	d.evMu.Unlock()
+	select {
+	case d.evNotify <- struct{}{}:
+	default:
+	}
+}
+
+func (d *Daemon) handleEvents(hctx context.Context) {
+	d.evMu.Lock()
+	evs := d.events
+	d.events = nil
+	d.evMu.Unlock()
+	for _, ev := range evs {
+		if ev.child != nil {
+			d.exited(hctx, ev.child)
+		} else {
+			d.answered(hctx, ev)
+		}
+	}
+}
+
+// exited handles the end of a child: a command child's job is done; a
+// worker that dies with a job in flight fails that job.
+func (d *Daemon) exited(hctx context.Context, c *pool.Child) {
+	r := d.running[c]
+	if r == nil {
+		return
+	}
+	delete(d.running, c)
+	if r.job == nil {
+		return // an idle worker retired
+	}
+	if r.reply != nil {
+		res := *r.reply
+		res.Output = d.takeTail(c.Slot)
+		d.finish(hctx, r.job, res)
+		return
+	}
+	res := resultFromExit(c.Exit())
+	if r.worker != nil {
+		if r.timer != nil {
+			r.timer.Stop()
+		}
+		res.TimedOut = r.timedOut.Load()
+		res.Duration = time.Since(r.since)
+		if res.Error == "" {
+			res.Error = "worker exited during the job: " + c.Exit().String()
+		}
+		if res.ExitCode == 0 && res.Signal == 0 {
+			res.ExitCode = 1 // exited cleanly, but never answered
+		}
+		res.Output = d.takeTail(c.Slot)
+	}
+	d.finish(hctx, r.job, res)
+}
+
+// answered handles a worker's result for its job.
+func (d *Daemon) answered(hctx context.Context, ev event) {
+	r := d.running[ev.worker.Child]
+	if r == nil || r.job == nil {
+		return
+	}
+	if r.timer != nil {
+		r.timer.Stop()
+	}
+	job := r.job
+	r.job = nil
+	res := Result{
+		ExitCode: ev.reply.code,
+		Error:    ev.reply.err,
+		TimedOut: r.timedOut.Load(),
+		Duration: time.Since(r.since),
+		UserCPU:  ev.reply.userCPU,
+		SysCPU:   ev.reply.sysCPU,
+		MaxRSS:   ev.reply.maxRSS,
+	}
+	if ev.err != nil {
+		res.ExitCode, res.Error = 1, "bad answer from worker: "+ev.err.Error()
+	}
+	if ev.worker.Retiring() {
+		// The worker exits next. Its exit, once its output has been read
+		// to the end, finishes the job with the whole output tail.
+		r.job, r.reply = job, &res
+		return
+	}
+	if d.stopMode == 0 && r.child.Slot < d.pool.Max() {
+		d.idle = append(d.idle, r)
+	} else {
+		ev.worker.Retire()
+	}
+	res.Output = d.takeTail(r.child.Slot)
+	d.finish(hctx, job, res)
+}
+
+// finish counts a finished job and acknowledges it to the source.
+func (d *Daemon) finish(hctx context.Context, job *Job, res Result) {
+	if res.OK() {
+		d.succeeded.Add(1)
+	} else {
+		d.failed.Add(1)
+	}
+	if d.log.Enabled(hctx, slog.LevelDebug) {
+		d.log.Debug("job finished", "job_id", job.ID, "slot", job.Slot, "attempt", job.Attempt,
+			"result", res.String(), "duration", res.Duration)
+	}
+	if d.acker == nil {
+		return
+	}
+	if err := d.callHook("Done", func() error { return d.acker.Done(hctx, job, res) }); err != nil {
+		d.log.Error("Done failed", "job_id", job.ID, "err", err)
+	}
+}
+
+// callHook calls an application hook, turning a panic into an error that
+// names the hook, so that one bad job cannot take the daemon down.
+func (d *Daemon) callHook(name string, f func() error) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("panic in %s: %v", name, v)
+		}
+	}()
+	return f()
+}
+
+// outputLine handles one line of job output.
+func (d *Daemon) outputLine(l pool.Line) {
+	if d.runner != nil {
+		d.tailMu.Lock()
+		if t := d.tails[l.Slot]; t != nil && t.job == l.Label {
+			t.write(l.Text, !l.Partial)
+		}
+		d.tailMu.Unlock()
+	}
+	if d.opts.Output != nil {
+		d.opts.Output.Line(l)
+		return
+	}
+	d.log.Info(string(l.Text), "job_id", l.Label, "slot", l.Slot, "stream", l.Stream.String())
+}
+
+func (d *Daemon) takeTail(slot int) []byte {
+	d.tailMu.Lock()
+	defer d.tailMu.Unlock()
+	t := d.tails[slot]
+	delete(d.tails, slot)
+	if t == nil {
+		return nil
+	}
+	if len(t.buf) > t.max {
+		return t.buf[len(t.buf)-t.max:]
+	}
+	return t.buf
+}
+
+func (d *Daemon) tailSize() int {
+	if d.opts.TailSize > 0 {
+		return d.opts.TailSize
+	}
+	return pool.DefaultTailSize
+}
+
+// tail keeps about the last max bytes of one worker job's output. Output
+// travels through a pipe and results through a socket, so the lines of a
+// job may arrive after its result: for a worker that runs on, the tail
+// holds what had arrived by then; for one that exits after the job, all of
+// it.
+type tail struct {
+	job string
+	max int
+	buf []byte
+}
+
+func (t *tail) write(p []byte, newline bool) {
+	t.buf = append(t.buf, p...)
+	if newline {
+		t.buf = append(t.buf, '\n')
+	}
+	if len(t.buf) > 2*t.max {
+		t.buf = append(t.buf[:0], t.buf[len(t.buf)-t.max:]...)
+	}
+}

@@ -1,0 +1,178 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"syscall"
+	"time"
+
+	"github.com/jobdaemon/jobdaemon/pkg/pool"
+)
+
+// Job is one unit of work, described by the Source in the parent and run
+// in a child.
+type Job struct {
+	// ID names the job in logs and in the control socket. The Source picks
+	// it; it should be unique among running jobs.
+	ID string
+	// Payload is the job's data, opaque to the daemon.
+	Payload []byte
+	// Attempt is 1 for the first run of a job, 2 for its first retry, and
+	// so on. The Source keeps count.
+	Attempt int
+	// Slot is the slot the job runs in, set by the dispatcher.
+	Slot int
+	// Meta carries small string attributes from the Source to the Runner.
+	Meta map[string]string
+}
+
+// Result says how a job ended.
+type Result struct {
+	// ExitCode is the child's exit status: 0 for success; for a RunJob
+	// that returned an error, 1; -1 when the child was killed by Signal.
+	ExitCode int
+	// Signal is the signal that killed the child, or 0.
+	Signal syscall.Signal
+	// TimedOut is true when the job ran past its timeout and was stopped.
+	TimedOut bool
+	// Duration is the wall time of the job.
+	Duration time.Duration
+	// UserCPU and SysCPU are the CPU time the job used.
+	UserCPU, SysCPU time.Duration
+	// MaxRSS is the peak resident set size in bytes. For a worker it is the
+	// worker's peak so far, which includes earlier jobs.
+	MaxRSS int64
+	// Error is the error RunJob returned or panicked with, or why the job
+	// could not be started; "" otherwise.
+	Error string
+	// Output is the tail of what the job wrote to stdout and stderr.
+	Output []byte
+}
+
+// OK reports whether the job succeeded.
+func (r Result) OK() bool {
+	return r.ExitCode == 0 && r.Signal == 0 && !r.TimedOut && r.Error == ""
+}
+
+// String describes the outcome in a few words: "ok", "exit 3",
+// "signal killed", "timeout", "error: ...".
+func (r Result) String() string {
+	switch {
+	case r.TimedOut:
+		return "timeout"
+	case r.Signal != 0:
+		return "signal " + r.Signal.String()
+	case r.Error != "":
+		return "error: " + r.Error
+	case r.ExitCode != 0:
+		return fmt.Sprintf("exit %d", r.ExitCode)
+	}
+	return "ok"
+}
+
+// resultFromExit turns a child's exit into a Result.
+func resultFromExit(e *pool.Exit) Result {
+	r := Result{
+		ExitCode: e.Code,
+		Signal:   e.Signal,
+		TimedOut: e.TimedOut,
+		Duration: e.Duration,
+		UserCPU:  e.UserCPU,
+		SysCPU:   e.SysCPU,
+		MaxRSS:   e.MaxRSS,
+		Output:   e.Output,
+	}
+	if e.Err != nil {
+		r.Error = e.Err.Error()
+	}
+	return r
+}
+
+// Source is the hook the dispatcher asks for work, in the parent, when a
+// slot is free: the PHP original's getNextJob. It returns nil, nil when
+// nothing is ready; the dispatcher then waits (see Waker) and asks again.
+// An error is logged and answered with backoff.
+//
+// The hooks of one daemon (NextJob, LoadConfig, Done) are called from one
+// goroutine, never at the same time.
+type Source interface {
+	NextJob(ctx context.Context, slot int) (*Job, error)
+}
+
+// Runner runs a job in a child process: the PHP original's childRun. The
+// child is this program re-executed; it exits after the job, or, with
+// Options.JobsPerChild above 1, runs more jobs first. ctx is cancelled
+// when the daemon stops the job (timeout or graceful stop). A returned
+// error, or a panic, fails the job.
+type Runner interface {
+	RunJob(ctx context.Context, job *Job) error
+}
+
+// Commander is implemented instead of Runner by an application whose jobs
+// are external programs, as in the jobdaemon binary. The child is the
+// command Command returns, started directly, never through a shell.
+type Commander interface {
+	Command(ctx context.Context, job *Job) (*pool.Spec, error)
+}
+
+// ConfigLoader is an optional hook, the PHP original's loadConfig. It is
+// called in the parent at start and on every reload, and in each child
+// once, before its first job. An error at start stops Run; an error on
+// reload keeps the old configuration running.
+type ConfigLoader interface {
+	LoadConfig(ctx context.Context) error
+}
+
+// Acker is an optional hook called in the parent when a job has ended,
+// with its result: the place to mark it done, schedule a retry (see
+// Retry), or give up. An error is logged.
+type Acker interface {
+	Done(ctx context.Context, job *Job, res Result) error
+}
+
+// Waker is an optional hook for a Source that can tell when new work has
+// arrived. A receive from Wake makes the dispatcher ask NextJob at once
+// instead of waiting out its backoff.
+type Waker interface {
+	Wake() <-chan struct{}
+}
+
+// Retry computes retry delays: exponential backoff with jitter and a
+// bounded number of attempts.
+type Retry struct {
+	// MaxAttempts is the number of runs a job gets in all; 0 means 1.
+	MaxAttempts int
+	// Base is the delay before the first retry (default 1 s); it doubles
+	// with each attempt.
+	Base time.Duration
+	// Max caps the delay (default 1 h).
+	Max time.Duration
+	// Jitter, between 0 and 1, spreads each delay by up to that fraction
+	// either way, so that jobs that failed together do not return together.
+	Jitter float64
+}
+
+// After returns how long to wait before running a job again that failed
+// on attempt (1 for its first run), and false when it has no attempt left.
+func (r Retry) After(attempt int) (time.Duration, bool) {
+	if attempt >= max(r.MaxAttempts, 1) {
+		return 0, false
+	}
+	base, limit := r.Base, r.Max
+	if base <= 0 {
+		base = time.Second
+	}
+	if limit <= 0 {
+		limit = time.Hour
+	}
+	d := base
+	for i := 1; i < attempt && d < limit; i++ {
+		d *= 2
+	}
+	d = min(d, limit)
+	if j := min(r.Jitter, 1); j > 0 {
+		d = time.Duration(float64(d) * (1 + j*(2*rand.Float64()-1)))
+	}
+	return d, true
+}

@@ -1,0 +1,492 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jobdaemon/jobdaemon/pkg/pool"
+)
+
+// The test binary is also the daemon's child: TestMain runs Run for a
+// re-executed child, as an application's main would.
+func TestMain(m *testing.M) {
+	if pool.IsChild() {
+		d, err := New(&testApp{}, Options{})
+		if err != nil {
+			panic(err)
+		}
+		d.Run(context.Background()) // exits
+	}
+	os.Exit(m.Run())
+}
+
+// testApp serves a fixed list of jobs and records their results. Its
+// RunJob does what the payload says.
+type testApp struct {
+	mu      sync.Mutex
+	queue   []*Job
+	results map[string]Result
+	loads   int
+	want    int // stop the daemon once this many results are in
+	d       *Daemon
+	allDone chan struct{}
+}
+
+var childFirstJob = true // per process: counts worker starts through Vars
+
+func (a *testApp) LoadConfig(ctx context.Context) error {
+	if os.Getenv("JOBS_TEST_CHILD_LOADS") != "" {
+		_, err := VarsFrom(ctx).Add("child-loads", 1)
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.loads++
+	if os.Getenv("JOBS_TEST_FAIL_RELOAD") != "" && a.loads > 1 {
+		return errors.New("bad config")
+	}
+	return nil
+}
+
+func (a *testApp) NextJob(ctx context.Context, slot int) (*Job, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.queue) == 0 {
+		return nil, nil
+	}
+	j := a.queue[0]
+	a.queue = a.queue[1:]
+	switch string(j.Payload) {
+	case "next-panic":
+		panic("NextJob exploded")
+	case "next-error":
+		return nil, errors.New("source unavailable")
+	}
+	return j, nil
+}
+
+func (a *testApp) RunJob(ctx context.Context, job *Job) error {
+	if childFirstJob {
+		childFirstJob = false
+		if _, err := VarsFrom(ctx).Add("workers", 1); err != nil {
+			return err
+		}
+	}
+	p := string(job.Payload)
+	switch {
+	case p == "ok":
+		return nil
+	case p == "fail":
+		return errors.New("job failed on purpose")
+	case p == "panic":
+		panic("RunJob exploded")
+	case p == "sleep":
+		if _, err := VarsFrom(ctx).Add("sleeping", 1); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Hour):
+			return nil
+		}
+	case p == "hang":
+		time.Sleep(time.Hour) // ignores ctx: must be killed
+		return nil
+	case p == "kill-self":
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		time.Sleep(time.Hour)
+	case p == "count":
+		_, err := VarsFrom(ctx).Add("counter", 1)
+		return err
+	case p == "print":
+		fmt.Println("hello from", job.ID)
+		return nil
+	case strings.HasPrefix(p, "exit:"):
+		code, _ := strconv.Atoi(p[5:])
+		os.Exit(code)
+	}
+	return fmt.Errorf("unknown payload %q", p)
+}
+
+func (a *testApp) Done(ctx context.Context, job *Job, res Result) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, dup := a.results[job.ID]; dup {
+		panic("result twice for " + job.ID)
+	}
+	a.results[job.ID] = res
+	if len(a.results) == a.want {
+		close(a.allDone)
+	}
+	return nil
+}
+
+func newTestApp(payloads ...string) *testApp {
+	a := &testApp{results: map[string]Result{}, want: len(payloads), allDone: make(chan struct{})}
+	for i, p := range payloads {
+		a.queue = append(a.queue, &Job{ID: fmt.Sprintf("%s-%d", p, i), Payload: []byte(p), Attempt: 1})
+	}
+	return a
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// runApp runs a daemon for a until all its results are in, then drains it
+// and returns the results.
+func runApp(t *testing.T, a *testApp, opts Options) map[string]Result {
+	t.Helper()
+	t.Setenv("GORACE", "atexit_sleep_ms=0")
+	opts.NoSignals = true
+	if opts.Logger == nil {
+		opts.Logger = testLogger(t)
+	}
+	d, err := New(a, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.d = d
+	errc := make(chan error, 1)
+	go func() { errc <- d.Run(context.Background()) }()
+	select {
+	case <-a.allDone:
+	case err := <-errc:
+		t.Fatalf("Run returned early: %v", err)
+	case <-time.After(60 * time.Second):
+		a.mu.Lock()
+		t.Fatalf("only %d of %d results after 60 s", len(a.results), a.want)
+	}
+	if err := d.Stop(pool.Drain); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	return a.results
+}
+
+func TestOneJobPerChild(t *testing.T) {
+	a := newTestApp("ok", "fail", "panic", "exit:3", "kill-self", "ok", "print")
+	res := runApp(t, a, Options{MaxChildren: 3})
+	check := func(id string, ok bool, code int, sig syscall.Signal, errPart string) {
+		t.Helper()
+		r, found := res[id]
+		if !found {
+			t.Fatalf("no result for %s", id)
+		}
+		if r.OK() != ok || r.ExitCode != code || r.Signal != sig || !strings.Contains(r.Error, errPart) {
+			t.Errorf("%s: %+v (%s)", id, r, r.String())
+		}
+	}
+	check("ok-0", true, 0, 0, "")
+	check("fail-1", false, 1, 0, "job failed on purpose")
+	check("panic-2", false, 2, 0, "panic in RunJob: RunJob exploded")
+	check("exit:3-3", false, 3, 0, "worker exited during the job: exit 3")
+	check("kill-self-4", false, -1, syscall.SIGKILL, "signal killed")
+	check("ok-5", true, 0, 0, "")
+	if r := res["print-6"]; !strings.Contains(string(r.Output), "hello from print-6") {
+		t.Errorf("output tail of print-6: %q", r.Output)
+	}
+	if r := res["ok-0"]; r.Duration <= 0 || r.MaxRSS <= 0 {
+		t.Errorf("ok-0 not measured: %+v", r)
+	}
+	if got, _, _ := a.d.vars.Get("workers"); got != "7" {
+		t.Errorf("%s children ran jobs, want 7 (one per job)", got)
+	}
+}
+
+// 10 000 trivial jobs over 2 workers that retire every 1 000 jobs, one of
+// which is killed mid-job: every job has exactly one result.
+func TestWorkers(t *testing.T) {
+	payloads := make([]string, 10000)
+	for i := range payloads {
+		payloads[i] = "ok"
+	}
+	payloads[5000] = "kill-self"
+	a := newTestApp(payloads...)
+	res := runApp(t, a, Options{MaxChildren: 2, JobsPerChild: 1000})
+	if len(res) != len(payloads) {
+		t.Fatalf("%d results, want %d", len(res), len(payloads))
+	}
+	failed := 0
+	for id, r := range res {
+		if !r.OK() {
+			failed++
+			if id != "kill-self-5000" || r.Signal != syscall.SIGKILL {
+				t.Errorf("%s: %s", id, r.String())
+			}
+		}
+	}
+	if failed != 1 {
+		t.Errorf("%d failed jobs, want 1", failed)
+	}
+	n, _, _ := a.d.vars.Get("workers")
+	if w, _ := strconv.Atoi(n); w < 11 {
+		t.Errorf("%d workers ran jobs, want at least 11 (10 recycled and 1 replaced)", w)
+	}
+}
+
+func TestVarsFromChildren(t *testing.T) {
+	payloads := make([]string, 50)
+	for i := range payloads {
+		payloads[i] = "count"
+	}
+	a := newTestApp(payloads...)
+	t.Setenv("JOBS_TEST_CHILD_LOADS", "1")
+	res := runApp(t, a, Options{MaxChildren: 4, JobsPerChild: 5})
+	for id, r := range res {
+		if !r.OK() {
+			t.Fatalf("%s: %s", id, r.String())
+		}
+	}
+	if v, _, _ := a.d.vars.Get("counter"); v != "50" {
+		t.Errorf("counter = %q, want 50", v)
+	}
+	// LoadConfig ran in the parent at start (counted as a child load here,
+	// since the variable is set) and once in each child.
+	loads, _, _ := a.d.vars.Get("child-loads")
+	workers, _, _ := a.d.vars.Get("workers")
+	l, _ := strconv.Atoi(loads)
+	w, _ := strconv.Atoi(workers)
+	if w < 10 || l != w+1 {
+		t.Errorf("child-loads %d, workers %d: want one load per child plus the parent's", l, w)
+	}
+}
+
+func TestJobTimeoutInWorker(t *testing.T) {
+	a := newTestApp("sleep", "hang", "ok")
+	res := runApp(t, a, Options{MaxChildren: 3, JobsPerChild: 10, JobTimeout: 300 * time.Millisecond, KillGrace: 300 * time.Millisecond})
+	if r := res["sleep-0"]; !r.TimedOut || r.OK() {
+		t.Errorf("sleep: %+v", r)
+	}
+	if r := res["hang-1"]; !r.TimedOut || r.Signal != syscall.SIGKILL {
+		t.Errorf("hang: %+v, want timeout with SIGKILL", r)
+	}
+	if r := res["ok-2"]; !r.OK() {
+		t.Errorf("ok: %s", r.String())
+	}
+}
+
+func TestHookErrorsDoNotStopTheDaemon(t *testing.T) {
+	a := newTestApp("next-panic", "next-error", "ok", "ok")
+	a.want = 2 // the first two never become jobs
+	res := runApp(t, a, Options{MaxChildren: 1})
+	if !res["ok-2"].OK() || !res["ok-3"].OK() {
+		t.Errorf("results after hook errors: %+v", res)
+	}
+}
+
+type failingSource struct{ calls int }
+
+func (f *failingSource) NextJob(context.Context, int) (*Job, error) {
+	f.calls++
+	return nil, errors.New("database down")
+}
+func (f *failingSource) RunJob(context.Context, *Job) error { return nil }
+
+func TestMaxHookErrorsStops(t *testing.T) {
+	src := &failingSource{}
+	err := Run(context.Background(), src, Options{MaxHookErrors: 3, NoSignals: true, Logger: testLogger(t), IdleInterval: 20 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "database down") || src.calls != 3 {
+		t.Errorf("Run = %v after %d calls; want the source's error after 3", err, src.calls)
+	}
+}
+
+// commandApp runs each job as /bin/sh with the payload as its script.
+type commandApp struct{ *testApp }
+
+func (c commandApp) Command(ctx context.Context, job *Job) (*pool.Spec, error) {
+	if string(job.Payload) == "refuse" {
+		return nil, errors.New("no command for this job")
+	}
+	return &pool.Spec{Path: "/bin/sh", Args: []string{"sh", "-c", string(job.Payload)}, Env: []string{"JOB_ID=" + job.ID}}, nil
+}
+
+type cmdOnly struct {
+	Source
+	Acker
+	Commander
+}
+
+func TestCommandJobs(t *testing.T) {
+	a := newTestApp("exit 0", "exit 4", "echo $JOB_ID", "kill -TERM $$", "refuse", "sleep 10")
+	d, err := New(cmdOnly{a, a, commandApp{a}}, Options{MaxChildren: 2, NoSignals: true, Logger: testLogger(t), JobTimeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- d.Run(context.Background()) }()
+	select {
+	case <-a.allDone:
+	case <-time.After(30 * time.Second):
+		t.Fatal("timeout")
+	}
+	d.Stop(pool.Drain)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	r := a.results
+	if !r["exit 0-0"].OK() || r["exit 4-1"].ExitCode != 4 {
+		t.Errorf("exit codes: %+v %+v", r["exit 0-0"], r["exit 4-1"])
+	}
+	if got := string(r["echo $JOB_ID-2"].Output); got != "echo $JOB_ID-2\n" {
+		t.Errorf("output %q", got)
+	}
+	if r["kill -TERM $$-3"].Signal != syscall.SIGTERM {
+		t.Errorf("signal: %+v", r["kill -TERM $$-3"])
+	}
+	if e := r["refuse-4"].Error; !strings.Contains(e, "no command for this job") {
+		t.Errorf("refused job: %q", e)
+	}
+	if !r["sleep 10-5"].TimedOut {
+		t.Errorf("sleep: %+v", r["sleep 10-5"])
+	}
+}
+
+// Signals reach a running daemon: HUP reloads, TTIN and TTOU scale, USR2
+// and CONT pause and resume, TERM stops.
+func TestSignals(t *testing.T) {
+	t.Setenv("JOBS_TEST_FAIL_RELOAD", "")
+	a := newTestApp()
+	d, err := New(a, Options{MaxChildren: 2, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- d.Run(context.Background()) }()
+	waitFor := func(what string, cond func(Status) bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			if cond(d.Status()) {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Fatalf("%s: status %+v", what, d.Status())
+	}
+	waitFor("start", func(s Status) bool { return s.State == StateRunning })
+	self := os.Getpid()
+	syscall.Kill(self, syscall.SIGHUP)
+	waitFor("reload", func(s Status) bool { return s.Generation == 2 })
+	syscall.Kill(self, syscall.SIGTTIN)
+	waitFor("ttin", func(s Status) bool { return s.MaxChildren == 3 })
+	// Standard signals do not queue: send the second TTOU after the first
+	// was handled.
+	syscall.Kill(self, syscall.SIGTTOU)
+	waitFor("ttou", func(s Status) bool { return s.MaxChildren == 2 })
+	syscall.Kill(self, syscall.SIGTTOU)
+	waitFor("ttou", func(s Status) bool { return s.MaxChildren == 1 })
+	syscall.Kill(self, syscall.SIGUSR2)
+	waitFor("pause", func(s Status) bool { return s.State == StatePaused })
+	syscall.Kill(self, syscall.SIGCONT)
+	waitFor("resume", func(s Status) bool { return s.State == StateRunning })
+	syscall.Kill(self, syscall.SIGTERM)
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("TERM did not stop the daemon")
+	}
+	if a.loads != 2 {
+		t.Errorf("LoadConfig ran %d times, want 2", a.loads)
+	}
+}
+
+func TestReloadRefused(t *testing.T) {
+	t.Setenv("JOBS_TEST_FAIL_RELOAD", "1")
+	a := newTestApp()
+	d, _ := New(a, Options{MaxChildren: 1, NoSignals: true, Logger: testLogger(t)})
+	errc := make(chan error, 1)
+	go func() { errc <- d.Run(context.Background()) }()
+	if err := d.Reload(context.Background()); err == nil || !strings.Contains(err.Error(), "bad config") {
+		t.Errorf("Reload = %v, want the LoadConfig error", err)
+	}
+	if g := d.Status().Generation; g != 1 {
+		t.Errorf("generation %d after a refused reload", g)
+	}
+	d.Stop(pool.Immediate)
+	<-errc
+	if err := d.Reload(context.Background()); err != ErrNotRunning {
+		t.Errorf("Reload after Run: %v", err)
+	}
+}
+
+// A graceful stop with a job running: the job's context is cancelled, and
+// its result still reaches Done before Run returns.
+func TestGracefulStopAcknowledges(t *testing.T) {
+	a := newTestApp("sleep")
+	t.Setenv("GORACE", "atexit_sleep_ms=0")
+	d, _ := New(a, Options{MaxChildren: 1, NoSignals: true, Logger: testLogger(t)})
+	errc := make(chan error, 1)
+	go func() { errc <- d.Run(context.Background()) }()
+	// Stop once RunJob runs: a child stopped while it starts up dies of
+	// the signal itself, before it can turn it into a cancelled context.
+	deadline := time.Now().Add(10 * time.Second)
+	for v, _, _ := d.vars.Get("sleeping"); v != "1"; v, _, _ = d.vars.Get("sleeping") {
+		if time.Now().After(deadline) {
+			t.Fatal("job never started")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	d.Stop(pool.Graceful)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	r, ok := a.results["sleep-0"]
+	if !ok || r.OK() || !strings.Contains(r.Error, "context canceled") {
+		t.Errorf("result after graceful stop: %+v (present %v)", r, ok)
+	}
+}
+
+func TestRetry(t *testing.T) {
+	r := Retry{MaxAttempts: 4, Base: time.Second, Max: 3 * time.Second}
+	for attempt, want := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 3: 3 * time.Second} {
+		if d, ok := r.After(attempt); !ok || d != want {
+			t.Errorf("After(%d) = %v, %v; want %v", attempt, d, ok, want)
+		}
+	}
+	if _, ok := r.After(4); ok {
+		t.Error("After(4) allows a fifth attempt")
+	}
+	j := Retry{MaxAttempts: 100, Base: time.Second, Jitter: 0.5}
+	for i := 0; i < 100; i++ {
+		if d, _ := j.After(1); d < 500*time.Millisecond || d > 1500*time.Millisecond {
+			t.Fatalf("jittered delay %v outside ±50%%", d)
+		}
+	}
+}
+
+func TestCodecRoundTrip(t *testing.T) {
+	j := &Job{ID: "a/b", Payload: []byte{0, 1, 2}, Attempt: 3, Slot: 7, Meta: map[string]string{"k": "v", "x": ""}}
+	got, err := decodeJob(encodeJob(nil, j))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != j.ID || string(got.Payload) != string(j.Payload) || got.Attempt != 3 || got.Slot != 7 || len(got.Meta) != 2 || got.Meta["k"] != "v" {
+		t.Errorf("round trip: %+v", got)
+	}
+	b := encodeJob(nil, j)
+	for i := 0; i < len(b); i++ {
+		if _, err := decodeJob(b[:i]); err == nil {
+			t.Errorf("truncated to %d bytes: no error", i)
+		}
+	}
+}

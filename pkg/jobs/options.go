@@ -1,0 +1,93 @@
+package jobs
+
+import (
+	"log/slog"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/jobdaemon/jobdaemon/pkg/pool"
+)
+
+// Options tune a daemon. The zero value is usable: one child per CPU, one
+// job per child, no timeout.
+type Options struct {
+	// MaxChildren is how many jobs run at once (default: the number of
+	// CPUs). It can be changed while running with SetMaxChildren.
+	MaxChildren int
+	// JobsPerChild, above 1, makes each child a worker that runs up to that
+	// many jobs before it exits (Runner applications only). 0 or 1 starts
+	// a fresh child per job.
+	JobsPerChild int
+	// WorkerMaxAge and WorkerMaxRSS, if positive, retire a worker that is
+	// older, or larger in memory, after its current job.
+	WorkerMaxAge time.Duration
+	WorkerMaxRSS int64
+
+	// JobTimeout, if positive, stops a job that runs longer: StopSignal to
+	// its process group, then SIGKILL after KillGrace.
+	JobTimeout time.Duration
+	// KillGrace is the time between StopSignal and SIGKILL (default 10 s).
+	KillGrace time.Duration
+	// StopSignal is sent to jobs on timeout and on a graceful stop
+	// (default SIGTERM).
+	StopSignal syscall.Signal
+	// NoForwardSignals, if true, sends jobs no StopSignal on a graceful
+	// stop: they run on until StopTimeout, then are killed.
+	NoForwardSignals bool
+	// StopTimeout is how long a graceful stop waits for jobs before it
+	// kills them (default 30 s).
+	StopTimeout time.Duration
+
+	// IdleInterval is the longest the dispatcher sleeps when no job is
+	// ready (default 2 s). It starts at 10 ms and doubles up to this.
+	IdleInterval time.Duration
+	// MaxHookErrors, if positive, stops the daemon after that many
+	// consecutive errors from NextJob; 0 retries for ever.
+	MaxHookErrors int
+
+	// Logger receives the daemon's own messages (default slog.Default()).
+	Logger *slog.Logger
+	// Output receives each line the jobs write; nil logs them through
+	// Logger at Info with job_id and slot.
+	Output pool.Sink
+	// TailSize is how many bytes of each job's output are kept for its
+	// Result (default 64 KiB).
+	TailSize int
+
+	// NoSignals, if true, leaves signals alone; by default Run handles
+	// TERM, INT, QUIT, HUP, USR2, CONT, TTIN and TTOU (see Run).
+	NoSignals bool
+	// OnReady, if set, is called once the first LoadConfig succeeded and
+	// the dispatcher is about to ask for jobs.
+	OnReady func()
+	// OnReload, if set, is called at the start of each reload, before
+	// LoadConfig; an error refuses the reload. It runs on the dispatcher
+	// goroutine, so it may change the daemon's settings with the Set
+	// methods.
+	OnReload func() error
+}
+
+func (o *Options) withDefaults() {
+	if o.MaxChildren < 1 {
+		o.MaxChildren = runtime.NumCPU()
+	}
+	if o.JobsPerChild < 1 {
+		o.JobsPerChild = 1
+	}
+	if o.KillGrace <= 0 {
+		o.KillGrace = pool.DefaultKillGrace
+	}
+	if o.StopSignal == 0 {
+		o.StopSignal = syscall.SIGTERM
+	}
+	if o.StopTimeout <= 0 {
+		o.StopTimeout = 30 * time.Second
+	}
+	if o.IdleInterval <= 0 {
+		o.IdleInterval = 2 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
