@@ -3,6 +3,7 @@ package pool
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -32,7 +33,7 @@ var errMessageTooLarge = fmt.Errorf("message larger than %d bytes", MaxMessage)
 
 // channel is one end of a worker channel.
 type channel struct {
-	c *net.UnixConn
+	c io.ReadWriteCloser
 
 	wmu  sync.Mutex // one message at a time, fragments in order
 	wbuf []byte
@@ -71,7 +72,11 @@ func newChannel(f *os.File) (*channel, error) {
 		fc.Close()
 		return nil, errors.New("worker channel: not a unix socket")
 	}
-	return &channel{c: uc, rbuf: make([]byte, 2+maxPacket)}, nil
+	return newChannelRW(uc), nil
+}
+
+func newChannelRW(c io.ReadWriteCloser) *channel {
+	return &channel{c: c, rbuf: make([]byte, 2+maxPacket)}
 }
 
 func (ch *channel) send(typ byte, payload []byte) error {

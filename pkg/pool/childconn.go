@@ -2,7 +2,6 @@ package pool
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -21,12 +20,18 @@ var childFD = os.Getenv(EnvChild)
 // IsChild reports whether this process was started as a worker by a Pool.
 func IsChild() bool { return childFD != "" }
 
-// ChildConn is the worker's end of its channel to the parent.
+// ChildConn is the worker's end of its channel to the parent. A worker
+// does one thing at a time, so it reads the channel synchronously, without
+// a reader goroutine: a job, then the answers to its own calls.
+//
+// If the parent dies, the kernel kills the worker (Pdeathsig); should that
+// ever not happen, the next read of the channel finds EOF without "quit",
+// and the worker's process group is killed then.
 type ChildConn struct {
+	mu      sync.Mutex // one exchange at a time
 	ch      *channel
-	jobs    chan []byte
-	replies chan []byte
-	callMu  sync.Mutex
+	quit    bool   // the parent said quit
+	pending []byte // a job that arrived during a Call
 	// OnParentGone runs when the channel closes without the parent having
 	// said "quit": the parent died. The default kills the worker's whole
 	// process group, so that a job never outlives its daemon.
@@ -41,59 +46,58 @@ func OpenChild() (*ChildConn, error) {
 		return nil, fmt.Errorf("not a worker: %s=%q", EnvChild, childFD)
 	}
 	os.Unsetenv(EnvChild)
-	ch, err := newChannel(os.NewFile(3, "worker-channel"))
-	if err != nil {
-		return nil, err
+	// Blocking reads, outside the network poller: the worker waits on
+	// nothing else, and a read that blocks its thread is the cheapest way
+	// to wait. Close-on-exec, so that the job's own children never get it.
+	if err := syscall.SetNonblock(3, false); err != nil {
+		return nil, fmt.Errorf("worker channel: %w", err)
 	}
-	c := &ChildConn{
-		ch:      ch,
-		jobs:    make(chan []byte, 2),
-		replies: make(chan []byte, 1),
+	syscall.CloseOnExec(3)
+	return &ChildConn{
+		ch: newChannelRW(os.NewFile(3, "worker-channel")),
 		OnParentGone: func() {
 			_ = syscall.Kill(0, syscall.SIGKILL)
 		},
-	}
-	go c.readLoop()
-	return c, nil
+	}, nil
 }
 
-func (c *ChildConn) readLoop() {
-	quit := false
-	defer func() {
-		if !quit {
+// Next returns the next job; it is valid until the next call of a
+// ChildConn method. Next returns io.EOF when the parent has told the
+// worker to exit.
+func (c *ChildConn) Next() ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pending != nil {
+		job := c.pending
+		c.pending = nil
+		return job, nil
+	}
+	for !c.quit {
+		typ, msg, err := c.recv()
+		if err != nil {
+			return nil, err
+		}
+		if typ == msgJob {
+			return msg, nil
+		}
+		// Anything else between jobs is stale; skip it.
+	}
+	return nil, io.EOF
+}
+
+// recv reads the next message. "quit" is noted, and returned too.
+func (c *ChildConn) recv() (byte, []byte, error) {
+	typ, msg, err := c.ch.recv()
+	if err != nil {
+		if !c.quit {
 			c.OnParentGone()
 		}
-		close(c.replies)
-	}()
-	for {
-		typ, msg, err := c.ch.recv()
-		if err != nil {
-			return
-		}
-		switch typ {
-		case msgJob:
-			if !quit { // a parent never sends a job after "quit"
-				c.jobs <- bytes.Clone(msg)
-			}
-		case msgReply:
-			c.replies <- bytes.Clone(msg)
-		case msgQuit:
-			if !quit {
-				quit = true
-				close(c.jobs)
-			}
-		}
+		return 0, nil, fmt.Errorf("worker channel: %w", err)
 	}
-}
-
-// Next returns the next job. It returns io.EOF when the parent has told
-// the worker to exit.
-func (c *ChildConn) Next() ([]byte, error) {
-	job, ok := <-c.jobs
-	if !ok {
-		return nil, io.EOF
+	if typ == msgQuit {
+		c.quit = true
 	}
-	return job, nil
+	return typ, msg, nil
 }
 
 // Reply sends the result of the job Next returned last.
@@ -104,16 +108,25 @@ func (c *ChildConn) Reply(result []byte) error {
 // Call sends a request to the parent and returns its answer. Calls from
 // several goroutines are served one at a time.
 func (c *ChildConn) Call(req []byte) ([]byte, error) {
-	c.callMu.Lock()
-	defer c.callMu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if err := c.ch.send(msgCall, req); err != nil {
 		return nil, fmt.Errorf("call parent: %w", err)
 	}
-	reply, ok := <-c.replies
-	if !ok {
-		return nil, errors.New("call parent: channel closed")
+	// The parent may have sent the first job, and a quit, before this call
+	// (LoadConfig calls before the first job): keep the job for Next.
+	for {
+		typ, msg, err := c.recv()
+		if err != nil {
+			return nil, fmt.Errorf("call parent: %w", err)
+		}
+		switch typ {
+		case msgReply:
+			return bytes.Clone(msg), nil
+		case msgJob:
+			c.pending = bytes.Clone(msg)
+		}
 	}
-	return reply, nil
 }
 
 // Close closes the channel.
