@@ -1,0 +1,85 @@
+// Command reexec is the Go baseline for the pool's re-exec'd-child speed
+// target: the cheapest way plain Go can start a copy of itself and wait for
+// it, so the pool's own overhead shows up as the gap to this number.
+//
+// Usage: reexec -n N -p P
+//
+// It runs N children, each /proc/self/exe with an environment marker that
+// makes the child exit 0 before doing anything else, from P goroutines that
+// each loop on exec.Command(...).Run(). It prints
+//
+//	jobs=N seconds=S rate=R/s
+//
+// in the same format as bench/forkexec.c so bench/run.sh can parse both.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// childMarker in the environment means "you are a benchmark child".
+const childMarker = "JOBDAEMON_BENCH_REEXEC_CHILD"
+
+func main() {
+	// First thing: a child must cost no more than Go's runtime start-up, or
+	// the baseline would be slower than a real bare re-exec and flatter the
+	// pool. Everything below is parent-only.
+	if os.Getenv(childMarker) == "1" {
+		os.Exit(0)
+	}
+
+	n := flag.Int("n", 2000, "number of children to run")
+	p := flag.Int("p", 1, "children alive at once (goroutines)")
+	flag.Parse()
+	if *n <= 0 || *p <= 0 {
+		fmt.Fprintln(os.Stderr, "reexec: -n and -p must be positive")
+		os.Exit(2)
+	}
+
+	// Set once in our own environment so every child inherits it; building a
+	// per-command Env slice would add parent work the pool may not do.
+	if err := os.Setenv(childMarker, "1"); err != nil {
+		fmt.Fprintln(os.Stderr, "reexec:", err)
+		os.Exit(1)
+	}
+
+	var (
+		next    atomic.Int64 // jobs handed out so far
+		failed  atomic.Int64
+		firstMu sync.Mutex
+		first   error
+		wg      sync.WaitGroup
+	)
+	start := time.Now()
+	for range *p {
+		wg.Go(func() {
+			// Pull jobs from a shared counter rather than pre-splitting N/P,
+			// so a slow child on one goroutine doesn't leave another idle.
+			for next.Add(1) <= int64(*n) {
+				if err := exec.Command("/proc/self/exe").Run(); err != nil {
+					failed.Add(1)
+					firstMu.Lock()
+					if first == nil {
+						first = err
+					}
+					firstMu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	secs := time.Since(start).Seconds()
+
+	fmt.Printf("jobs=%d seconds=%.3f rate=%.0f/s\n", *n, secs, float64(*n)/secs)
+	if f := failed.Load(); f > 0 {
+		// A rate over failed execs would flatter the baseline; refuse it.
+		fmt.Fprintf(os.Stderr, "reexec: %d of %d jobs failed, first: %v\n", f, *n, first)
+		os.Exit(1)
+	}
+}
