@@ -243,12 +243,22 @@ func (d *Daemon) dispatch(hctx context.Context) time.Duration {
 			} else {
 				d.pool.Release(slot)
 			}
+			if err == nil && d.opts.StopWhenIdle != nil && d.busy() == 0 && d.opts.StopWhenIdle() {
+				d.log.Info("nothing left to do")
+				d.beginStop(pool.Drain)
+				return 0
+			}
 			return d.nothingReady(err)
 		}
 		d.hookErrs, d.backoff = 0, 0
 		d.startJob(hctx, slot, idle, job)
 	}
 	return 0
+}
+
+// busy returns the number of jobs running.
+func (d *Daemon) busy() int {
+	return len(d.running) - len(d.idle)
 }
 
 // nothingReady backs off after NextJob found nothing, or failed: from

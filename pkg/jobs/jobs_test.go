@@ -490,3 +490,18 @@ func TestCodecRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestStopWhenIdle(t *testing.T) {
+	a := newTestApp("ok", "ok", "fail")
+	asked := 0
+	err := Run(context.Background(), a, Options{
+		MaxChildren: 2, NoSignals: true, Logger: testLogger(t),
+		StopWhenIdle: func() bool { asked++; return true },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.results) != 3 || asked == 0 {
+		t.Errorf("%d results, StopWhenIdle asked %d times; want all 3 jobs done first", len(a.results), asked)
+	}
+}

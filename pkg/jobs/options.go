@@ -61,6 +61,12 @@ type Options struct {
 	// OnReady, if set, is called once the first LoadConfig succeeded and
 	// the dispatcher is about to ask for jobs.
 	OnReady func()
+	// StopWhenIdle, if set, is asked whenever NextJob found nothing and no
+	// job is running; if it returns true, the daemon drains and Run
+	// returns. It runs on the dispatcher goroutine: it must not call the
+	// Daemon's control methods. This is how a batch run ("process what is
+	// queued, then exit") is built.
+	StopWhenIdle func() bool
 	// OnReload, if set, is called at the start of each reload, before
 	// LoadConfig; an error refuses the reload. It runs on the dispatcher
 	// goroutine, so it may change the daemon's settings with the Set
