@@ -51,64 +51,93 @@ func (d *Daemon) reload(hctx context.Context) error {
 			return err
 		}
 	}
+	d.stateMu.Lock()
 	d.generation++
+	d.stateMu.Unlock()
 	d.log.Info("reloaded", "generation", d.generation)
 	return nil
 }
 
 // SetMaxChildren sets how many jobs may run at once (at least 1) and
 // returns the new value. Lowering it never stops running jobs: slots above
-// the new maximum are not refilled as their jobs end.
-func (d *Daemon) SetMaxChildren(n int) (int, error) {
-	err := d.do(func() { n = d.setMax(n) })
-	return n, err
+// the new maximum are not refilled as their jobs end. It is safe to call
+// from a hook.
+func (d *Daemon) SetMaxChildren(n int) int {
+	return d.scale(func(int) int { return n })
 }
 
-// ScaleMaxChildren changes MaxChildren by delta and returns the new value.
-func (d *Daemon) ScaleMaxChildren(delta int) (int, error) {
-	var n int
-	err := d.do(func() { n = d.setMax(d.pool.Max() + delta) })
-	return n, err
+// ScaleMaxChildren changes MaxChildren by delta and returns the new
+// value, at least 1. It is safe to call from a hook.
+func (d *Daemon) ScaleMaxChildren(delta int) int {
+	return d.scale(func(old int) int { return old + delta })
 }
 
-func (d *Daemon) setMax(n int) int {
-	n = max(n, 1)
-	if n == d.pool.Max() {
-		return n
+func (d *Daemon) scale(f func(int) int) int {
+	d.stateMu.Lock()
+	p := d.pool
+	if p == nil { // before Run
+		d.opts.MaxChildren = max(f(d.opts.MaxChildren), 1)
+		defer d.stateMu.Unlock()
+		return d.opts.MaxChildren
 	}
-	d.pool.SetMax(n)
-	d.opts.MaxChildren = n
-	d.log.Info("max children changed", "max_children", n)
+	d.stateMu.Unlock()
+	old, n := p.UpdateMax(f)
+	if n != old {
+		d.log.Info("max children changed", "max_children", n, "was", old)
+		d.push(event{}) // wake the dispatcher: there may be room now
+	}
 	return n
 }
 
-// Pause stops the dispatcher from starting jobs; running jobs go on.
-func (d *Daemon) Pause() error { return d.do(func() { d.setPaused(true) }) }
+// Pause stops the dispatcher from starting jobs; running jobs go on. It
+// returns at once, and is safe to call from a hook.
+func (d *Daemon) Pause() { d.push(event{apply: func() { d.setPaused(true) }}) }
 
 // Resume undoes Pause.
-func (d *Daemon) Resume() error { return d.do(func() { d.setPaused(false) }) }
+func (d *Daemon) Resume() { d.push(event{apply: func() { d.setPaused(false) }}) }
 
 func (d *Daemon) setPaused(p bool) {
 	if d.paused != p {
+		d.stateMu.Lock()
 		d.paused = p
+		d.stateMu.Unlock()
 		d.log.Info("dispatch " + map[bool]string{true: "paused", false: "resumed"}[p])
 	}
 }
 
 // Stop begins a stop: no job is started any more, and running jobs are
-// treated as mode says (see pool.StopMode). It returns at once; Run
-// returns when every child has ended. A later Stop may escalate, say from
-// Drain to Immediate, but never soften.
-func (d *Daemon) Stop(mode pool.StopMode) error {
-	return d.do(func() { d.beginStop(mode) })
+// treated as mode says (see StopMode). It returns at once, and is safe to
+// call from a hook; Run returns when every child has ended. A later Stop
+// may escalate, say from Drain to Immediate, but never soften.
+func (d *Daemon) Stop(mode StopMode) {
+	d.push(event{apply: func() { d.beginStop(mode) }})
 }
+
+// StopMode says how a stop treats running jobs: Drain lets them finish,
+// Graceful sends them StopSignal and kills them after StopTimeout,
+// Immediate kills them at once.
+type StopMode = pool.StopMode
+
+// The stop modes, from the gentlest.
+const (
+	Drain     = pool.Drain
+	Graceful  = pool.Graceful
+	Immediate = pool.Immediate
+)
+
+// IsChild reports whether this process is a child that a daemon started
+// to run jobs: Run will run them and exit. Use it in LoadConfig to skip
+// what only the parent needs.
+func IsChild() bool { return pool.IsChild() }
 
 func (d *Daemon) beginStop(mode pool.StopMode) {
 	mode = max(mode, pool.Drain)
 	if mode <= d.stopMode {
 		return
 	}
+	d.stateMu.Lock()
 	d.stopMode = mode
+	d.stateMu.Unlock()
 	d.idle = nil // the pool retires idle workers
 	d.log.Info("stopping", "mode", mode.String(), "running", len(d.running))
 	opt := pool.StopOptions{Signal: d.opts.StopSignal, Timeout: d.opts.StopTimeout}
@@ -138,9 +167,9 @@ func (d *Daemon) onSignal(hctx context.Context, sig os.Signal) {
 	case syscall.SIGCONT:
 		d.setPaused(false)
 	case syscall.SIGTTIN:
-		d.setMax(d.pool.Max() + 1)
+		d.ScaleMaxChildren(1)
 	case syscall.SIGTTOU:
-		d.setMax(d.pool.Max() - 1)
+		d.ScaleMaxChildren(-1)
 	}
 }
 
@@ -180,8 +209,9 @@ type SlotStatus struct {
 	Worker  bool          `json:"worker"`
 }
 
-// Status returns a snapshot of the daemon. After Run has returned it
-// reports StateStopped and the final counters.
+// Status returns a snapshot of the daemon. It is safe to call from any
+// goroutine, hooks included. After Run has returned it reports
+// StateStopped and the final counters.
 func (d *Daemon) Status() Status {
 	s := Status{
 		State:     StateStopped,
@@ -190,28 +220,37 @@ func (d *Daemon) Status() Status {
 		Succeeded: d.succeeded.Load(),
 		Failed:    d.failed.Load(),
 	}
-	_ = d.do(func() {
+	select {
+	case <-d.finished:
+		return s
+	default:
+	}
+	d.stateMu.Lock()
+	defer d.stateMu.Unlock()
+	switch {
+	case d.generation == 0:
+		s.State = StateStarting
+		return s
+	case d.stopMode == pool.Drain:
+		s.State = StateDraining
+	case d.stopMode != 0:
+		s.State = StateStopping
+	case d.paused:
+		s.State = StatePaused
+	default:
 		s.State = StateRunning
-		switch {
-		case d.stopMode == pool.Drain:
-			s.State = StateDraining
-		case d.stopMode != 0:
-			s.State = StateStopping
-		case d.paused:
-			s.State = StatePaused
+	}
+	s.Uptime = time.Since(d.start)
+	s.Generation = d.generation
+	s.MaxChildren = d.pool.Max()
+	now := time.Now()
+	for c, r := range d.running {
+		ss := SlotStatus{Slot: c.Slot, Pid: c.Pid, Worker: r.worker != nil}
+		if r.job != nil {
+			ss.JobID, ss.Attempt, ss.Runtime = r.job.ID, r.job.Attempt, now.Sub(r.since)
 		}
-		s.Uptime = time.Since(d.start)
-		s.Generation = d.generation
-		s.MaxChildren = d.pool.Max()
-		now := time.Now()
-		for c, r := range d.running {
-			ss := SlotStatus{Slot: c.Slot, Pid: c.Pid, Worker: r.worker != nil}
-			if r.job != nil {
-				ss.JobID, ss.Attempt, ss.Runtime = r.job.ID, r.job.Attempt, now.Sub(r.since)
-			}
-			s.Slots = append(s.Slots, ss)
-		}
-	})
+		s.Slots = append(s.Slots, ss)
+	}
 	slices.SortFunc(s.Slots, func(a, b SlotStatus) int { return a.Slot - b.Slot })
 	return s
 }

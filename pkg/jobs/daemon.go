@@ -44,9 +44,10 @@ func Run(ctx context.Context, app Source, opts Options) error {
 }
 
 // Daemon is a running instance of an application. Its control methods
-// (Reload, SetMaxChildren, Pause, Resume, Stop, Status) are safe to call
-// from any goroutine while Run runs; they are carried out by the
-// dispatcher goroutine, between two hook calls.
+// are safe to call from any goroutine while Run runs. Stop, Pause, Resume,
+// SetMaxChildren and Status return at once and may be called from hooks
+// too; Reload waits for the dispatcher to call OnReload and LoadConfig, so
+// a hook must not call it.
 type Daemon struct {
 	app    Source
 	runner Runner
@@ -60,7 +61,10 @@ type Daemon struct {
 	pool   *pool.Pool
 	start  time.Time
 
-	// Owned by the dispatcher goroutine.
+	// Owned by the dispatcher goroutine, which writes the fields that
+	// Status reads (running and each r.job, paused, stopMode, generation)
+	// under stateMu.
+	stateMu    sync.Mutex
 	running    map[*pool.Child]*running
 	idle       []*running // workers waiting for a job, most recently used last
 	paused     bool
@@ -80,7 +84,7 @@ type Daemon struct {
 	evNotify chan struct{}
 
 	tailMu sync.Mutex
-	tails  map[int]*tail // slot → output of the worker job running there
+	tails  map[string]*tail // job id → output of a running worker job
 
 	started, succeeded, failed atomic.Uint64
 }
@@ -98,8 +102,9 @@ type running struct {
 }
 
 type event struct {
-	child  *pool.Child // exited; nil for a result
-	worker *pool.Worker
+	apply  func()       // a control request, run on the dispatcher
+	child  *pool.Child  // exited
+	worker *pool.Worker // answered
 	reply  workerReply
 	err    error
 }
@@ -117,7 +122,7 @@ func New(app Source, opts Options) (*Daemon, error) {
 		ctl:      make(chan func()),
 		finished: make(chan struct{}),
 		evNotify: make(chan struct{}, 1),
-		tails:    make(map[int]*tail),
+		tails:    make(map[string]*tail),
 	}
 	d.runner, _ = app.(Runner)
 	d.cmdr, _ = app.(Commander)
@@ -128,7 +133,7 @@ func New(app Source, opts Options) (*Daemon, error) {
 		return nil, fmt.Errorf("jobs: %T implements neither RunJob (Runner) nor Command (Commander)", app)
 	}
 	if d.cmdr != nil && opts.JobsPerChild > 1 {
-		return nil, errors.New("jobs: JobsPerChild > 1 needs RunJob; commands run one job per process")
+		return nil, errors.New("jobs: JobsPerChild > 1 is for RunJob; an application with Command runs one process per job")
 	}
 	return d, nil
 }
@@ -139,7 +144,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.runChild(ctx) // never returns
 	}
 	defer close(d.finished)
-	d.start = time.Now()
+	start := time.Now()
 	// Hooks get a context that outlives ctx: after a cancel the daemon
 	// still has to acknowledge the jobs that finish while it stops.
 	hctx := WithVars(context.WithoutCancel(ctx), d.vars)
@@ -148,7 +153,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return fmt.Errorf("load config: %w", err)
 		}
 	}
-	d.generation = 1
+	d.stateMu.Lock()
 	p, err := pool.New(pool.Config{
 		Max:      d.opts.MaxChildren,
 		Sink:     pool.SinkFunc(d.outputLine),
@@ -157,9 +162,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		Logger:   d.log,
 	})
 	if err != nil {
+		d.stateMu.Unlock()
 		return err
 	}
-	d.pool = p
+	d.pool, d.start, d.generation = p, start, 1
+	d.stateMu.Unlock()
 	defer p.Close()
 
 	var sigs chan os.Signal
@@ -208,7 +215,10 @@ func (d *Daemon) loop(ctx, hctx context.Context, sigs <-chan os.Signal) {
 		case <-d.evNotify:
 		case f := <-d.ctl:
 			f()
-		case <-wake:
+		case _, ok := <-wake:
+			if !ok {
+				wake = nil // a closed channel would wake us for ever
+			}
 			d.backoff, d.notBefore = 0, time.Time{}
 		case <-timer.C:
 		case <-ctxDone:
@@ -311,13 +321,17 @@ func (d *Daemon) startJob(hctx context.Context, slot int, r *running, job *Job) 
 			return
 		}
 		r = &running{child: w.Child, worker: w}
+		d.stateMu.Lock()
 		d.running[w.Child] = r
+		d.stateMu.Unlock()
 	}
+	d.stateMu.Lock()
 	r.job, r.since = job, time.Now()
+	d.stateMu.Unlock()
 	r.timedOut.Store(false)
 	r.worker.SetLabel(job.ID)
 	d.tailMu.Lock()
-	d.tails[slot] = &tail{job: job.ID, max: d.tailSize()}
+	d.tails[job.ID] = &tail{max: d.tailSize()}
 	d.tailMu.Unlock()
 	d.encBuf = encodeJob(d.encBuf, job)
 	if err := r.worker.Send(d.encBuf); err != nil {
@@ -363,7 +377,9 @@ func (d *Daemon) startCommand(hctx context.Context, slot int, job *Job) {
 		d.finish(hctx, job, Result{ExitCode: -1, Error: err.Error()})
 		return
 	}
+	d.stateMu.Lock()
 	d.running[c] = &running{child: c, job: job, since: c.Started}
+	d.stateMu.Unlock()
 }
 
 func (d *Daemon) workerSpec() *pool.WorkerSpec {
@@ -405,11 +421,15 @@ func (d *Daemon) handleEvents(hctx context.Context) {
 	d.events = nil
 	d.evMu.Unlock()
 	for _, ev := range evs {
-		if ev.child != nil {
+		switch {
+		case ev.apply != nil:
+			ev.apply()
+		case ev.child != nil:
 			d.exited(hctx, ev.child)
-		} else {
+		case ev.worker != nil:
 			d.answered(hctx, ev)
 		}
+		// An empty event only wakes the dispatcher.
 	}
 }
 
@@ -420,13 +440,15 @@ func (d *Daemon) exited(hctx context.Context, c *pool.Child) {
 	if r == nil {
 		return
 	}
+	d.stateMu.Lock()
 	delete(d.running, c)
+	d.stateMu.Unlock()
 	if r.job == nil {
 		return // an idle worker retired
 	}
 	if r.reply != nil {
 		res := *r.reply
-		res.Output = d.takeTail(c.Slot)
+		res.Output = d.takeTail(r.job.ID)
 		d.finish(hctx, r.job, res)
 		return
 	}
@@ -443,7 +465,7 @@ func (d *Daemon) exited(hctx context.Context, c *pool.Child) {
 		if res.ExitCode == 0 && res.Signal == 0 {
 			res.ExitCode = 1 // exited cleanly, but never answered
 		}
-		res.Output = d.takeTail(c.Slot)
+		res.Output = d.takeTail(r.job.ID)
 	}
 	d.finish(hctx, r.job, res)
 }
@@ -458,7 +480,9 @@ func (d *Daemon) answered(hctx context.Context, ev event) {
 		r.timer.Stop()
 	}
 	job := r.job
+	d.stateMu.Lock()
 	r.job = nil
+	d.stateMu.Unlock()
 	res := Result{
 		ExitCode: ev.reply.code,
 		Error:    ev.reply.err,
@@ -474,7 +498,9 @@ func (d *Daemon) answered(hctx context.Context, ev event) {
 	if ev.worker.Retiring() {
 		// The worker exits next. Its exit, once its output has been read
 		// to the end, finishes the job with the whole output tail.
+		d.stateMu.Lock()
 		r.job, r.reply = job, &res
+		d.stateMu.Unlock()
 		return
 	}
 	if d.stopMode == 0 && r.child.Slot < d.pool.Max() {
@@ -482,7 +508,7 @@ func (d *Daemon) answered(hctx context.Context, ev event) {
 	} else {
 		ev.worker.Retire()
 	}
-	res.Output = d.takeTail(r.child.Slot)
+	res.Output = d.takeTail(job.ID)
 	d.finish(hctx, job, res)
 }
 
@@ -520,7 +546,7 @@ func (d *Daemon) callHook(name string, f func() error) (err error) {
 func (d *Daemon) outputLine(l pool.Line) {
 	if d.runner != nil {
 		d.tailMu.Lock()
-		if t := d.tails[l.Slot]; t != nil && t.job == l.Label {
+		if t := d.tails[l.Label]; t != nil {
 			t.write(l.Text, !l.Partial)
 		}
 		d.tailMu.Unlock()
@@ -529,14 +555,19 @@ func (d *Daemon) outputLine(l pool.Line) {
 		d.opts.Output.Line(l)
 		return
 	}
-	d.log.Info(string(l.Text), "job_id", l.Label, "slot", l.Slot, "stream", l.Stream.String())
+	level := slog.LevelInfo
+	if l.Stream == pool.Stderr {
+		level = slog.LevelWarn
+	}
+	d.log.LogAttrs(context.Background(), level, string(l.Text),
+		slog.String("job_id", l.Label), slog.Int("slot", l.Slot), slog.String("stream", l.Stream.String()))
 }
 
-func (d *Daemon) takeTail(slot int) []byte {
+func (d *Daemon) takeTail(jobID string) []byte {
 	d.tailMu.Lock()
 	defer d.tailMu.Unlock()
-	t := d.tails[slot]
-	delete(d.tails, slot)
+	t := d.tails[jobID]
+	delete(d.tails, jobID)
 	if t == nil {
 		return nil
 	}
@@ -559,7 +590,6 @@ func (d *Daemon) tailSize() int {
 // holds what had arrived by then; for one that exits after the job, all of
 // it.
 type tail struct {
-	job string
 	max int
 	buf []byte
 }

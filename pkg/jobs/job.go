@@ -29,8 +29,12 @@ type Job struct {
 
 // Result says how a job ended.
 type Result struct {
-	// ExitCode is the child's exit status: 0 for success; for a RunJob
-	// that returned an error, 1; -1 when the child was killed by Signal.
+	// ExitCode is the child's exit status: 0 for success. For a Runner:
+	// 1 when RunJob returned an error (or the child exited without
+	// answering), 2 when it panicked, 70 or 78 when the child could not
+	// set itself up (its channel, or LoadConfig). -1 when the child was
+	// killed by Signal, or, with Signal 0 and Error set, when the job
+	// could not be started at all.
 	ExitCode int
 	// Signal is the signal that killed the child, or 0.
 	Signal syscall.Signal
@@ -94,8 +98,12 @@ func resultFromExit(e *pool.Exit) Result {
 // nothing is ready; the dispatcher then waits (see Waker) and asks again.
 // An error is logged and answered with backoff.
 //
-// The hooks of one daemon (NextJob, LoadConfig, Done) are called from one
-// goroutine, never at the same time.
+// The hooks of one daemon (NextJob, Command, LoadConfig, Done) are called
+// from one goroutine, the dispatcher, never at the same time. While one
+// runs, no job is started or acknowledged: a hook should return quickly.
+// Their context is never cancelled, not even when Run's is: a stopping
+// daemon still acknowledges the jobs that end. A hook may call the
+// Daemon's Stop, Pause, Resume, SetMaxChildren and Status, but not Reload.
 type Source interface {
 	NextJob(ctx context.Context, slot int) (*Job, error)
 }
@@ -111,7 +119,8 @@ type Runner interface {
 
 // Commander is implemented instead of Runner by an application whose jobs
 // are external programs, as in the jobdaemon binary. The child is the
-// command Command returns, started directly, never through a shell.
+// command Command returns, started directly, never through a shell. An
+// application that implements both is run with Command.
 type Commander interface {
 	Command(ctx context.Context, job *Job) (*pool.Spec, error)
 }

@@ -171,9 +171,7 @@ func runApp(t *testing.T, a *testApp, opts Options) map[string]Result {
 		a.mu.Lock()
 		t.Fatalf("only %d of %d results after 60 s", len(a.results), a.want)
 	}
-	if err := d.Stop(pool.Drain); err != nil {
-		t.Fatal(err)
-	}
+	d.Stop(Drain)
 	if err := <-errc; err != nil {
 		t.Fatalf("Run: %v", err)
 	}

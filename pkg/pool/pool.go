@@ -129,6 +129,16 @@ func (p *Pool) SetMax(n int) {
 	p.mu.Unlock()
 }
 
+// UpdateMax sets the number of slots to f(current), at least 1, in one
+// step, and returns the old and new values.
+func (p *Pool) UpdateMax(f func(int) int) (old, n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old = p.max
+	p.max = max(f(old), 1)
+	return old, p.max
+}
+
 // TryAcquire reserves the lowest free slot below Max. It returns false when
 // every slot is taken or a stop has begun. The slot stays reserved until the
 // child started in it ends, or until Release.

@@ -79,7 +79,10 @@ func (p *Pool) StartWorker(slot int, spec *WorkerSpec) (*Worker, error) {
 		// since: parent and worker always speak the same protocol.
 		ps.Path = "/proc/self/exe"
 		if len(ps.Args) == 0 {
-			ps.Args = []string{os.Args[0]}
+			// The same arguments: main runs again in the worker, up to
+			// the point where it turns into one, and must take the same
+			// path there (flags included).
+			ps.Args = os.Args
 		}
 	}
 	_, err = p.start(slot, &ps, theirs, w)

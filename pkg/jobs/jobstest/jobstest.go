@@ -15,6 +15,10 @@ import (
 // Harness calls an application's hooks as a daemon would, in the test's
 // goroutine, one at a time. It is not safe for concurrent use; its Vars
 // are.
+//
+// A panic in LoadConfig, NextJob or Done is not recovered, where a daemon
+// would log it as an error: the test then shows where it happened. Only a
+// panic in RunJob becomes a Result, as in a child.
 type Harness struct {
 	// Vars is the store that jobs.VarsFrom returns in every hook, RunJob
 	// included: the parent's store, which a child reaches over its
@@ -72,8 +76,7 @@ func (h *Harness) LoadConfig() error {
 // Next calls NextJob with h.Slot and returns its job with Slot set to
 // h.Slot, or nil when nothing is ready. An error from NextJob fails the
 // test at once (Fatalf), where a daemon would log it and ask again later;
-// to test that error, call NextJob with h.Context() instead. A panic in
-// NextJob is not recovered, so that the test shows where it happened.
+// to test that error, call NextJob with h.Context() instead.
 func (h *Harness) Next() *jobs.Job {
 	h.t.Helper()
 	job, err := h.app.NextJob(h.Context(), h.Slot)
@@ -107,7 +110,7 @@ func (h *Harness) Next() *jobs.Job {
 // if it has a RunJob too: a daemon runs its jobs as the commands Command
 // returns and never calls RunJob, and the harness starts no processes. A
 // failed Result instead would let a test assert on an outcome that no
-// daemon produces. So does an application without RunJob.
+// daemon produces. An application without RunJob fails the test too.
 func (h *Harness) RunJob(job *jobs.Job) jobs.Result {
 	h.t.Helper()
 	if _, ok := h.app.(jobs.Commander); ok {
