@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"context"
-	"fmt"
 	"testing"
 
 	"github.com/jobdaemon/jobdaemon/pkg/pool"
@@ -34,7 +33,7 @@ func BenchmarkDispatchWorkers(b *testing.B) {
 	}
 	for id, r := range a.results {
 		if !r.OK() {
-			b.Fatal(fmt.Sprintf("%s: %s", id, r.String()))
+			b.Fatalf("%s: %s", id, r.String())
 		}
 	}
 }

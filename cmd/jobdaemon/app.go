@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/user"
+	"strconv"
+	"sync"
+	"syscall"
+
+	"github.com/jobdaemon/jobdaemon/internal/config"
+	"github.com/jobdaemon/jobdaemon/pkg/jobs"
+	"github.com/jobdaemon/jobdaemon/pkg/jobs/spool"
+	"github.com/jobdaemon/jobdaemon/pkg/pool"
+)
+
+// spoolApp is the binary's application: its jobs are the files of a spool
+// directory, and each runs the configured command.
+type spoolApp struct {
+	cfg   *config.Config
+	spool *spool.Spool
+	env   []string            // the jobs' environment, without the JOB_* variables
+	cred  *syscall.Credential // the jobs' user, when the daemon runs as root
+
+	mu     sync.Mutex
+	stdin  map[string]*os.File // open job files, by job id, until Done
+	failed int                 // jobs that ended in failed/
+}
+
+func newSpoolApp(cfg *config.Config, sp *spool.Spool) (*spoolApp, error) {
+	a := &spoolApp{cfg: cfg, spool: sp, stdin: make(map[string]*os.File)}
+	for _, name := range cfg.Job.InheritEnv {
+		if v, ok := os.LookupEnv(name); ok {
+			a.env = append(a.env, name+"="+v)
+		}
+	}
+	for k, v := range cfg.Job.Env {
+		a.env = append(a.env, k+"="+v)
+	}
+	cred, err := jobCredential(cfg.Daemon.User, cfg.Daemon.Group)
+	if err != nil {
+		return nil, err
+	}
+	a.cred = cred
+	return a, nil
+}
+
+// jobCredential returns the user and group jobs run as. Only root can
+// switch users; otherwise jobs run as the daemon does, and the configured
+// user is the privilege drop's business (jobdaemon start).
+func jobCredential(userName, groupName string) (*syscall.Credential, error) {
+	if userName == "" || os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := lookupUser(userName)
+	if err != nil {
+		return nil, err
+	}
+	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
+	gid, _ := strconv.ParseUint(u.Gid, 10, 32)
+	if groupName != "" {
+		g, err := lookupGroup(groupName)
+		if err != nil {
+			return nil, err
+		}
+		gid, _ = strconv.ParseUint(g.Gid, 10, 32)
+	}
+	var groups []uint32
+	if ids, err := u.GroupIds(); err == nil {
+		for _, id := range ids {
+			if n, err := strconv.ParseUint(id, 10, 32); err == nil {
+				groups = append(groups, uint32(n))
+			}
+		}
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: groups}, nil
+}
+
+func lookupUser(name string) (*user.User, error) {
+	if u, err := user.Lookup(name); err == nil {
+		return u, nil
+	}
+	u, err := user.LookupId(name)
+	if err != nil {
+		return nil, fmt.Errorf("user %q: %w", name, err)
+	}
+	return u, nil
+}
+
+func lookupGroup(name string) (*user.Group, error) {
+	if g, err := user.LookupGroup(name); err == nil {
+		return g, nil
+	}
+	g, err := user.LookupGroupId(name)
+	if err != nil {
+		return nil, fmt.Errorf("group %q: %w", name, err)
+	}
+	return g, nil
+}
+
+// NextJob implements jobs.Source.
+func (a *spoolApp) NextJob(ctx context.Context, slot int) (*jobs.Job, error) {
+	return a.spool.NextJob(ctx, slot)
+}
+
+// Wake implements jobs.Waker.
+func (a *spoolApp) Wake() <-chan struct{} { return a.spool.Wake() }
+
+// Command implements jobs.Commander: the configured command, with the
+// placeholders replaced as whole arguments, the job file as standard
+// input, and nothing else of the daemon's environment.
+func (a *spoolApp) Command(ctx context.Context, job *jobs.Job) (*pool.Spec, error) {
+	path := a.spool.Path(job)
+	name := job.Meta["name"]
+	slot, attempt := strconv.Itoa(job.Slot), strconv.Itoa(job.Attempt)
+	args := make([]string, len(a.cfg.Job.Command))
+	for i, arg := range a.cfg.Job.Command {
+		switch arg {
+		case config.PlaceholderPath:
+			arg = path
+		case config.PlaceholderName:
+			arg = name
+		case config.PlaceholderID:
+			arg = job.ID
+		case config.PlaceholderSlot:
+			arg = slot
+		case config.PlaceholderAttempt:
+			arg = attempt
+		}
+		args[i] = arg
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open job file: %w", err)
+	}
+	a.mu.Lock()
+	a.stdin[job.ID] = f
+	a.mu.Unlock()
+	env := append(a.env[:len(a.env):len(a.env)],
+		"JOB_ID="+job.ID, "JOB_PATH="+path, "JOB_SLOT="+slot, "JOB_ATTEMPT="+attempt)
+	return &pool.Spec{
+		Path:       args[0],
+		Args:       args,
+		Env:        env,
+		Dir:        a.cfg.Job.WorkingDir,
+		Stdin:      f,
+		Credential: a.cred,
+	}, nil
+}
+
+// Done implements jobs.Acker: the spool moves the job on.
+func (a *spoolApp) Done(ctx context.Context, job *jobs.Job, res jobs.Result) error {
+	a.mu.Lock()
+	if f := a.stdin[job.ID]; f != nil {
+		f.Close()
+		delete(a.stdin, job.ID)
+	}
+	a.mu.Unlock()
+	err := a.spool.Done(ctx, job, res)
+	if !res.OK() && job.Attempt >= a.cfg.Job.MaxAttempts {
+		a.mu.Lock()
+		a.failed++
+		a.mu.Unlock()
+	}
+	return err
+}
+
+// Failed returns how many jobs ended in failed/.
+func (a *spoolApp) Failed() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.failed
+}

@@ -1,0 +1,63 @@
+// Package config reads config.toml, the configuration of the jobdaemon
+// binary: its schema (Config), its defaults (Default) and its validation
+// (Load, Validate).
+//
+// Every key with its default; only [job] command is required:
+//
+//	[daemon]
+//	pid_file = "/run/jobdaemon/jobdaemon.pid"  # "" writes none
+//	user = ""              # drop to this user after start-up ("" = stay as started)
+//	group = ""             # "" with user set: the user's primary group
+//	stop_timeout = "30s"   # graceful stop: then SIGKILL
+//	idle_interval = "2s"   # longest sleep when nothing is ready
+//
+//	[pool]
+//	max_children = 4
+//	jobs_per_child = 1     # >1: worker children
+//	job_timeout = "0s"     # 0 = none
+//	kill_grace = "10s"     # after the stop signal, before SIGKILL
+//	stop_signal = "SIGTERM"
+//	forward_signals = true # send stop_signal to jobs on a graceful stop
+//
+//	[job]
+//	command = ["/usr/local/bin/thumbnail", "{path}", "{id}"]
+//	working_dir = ""       # "" = the daemon's
+//	env = { LANG = "C.UTF-8" }
+//	inherit_env = []       # names of the daemon's variables passed to jobs
+//	max_attempts = 3
+//	backoff = "10s"        # first retry delay; doubles, with jitter
+//
+//	[source]
+//	type = "spool"
+//	[source.spool]
+//	dir = "/var/spool/jobdaemon"
+//	max_payload = "64MiB"  # larger job files are refused
+//	rescan_interval = "10s"
+//
+//	[control]
+//	socket = "/run/jobdaemon/control.sock"  # "" opens none
+//
+//	[log]
+//	level = "info"         # the daemon's own verbosity: trace|debug|info|warn|error
+//	job_output = "info"    # level given to job output lines
+//	format = "auto"        # auto|text|json
+//	joblog = ""            # one line per finished job, like GNU parallel's --joblog
+//
+// Relative paths (pid_file, source.spool.dir, control.socket, log.joblog,
+// job.working_dir, and a job.command[0] with a slash in it) are taken
+// relative to the directory of the configuration file, not the working
+// directory, so that a configuration means the same wherever the daemon is
+// started from.
+//
+// The job command runs without a shell. Its arguments may be placeholders,
+// each a whole argument: {path}, {name}, {id}, {slot}, {attempt}. There is
+// no interpolation inside a string: "{path}.png" is refused, and a wrapper
+// script builds such names.
+//
+// Mistakes are reported as "file:line: key: what is wrong and the fix",
+// as many at once as can be found: a TOML syntax error stops the reading;
+// otherwise all unknown keys (each with a "did you mean") and all values of
+// the wrong type are reported together, and if there are none, all that
+// Validate refuses: values out of range, missing users, groups, directories
+// and programs. The binary prints them and exits with ExitConfig (78).
+package config

@@ -1,0 +1,315 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// The placeholders of job.command. Each is replaced per job when it is a
+// whole argument; nothing is replaced inside a longer argument.
+const (
+	// PlaceholderPath is the job file's absolute path (spool source).
+	PlaceholderPath = "{path}"
+	// PlaceholderName is the job file's base name (spool source).
+	PlaceholderName = "{name}"
+	// PlaceholderID is the job's ID.
+	PlaceholderID = "{id}"
+	// PlaceholderSlot is the number of the pool slot running the job.
+	PlaceholderSlot = "{slot}"
+	// PlaceholderAttempt is the attempt number, starting at 1.
+	PlaceholderAttempt = "{attempt}"
+)
+
+var placeholders = []string{PlaceholderPath, PlaceholderName, PlaceholderID, PlaceholderSlot, PlaceholderAttempt}
+
+// braces finds what looks like a placeholder: braces around no whitespace.
+// "{print $1}" (awk) does not; "{}" and "{.}" (GNU parallel) do.
+var braces = regexp.MustCompile(`\{[^{}\s]*\}`)
+
+// maxSocketPath is the longest Unix socket path: sun_path holds 108 bytes
+// with the terminating NUL.
+const maxSocketPath = 107
+
+// reservedEnv are set by the daemon for each job; job.env may not set them.
+var reservedEnv = []string{"JOB_ID", "JOB_SLOT", "JOB_ATTEMPT"}
+
+// Validate checks every value of c and returns all the problems found, each
+// an *Error naming the key, its line when c came from Load or Parse, and
+// the fix; several are joined with errors.Join. It looks up daemon.user and
+// daemon.group, checks that job.working_dir is a directory and that the
+// job's program is an executable file. A program name without a slash is
+// looked up in PATH, and Validate replaces job.command[0] with the absolute
+// path it found.
+func (c *Config) Validate() error {
+	v := &validator{problems{file: c.file, idx: c.idx}}
+
+	d := &c.Daemon
+	v.path("daemon.pid_file", d.PIDFile, true)
+	if d.User != "" {
+		if _, err := lookupUser(d.User); err != nil {
+			v.fail("daemon.user", err, "no user %q on this host: create it, or set daemon.user to an existing user (\"\" stays as started)", d.User)
+		}
+	}
+	if d.Group != "" {
+		if _, err := lookupGroup(d.Group); err != nil {
+			v.fail("daemon.group", err, "no group %q on this host: create it, or set daemon.group to an existing group (\"\" takes the user's primary group)", d.Group)
+		}
+	}
+	v.positive("daemon.stop_timeout", d.StopTimeout, "30s")
+	v.positive("daemon.idle_interval", d.IdleInterval, "2s")
+
+	p := &c.Pool
+	v.intRange("pool.max_children", p.MaxChildren, 1, 10000)
+	v.intRange("pool.jobs_per_child", p.JobsPerChild, 1, 1_000_000)
+	v.nonNegative("pool.job_timeout", p.JobTimeout)
+	v.positive("pool.kill_grace", p.KillGrace, "10s")
+	if p.StopSignal < 1 || p.StopSignal > maxSignal {
+		v.fail("pool.stop_signal", nil, "%d is not a signal: use a name such as \"SIGTERM\"", int(p.StopSignal))
+	}
+
+	v.job(&c.Job)
+
+	switch c.Source.Type {
+	case "spool":
+		s := &c.Source.Spool
+		v.path("source.spool.dir", s.Dir, false)
+		if s.MaxPayload <= 0 {
+			v.fail("source.spool.max_payload", nil, "must be positive, such as \"64MiB\"")
+		}
+		v.positive("source.spool.rescan_interval", s.RescanInterval, "10s")
+	case "postgres":
+		v.fail("source.type", nil, "\"postgres\" is not supported yet in this build: use \"spool\"")
+	default:
+		v.fail("source.type", nil, "unknown source %q: use \"spool\"", c.Source.Type)
+	}
+
+	v.path("control.socket", c.Control.Socket, true)
+	if n := len(c.Control.Socket); n > maxSocketPath {
+		v.fail("control.socket", nil, "%q is %d bytes long, but a Unix socket path holds at most %d: choose a shorter path", c.Control.Socket, n, maxSocketPath)
+	}
+
+	l := &c.Log
+	for _, lv := range []struct {
+		val string
+		key string
+	}{{l.Level, "level"}, {l.JobOutput, "job_output"}} {
+		if _, err := ParseLevel(lv.val); err != nil {
+			v.fail("log."+lv.key, err, "unknown level %q: use \"trace\", \"debug\", \"info\", \"warn\" or \"error\"", lv.val)
+		}
+	}
+	switch l.Format {
+	case "auto", "text", "json":
+	default:
+		v.fail("log.format", nil, "unknown format %q: use \"auto\", \"text\" or \"json\"", l.Format)
+	}
+	v.path("log.joblog", l.JobLog, true)
+
+	return v.err()
+}
+
+func (v *validator) job(j *Job) {
+	switch {
+	case len(j.Command) == 0:
+		v.fail("job.command", nil, "required: set the program to run for each job and its arguments, such as command = [\"/usr/local/bin/convert-one\", \"{path}\"]")
+	case j.Command[0] == "":
+		v.fail("job.command", nil, "the program (the first element) is empty")
+	case braces.MatchString(j.Command[0]):
+		v.fail("job.command", nil, "the program %q cannot be a placeholder: placeholders are only replaced in arguments", j.Command[0])
+	default:
+		if prog, err := findProgram(j.Command[0]); err != nil {
+			v.fail("job.command", err, "%v", err)
+		} else {
+			j.Command[0] = prog
+		}
+	}
+	for i, arg := range j.Command {
+		if i == 0 {
+			continue
+		}
+		for _, m := range braces.FindAllString(arg, -1) {
+			if err := placeholderError(arg, m); err != "" {
+				v.fail("job.command", nil, "argument %d %s", i, err)
+				break
+			}
+		}
+	}
+
+	if j.WorkingDir != "" {
+		v.path("job.working_dir", j.WorkingDir, false)
+		if fi, err := os.Stat(j.WorkingDir); err != nil {
+			v.fail("job.working_dir", err, "%v: create the directory or change job.working_dir", unwrapPath(err))
+		} else if !fi.IsDir() {
+			v.fail("job.working_dir", nil, "%q is not a directory", j.WorkingDir)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(j.Env)) {
+		val := j.Env[name]
+		key := toml.Key{"job", "env", name}.String()
+		if msg := envNameError(name); msg != "" {
+			v.fail(key, nil, "%s", msg)
+		}
+		for _, r := range reservedEnv {
+			if name == r {
+				v.fail(key, nil, "%s is set by the daemon for each job and cannot be set here", name)
+			}
+		}
+		if strings.ContainsRune(val, 0) {
+			v.fail(key, nil, "the value contains a NUL byte")
+		}
+	}
+	for _, name := range j.InheritEnv {
+		const key = "job.inherit_env"
+		if msg := envNameError(name); msg != "" {
+			v.fail(key, nil, "%s", msg)
+		}
+		if name == "NOTIFY_SOCKET" || strings.HasPrefix(name, "LISTEN_") || strings.HasPrefix(name, "WATCHDOG_") {
+			v.fail(key, nil, "%s belongs to the daemon's service manager and is never passed to jobs", name)
+		}
+	}
+	v.intRange("job.max_attempts", j.MaxAttempts, 1, 1_000_000)
+	v.nonNegative("job.backoff", j.Backoff)
+}
+
+// placeholderError explains why m, a braced word found in arg, is wrong,
+// or returns "" when arg is exactly a placeholder.
+func placeholderError(arg, m string) string {
+	known := false
+	for _, p := range placeholders {
+		known = known || m == p
+	}
+	list := strings.Join(placeholders, ", ")
+	switch {
+	case known && arg == m:
+		return ""
+	case known:
+		return fmt.Sprintf("%q has the placeholder %s inside a longer argument: placeholders must be whole arguments, as there is no shell and nothing is interpolated inside a string; pass %s as an argument of its own and let the program (or a wrapper script) build %q", arg, m, m, arg)
+	case m == "{}" || m == "{.}" || m == "{/}" || m == "{//}" || m == "{/.}" || m == "{#}" || m == "{%}":
+		return fmt.Sprintf("%q uses GNU parallel's %s: the placeholders here are %s, each a whole argument", arg, m, list)
+	}
+	if s := suggest(m, placeholders); s != "" {
+		return fmt.Sprintf("%q has the unknown placeholder %s (did you mean %s?); placeholders must be whole arguments", arg, m, s)
+	}
+	return fmt.Sprintf("%q has the unknown placeholder %s: the placeholders are %s, each a whole argument", arg, m, list)
+}
+
+// findProgram returns the absolute path of the program prog names, which
+// must be an executable file.
+func findProgram(prog string) (string, error) {
+	if !strings.Contains(prog, "/") {
+		p, err := exec.LookPath(prog)
+		if errors.Is(err, exec.ErrDot) {
+			return "", fmt.Errorf("program %q was found as %q through a relative directory in PATH, which is not trusted: write its absolute path", prog, p)
+		}
+		if err != nil {
+			return "", fmt.Errorf("program %q is not in PATH (%s): write its absolute path", prog, os.Getenv("PATH"))
+		}
+		if prog, err = filepath.Abs(p); err != nil {
+			return "", fmt.Errorf("program %q: %w", p, err)
+		}
+	}
+	fi, err := os.Stat(prog)
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("program %w", unwrapPath(err))
+	case fi.IsDir():
+		return "", fmt.Errorf("program %q is a directory", prog)
+	case !fi.Mode().IsRegular():
+		return "", fmt.Errorf("program %q is not a regular file", prog)
+	case fi.Mode().Perm()&0o111 == 0:
+		return "", fmt.Errorf("program %q is not executable (mode %v): chmod +x it", prog, fi.Mode().Perm())
+	}
+	return prog, nil
+}
+
+// unwrapPath returns an error that says "path": reason, without the
+// operation an *os.PathError adds ("stat /x: no such file or directory").
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%q: %w", pe.Path, pe.Err)
+	}
+	return err
+}
+
+// envNameError says why name cannot be an environment variable's name, or
+// returns "".
+func envNameError(name string) string {
+	switch {
+	case name == "":
+		return "an empty variable name"
+	case strings.ContainsAny(name, "=\x00"):
+		return fmt.Sprintf("the variable name %q contains \"=\" or a NUL byte", name)
+	}
+	return ""
+}
+
+// lookupUser finds a user by name, or by uid when name is a number.
+func lookupUser(name string) (*user.User, error) {
+	u, err := user.Lookup(name)
+	if err != nil && isNumber(name) {
+		return user.LookupId(name)
+	}
+	return u, err
+}
+
+// lookupGroup finds a group by name, or by gid when name is a number.
+func lookupGroup(name string) (*user.Group, error) {
+	g, err := user.LookupGroup(name)
+	if err != nil && isNumber(name) {
+		return user.LookupGroupId(name)
+	}
+	return g, err
+}
+
+func isNumber(s string) bool {
+	return s != "" && strings.Trim(s, "0123456789") == ""
+}
+
+// validator collects the problems Validate finds.
+type validator struct{ problems }
+
+// fail records a problem with key, a dotted key as toml.Key.String()
+// writes it; the message gets the key prepended.
+func (v *validator) fail(key string, err error, format string, args ...any) {
+	v.add(&Error{Key: key, Msg: key + ": " + fmt.Sprintf(format, args...), Err: err})
+}
+
+func (v *validator) intRange(key string, n, lo, hi int) {
+	if n < lo || n > hi {
+		v.fail(key, nil, "%d is out of range: use %d to %d", n, lo, hi)
+	}
+}
+
+func (v *validator) positive(key string, d Duration, example string) {
+	if d <= 0 {
+		v.fail(key, nil, "%v must be positive, such as %q", d, example)
+	}
+}
+
+func (v *validator) nonNegative(key string, d Duration) {
+	if d < 0 {
+		v.fail(key, nil, "%v is negative: use 0 or more", d)
+	}
+}
+
+// path checks that p, if set, is absolute; optional says "" is allowed.
+func (v *validator) path(key, p string, optional bool) {
+	switch {
+	case p == "" && !optional:
+		v.fail(key, nil, "required: set a path")
+	case strings.ContainsRune(p, 0):
+		v.fail(key, nil, "the path contains a NUL byte")
+	case p != "" && !filepath.IsAbs(p):
+		v.fail(key, nil, "%q is relative: use an absolute path (Load resolves relative paths against the configuration file's directory)", p)
+	}
+}

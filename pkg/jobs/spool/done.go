@@ -1,0 +1,282 @@
+package spool
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/jobdaemon/jobdaemon/pkg/jobs"
+)
+
+// maxTail is how much of a job's output its Record keeps.
+const maxTail = 4 << 10
+
+// Record is what the spool writes beside a job file in done/ or failed/,
+// as FILE.result.json, where FILE is the Record's File. For example:
+//
+//	{
+//	  "id": "report.csv",
+//	  "file": "report.csv",
+//	  "attempts": 3,
+//	  "outcome": "exit 2",
+//	  "exit_code": 2,
+//	  "signal": "",
+//	  "timed_out": false,
+//	  "duration_seconds": 0.153,
+//	  "user_cpu_seconds": 0.1,
+//	  "sys_cpu_seconds": 0.02,
+//	  "max_rss_bytes": 10485760,
+//	  "error": "",
+//	  "output_tail": "reading report.csv\nline 3: bad date\n",
+//	  "output_truncated": false,
+//	  "finished_at": "2025-01-02T15:04:05.123456789Z"
+//	}
+type Record struct {
+	// ID is the job's name, as it was claimed (in JSON, bytes that are not
+	// UTF-8 read as U+FFFD).
+	ID string `json:"id"`
+	// File is the job file's name in done/ or failed/: ID, unless that was
+	// taken (see the package documentation), or ID was refused as too long
+	// (File is cut) or for its characters (File has them replaced by '_').
+	File string `json:"file"`
+	// Attempts is the number of runs the job had, this one included; 0 for
+	// a refused job.
+	Attempts int `json:"attempts"`
+	// Outcome is jobs.Result.String of the last run ("ok", "exit 3",
+	// "signal killed", "timeout", "error: ..."), or "refused".
+	Outcome string `json:"outcome"`
+	// ExitCode is the exit status; -1 when the job was killed by a signal,
+	// or refused.
+	ExitCode int `json:"exit_code"`
+	// Signal is the name of the signal that killed the job ("SIGKILL"),
+	// or "".
+	Signal string `json:"signal"`
+	// TimedOut is true when the job ran past its timeout.
+	TimedOut bool `json:"timed_out"`
+	// Duration, UserCPU and SysCPU are the job's wall and CPU time.
+	Duration float64 `json:"duration_seconds"`
+	UserCPU  float64 `json:"user_cpu_seconds"`
+	SysCPU   float64 `json:"sys_cpu_seconds"`
+	// MaxRSS is the job's peak resident set size.
+	MaxRSS int64 `json:"max_rss_bytes"`
+	// Error is why the job failed beyond its exit status (jobs.Result's
+	// Error), or why it was refused; "" otherwise.
+	Error string `json:"error"`
+	// OutputTail is the end of what the job wrote to stdout and stderr, at
+	// most 4 KiB, starting at a line if it was cut; bytes that are not
+	// UTF-8 are replaced by U+FFFD.
+	OutputTail string `json:"output_tail"`
+	// OutputTruncated is true when OutputTail is not the whole output the
+	// spool was given.
+	OutputTruncated bool `json:"output_truncated"`
+	// FinishedAt is when the spool filed the job, in UTC.
+	FinishedAt time.Time `json:"finished_at"`
+}
+
+func newRecord(c *claim, res jobs.Result, now time.Time) Record {
+	r := Record{
+		ID:         c.name,
+		Attempts:   c.attempt,
+		Outcome:    res.String(),
+		ExitCode:   res.ExitCode,
+		TimedOut:   res.TimedOut,
+		Duration:   res.Duration.Seconds(),
+		UserCPU:    res.UserCPU.Seconds(),
+		SysCPU:     res.SysCPU.Seconds(),
+		MaxRSS:     res.MaxRSS,
+		Error:      res.Error,
+		FinishedAt: now.UTC(),
+	}
+	if res.Signal != 0 {
+		if r.Signal = unix.SignalName(res.Signal); r.Signal == "" {
+			r.Signal = res.Signal.String()
+		}
+	}
+	out := res.Output
+	if len(out) > maxTail {
+		out, r.OutputTruncated = out[len(out)-maxTail:], true
+		if i := bytes.IndexByte(out, '\n'); i >= 0 && i < len(out)-1 {
+			out = out[i+1:]
+		}
+	}
+	r.OutputTail = strings.ToValidUTF8(string(out), "\uFFFD")
+	return r
+}
+
+// filing is where a finished job goes: done/ or failed/ with its record,
+// or back to incoming/ with its sidecar.
+type filing struct {
+	c         *claim
+	dest      string // s.done or s.failed; "" for incoming/
+	rec       Record // for done/ and failed/
+	next      meta   // for incoming/
+	fails     int
+	notBefore time.Time
+}
+
+// Done files a job that NextJob returned, by its ID, and its result:
+//
+//   - success (res.OK()): into done/, with a Record beside it;
+//   - failure with attempts left (see Options.MaxAttempts): back into
+//     incoming/, with the attempt number raised and a not-before time
+//     Options.Backoff from now, doubling with each retry;
+//   - failure of the last attempt: into failed/, with a Record.
+//
+// If the move fails, the job stays in running/, Done logs and returns the
+// error, and NextJob tries the move again after a backoff of 1 s up to a
+// minute; should the daemon stop first, the next Open puts the job back
+// into incoming/ and it runs again. A job whose file has vanished from
+// running/ is dropped with a warning. Done fails for a job that is not
+// running from this spool, or that Done was called for already.
+func (s *Spool) Done(ctx context.Context, job *jobs.Job, res jobs.Result) error {
+	if job == nil {
+		return errors.New("spool: Done without a job")
+	}
+	c := s.claimed[job.ID]
+	if c == nil || c.finished {
+		return fmt.Errorf("spool: job %q is not running", job.ID)
+	}
+	now := s.now()
+	f := &filing{c: c}
+	if res.OK() {
+		f.dest, f.rec = s.done, newRecord(c, res, now)
+	} else if d, ok := s.retry.After(c.attempt); ok {
+		var at time.Time
+		if s.backoff > 0 {
+			at = now.Add(d).UTC()
+		}
+		f.next = meta{Attempt: c.attempt + 1, NotBefore: at, Inode: c.ino, LastResult: res.String()}
+	} else {
+		f.dest, f.rec = s.failed, newRecord(c, res, now)
+	}
+	return s.finish(f, now)
+}
+
+// finish files a job, or keeps it for fileAgain if that fails.
+func (s *Spool) finish(f *filing, now time.Time) error {
+	f.c.finished = true
+	err := s.file(f, now)
+	if err != nil {
+		s.fileLater(f, now, err)
+	}
+	return err
+}
+
+func (s *Spool) fileLater(f *filing, now time.Time, err error) {
+	f.fails++
+	d, _ := stuck.After(f.fails)
+	f.notBefore = now.Add(d)
+	s.unfiled = append(s.unfiled, f)
+	s.log.Error("cannot file finished job; it stays in running/", "job_id", f.c.name, "retry_in", d.Round(time.Millisecond), "err", err)
+}
+
+// fileAgain retries the filings that failed and are due.
+func (s *Spool) fileAgain(now time.Time) {
+	if len(s.unfiled) == 0 {
+		return
+	}
+	todo := s.unfiled
+	s.unfiled = nil
+	for _, f := range todo {
+		if f.notBefore.After(now) {
+			s.unfiled = append(s.unfiled, f)
+		} else if err := s.file(f, now); err != nil {
+			s.fileLater(f, now, err)
+		}
+	}
+}
+
+func (s *Spool) file(f *filing, now time.Time) error {
+	name := f.c.name
+	_, waiting := s.known[name]
+	var err error
+	if f.dest == "" {
+		var to string
+		if to, err = s.requeue(name, f.next, now); err == nil {
+			e := &entry{name: to, mtime: f.c.mtime, ino: f.c.ino, attempt: f.next.Attempt, notBefore: f.next.NotBefore}
+			s.known[to] = e
+			s.enqueue(e, now)
+			s.log.Info("job will be retried", "job_id", to, "attempt", e.attempt, "not_before", e.notBefore)
+		}
+	} else {
+		err = s.fileRecord(name, f.dest, &f.rec, now)
+	}
+	if err != nil {
+		if _, serr := os.Lstat(filepath.Join(s.running, name)); !errors.Is(serr, fs.ErrNotExist) {
+			return err
+		}
+		s.log.Warn("job file vanished from running/; its result is dropped", "job_id", name, "err", err)
+		_ = removeMeta(s.running, name)
+	}
+	if f.c.attempt > 1 {
+		if err := removeMeta(s.running, name); err != nil {
+			s.log.Warn("cannot remove sidecar", "job_id", name, "err", err)
+		}
+	}
+	delete(s.claimed, name)
+	if waiting {
+		// A file of the same name waits in incoming/: list again.
+		s.dirty.Store(true)
+		s.wakeUp()
+	}
+	return nil
+}
+
+// fileRecord moves running/name into dir, under a new name if name or its
+// record's name is taken there, and writes its record beside it. A name
+// that was refused as bad is made safe first.
+func (s *Spool) fileRecord(name, dir string, rec *Record, now time.Time) error {
+	from := filepath.Join(s.running, name)
+	base := name
+	if badName(name) != "" {
+		base = safeName(name)
+	}
+	for n := range maxAlts {
+		to := altName(base, n, now)
+		if taken, err := exists(dir, to); err != nil || taken {
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		if taken, err := exists(dir, to+resultSuffix); err != nil || taken {
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		rec.File = to
+		b, err := json.MarshalIndent(rec, "", "  ")
+		if err != nil {
+			return err
+		}
+		// The record first, so that a full disk stops the move, not the
+		// record; it is renamed into place when the job is.
+		tmp, err := writeTemp(dir, append(b, '\n'))
+		if err != nil {
+			return fmt.Errorf("write record: %w", err)
+		}
+		if err := renameNoReplace(from, filepath.Join(dir, to)); err != nil {
+			os.Remove(tmp)
+			if errors.Is(err, fs.ErrExist) {
+				continue
+			}
+			return err
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, to+resultSuffix)); err != nil {
+			os.Remove(tmp)
+			s.log.Error("job filed without its record", "job_id", name, "file", filepath.Join(dir, to), "err", err)
+		}
+		return nil
+	}
+	return fmt.Errorf("no free name for %s in %s", name, dir)
+}

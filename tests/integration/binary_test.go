@@ -1,0 +1,429 @@
+// Package integration drives the real jobdaemon binary the way an operator
+// does: a config file, a spool in a temporary directory, submit, run, and
+// signals. Nothing is faked.
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var binary string // the jobdaemon binary built for the tests
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "jobdaemon-it-")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "jobdaemon")
+	build := exec.Command("go", "build", "-race", "-o", binary, "../../cmd/jobdaemon")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build jobdaemon:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// jobScript does what its job file says: "ok", "exit N", "kill" (dies of
+// SIGKILL), "sleep" (runs into the timeout), "flaky" (fails on attempt 1).
+const jobScript = `#!/bin/sh
+read -r what arg <"$1" || true
+case "$what" in
+ok) echo "ok $JOB_ID attempt $JOB_ATTEMPT" ;;
+exit) echo "exiting $arg" >&2; exit "$arg" ;;
+kill) kill -KILL $$ ;;
+sleep) exec sleep 300 ;;
+flaky) [ "$JOB_ATTEMPT" -ge 2 ] || exit 9 ;;
+*) echo "unknown job $what" >&2; exit 64 ;;
+esac
+`
+
+// env is a spool, a job script and a config file in a temporary directory.
+type env struct {
+	t      *testing.T
+	dir    string
+	config string
+	spool  string
+}
+
+func newEnv(t *testing.T, extra string) *env {
+	t.Helper()
+	dir := t.TempDir()
+	script := filepath.Join(dir, "job.sh")
+	if err := os.WriteFile(script, []byte(jobScript), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, dir: dir, config: filepath.Join(dir, "config.toml"), spool: filepath.Join(dir, "spool")}
+	cfg := fmt.Sprintf(`
+[daemon]
+pid_file = "jobdaemon.pid"
+idle_interval = "100ms"
+stop_timeout = "5s"
+[pool]
+max_children = 8
+job_timeout = "1s"
+kill_grace = "500ms"
+[job]
+command = [%q, "{path}"]
+max_attempts = 2
+backoff = "10ms"
+[source.spool]
+dir = "spool"
+max_payload = "1KiB"
+rescan_interval = "1s"
+[control]
+socket = "control.sock"
+[log]
+format = "json"
+level = "debug"
+%s`, script, extra)
+	if err := os.WriteFile(e.config, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// put writes a job file straight into incoming/, as a producer would.
+func (e *env) put(name, content string) {
+	e.t.Helper()
+	dir := filepath.Join(e.spool, "incoming")
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		e.t.Fatal(err)
+	}
+	tmp := filepath.Join(dir, ".tmp-"+fmt.Sprint(time.Now().UnixNano()))
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) cmd(args ...string) *exec.Cmd {
+	c := exec.Command(binary, append(args[:1:1], append([]string{"--config", e.config}, args[1:]...)...)...)
+	c.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
+	return c
+}
+
+// run runs a jobdaemon command to its end and returns its exit code and
+// output.
+func (e *env) run(args ...string) (int, string) {
+	e.t.Helper()
+	c := e.cmd(args...)
+	var out bytes.Buffer
+	c.Stdout, c.Stderr = &out, &out
+	err := c.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, out.String()
+	case errorsAs(err, &ee):
+		return ee.ExitCode(), out.String()
+	}
+	e.t.Fatalf("jobdaemon %v: %v", args, err)
+	return -1, ""
+}
+
+func errorsAs(err error, ee **exec.ExitError) bool {
+	x, ok := err.(*exec.ExitError)
+	*ee = x
+	return ok
+}
+
+type record struct {
+	ID       string `json:"id"`
+	Attempts int    `json:"attempts"`
+	ExitCode int    `json:"exit_code"`
+	Signal   string `json:"signal"`
+	TimedOut bool   `json:"timed_out"`
+	Error    string `json:"error"`
+	Output   string `json:"output_tail"`
+}
+
+// result reads the record of job name in done/ or failed/, and says which.
+func (e *env) result(name string) (string, record) {
+	e.t.Helper()
+	for _, where := range []string{"done", "failed"} {
+		b, err := os.ReadFile(filepath.Join(e.spool, where, name+".result.json"))
+		if err != nil {
+			continue
+		}
+		var r record
+		if err := json.Unmarshal(b, &r); err != nil {
+			e.t.Fatalf("%s/%s.result.json: %v", where, name, err)
+		}
+		if _, err := os.Lstat(filepath.Join(e.spool, where, name)); err != nil {
+			e.t.Errorf("%s/%s.result.json without its job file: %v", where, name, err)
+		}
+		return where, r
+	}
+	return "", record{}
+}
+
+func (e *env) count(sub string) int {
+	ents, err := os.ReadDir(filepath.Join(e.spool, sub))
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, ent := range ents {
+		if !strings.HasPrefix(ent.Name(), ".") && !strings.HasSuffix(ent.Name(), ".result.json") {
+			n++
+		}
+	}
+	return n
+}
+
+// 200 jobs with mixed outcomes end up where they should, each with the
+// right record and attempt count.
+func TestMixedOutcomes(t *testing.T) {
+	e := newEnv(t, "")
+	type want struct {
+		where    string
+		attempts int
+		check    func(record) bool
+	}
+	wants := map[string]want{}
+	for i := 0; i < 200; i++ {
+		name := fmt.Sprintf("job-%03d", i)
+		switch i % 8 {
+		case 0, 1, 2:
+			e.put(name, "ok\n")
+			wants[name] = want{"done", 1, func(r record) bool { return r.ExitCode == 0 && strings.Contains(r.Output, "ok "+r.ID) }}
+		case 3:
+			e.put(name, "exit 3\n")
+			wants[name] = want{"failed", 2, func(r record) bool { return r.ExitCode == 3 && strings.Contains(r.Output, "exiting 3") }}
+		case 4:
+			e.put(name, "kill\n")
+			wants[name] = want{"failed", 2, func(r record) bool { return r.Signal == "SIGKILL" || r.Signal == "killed" }}
+		case 5:
+			e.put(name, "flaky\n")
+			wants[name] = want{"done", 2, func(r record) bool { return r.ExitCode == 0 }}
+		case 6:
+			if i%16 == 6 {
+				e.put(name, "sleep\n")
+				wants[name] = want{"failed", 2, func(r record) bool { return r.TimedOut }}
+			} else {
+				e.put(name, "ok\n"+strings.Repeat("x", 2048)) // over max_payload
+				wants[name] = want{"failed", 0, func(r record) bool { return r.Error != "" }}
+			}
+		case 7:
+			// A control character: the job is refused, and filed in
+			// failed/ under the name with '_' in its place.
+			bad := fmt.Sprintf("bad\x01name-%03d", i)
+			e.put(bad, "ok\n")
+			wants[strings.ReplaceAll(bad, "\x01", "_")] = want{"failed", 0, func(r record) bool {
+				return r.ID == bad && strings.Contains(r.Error, "control characters")
+			}}
+		}
+	}
+	code, out := e.run("run", "--drain")
+	if code != 1 {
+		t.Fatalf("run --drain exited %d, want 1 (some jobs fail):\n%s", code, tail(out))
+	}
+	for name, w := range wants {
+		where, r := e.result(name)
+		if where != w.where {
+			t.Errorf("%q ended in %q, want %q", name, where, w.where)
+			continue
+		}
+		if w.attempts > 0 && r.Attempts != w.attempts {
+			t.Errorf("%q: %d attempts, want %d", name, r.Attempts, w.attempts)
+		}
+		if !w.check(r) {
+			t.Errorf("%q: wrong record %+v", name, r)
+		}
+	}
+	if n := e.count("incoming") + e.count("running"); n != 0 {
+		t.Errorf("%d jobs left in incoming/ or running/", n)
+	}
+	if got := e.count("done") + e.count("failed"); got != len(wants) {
+		t.Errorf("%d jobs in done/ and failed/, want %d", got, len(wants))
+	}
+}
+
+func tail(s string) string {
+	if len(s) > 4000 {
+		return "..." + s[len(s)-4000:]
+	}
+	return s
+}
+
+func TestDrainExitCodes(t *testing.T) {
+	e := newEnv(t, "")
+	if code, out := e.run("run", "--drain"); code != 0 {
+		t.Errorf("empty spool: exit %d\n%s", code, tail(out))
+	}
+	e.put("a", "ok\n")
+	e.put("b", "ok\n")
+	if code, out := e.run("run", "--drain"); code != 0 {
+		t.Errorf("all ok: exit %d\n%s", code, tail(out))
+	}
+	e.put("c", "exit 5\n")
+	if code, out := e.run("run", "--drain"); code != 1 {
+		t.Errorf("one failure: exit %d, want 1\n%s", code, tail(out))
+	}
+}
+
+// Killing the daemon mid-run loses nothing: after a restart every job is in
+// done/ or failed/, and none is stuck in running/.
+func TestKillAndRestart(t *testing.T) {
+	e := newEnv(t, "")
+	const n = 60
+	for i := 0; i < n; i++ {
+		content := "ok\n"
+		if i%3 == 0 {
+			content = "sleep\n" // still running when the daemon dies
+		}
+		e.put(fmt.Sprintf("j%02d", i), content)
+	}
+	c := e.cmd("run")
+	var out bytes.Buffer
+	c.Stdout, c.Stderr = &out, &out
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for e.count("running") == 0 || e.count("done") < 5 {
+		if time.Now().After(deadline) {
+			c.Process.Kill()
+			c.Wait()
+			t.Fatalf("jobs never ran:\n%s", tail(out.String()))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.Process.Signal(syscall.SIGKILL)
+	c.Wait()
+	if e.count("running") == 0 {
+		t.Log("no job was running at the kill; the restart checks less")
+	}
+	code, out2 := e.run("run", "--drain")
+	if code != 0 && code != 1 {
+		t.Fatalf("restart exited %d:\n%s", code, tail(out2))
+	}
+	if left := e.count("running") + e.count("incoming"); left != 0 {
+		t.Errorf("%d jobs left behind after the restart", left)
+	}
+	if got := e.count("done") + e.count("failed"); got != n {
+		t.Errorf("%d jobs in done/ and failed/, want %d: jobs were lost", got, n)
+	}
+	for i := 0; i < n; i += 3 {
+		name := fmt.Sprintf("j%02d", i)
+		if where, r := e.result(name); where != "failed" || !r.TimedOut {
+			t.Errorf("%s: in %q with %+v; want failed by timeout", name, where, r)
+		}
+	}
+}
+
+// A job submitted by another process while the daemon runs is picked up
+// promptly (inotify); the exact latency belongs to the benchmarks.
+func TestSubmitWhileRunning(t *testing.T) {
+	e := newEnv(t, "")
+	if code, out := e.run("run", "--drain"); code != 0 { // creates the spool
+		t.Fatalf("exit %d\n%s", code, out)
+	}
+	c := e.cmd("run")
+	var out bytes.Buffer
+	c.Stdout, c.Stderr = &out, &out
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		c.Process.Signal(syscall.SIGTERM)
+		c.Wait()
+	}()
+	time.Sleep(300 * time.Millisecond)
+	job := filepath.Join(e.dir, "late-job")
+	os.WriteFile(job, []byte("ok\n"), 0o644)
+	code, ids := e.run("submit", job)
+	if code != 0 || strings.TrimSpace(ids) != "late-job" {
+		t.Fatalf("submit: exit %d, %q", code, ids)
+	}
+	start := time.Now()
+	for {
+		if where, _ := e.result("late-job"); where == "done" {
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("job not done after 10 s:\n%s", tail(out.String()))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("picked up and done in %v", time.Since(start))
+}
+
+// Each configuration error names the problem and exits with 78.
+func TestConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, body, want string
+	}{
+		{"unknown key", "[pool]\nmax_chidren = 3\n", `did you mean "max_children"`},
+		{"out of range", "[pool]\nmax_children = 0\n", "max_children"},
+		{"bad duration", "[daemon]\nstop_timeout = \"soon\"\n", "stop_timeout"},
+		{"bad signal", "[pool]\nstop_signal = \"SIGNOPE\"\n", "stop_signal"},
+		{"missing user", "[daemon]\nuser = \"no-such-user-xyz\"\n", "no-such-user-xyz"},
+		{"missing command", "[job]\ncommand = [\"/nonexistent/program\"]\n", "/nonexistent/program"},
+		{"not executable", "[job]\ncommand = [\"./data.txt\"]\n", "not executable"},
+		{"syntax", "[pool\nmax_children = 3\n", "config.toml:3"}, // after the 2 lines of [job]
+		{"placeholder inside", "[job]\ncommand = [\"/bin/echo\", \"{path}.png\"]\n", "{path}"},
+		{"worker children", "[pool]\njobs_per_child = 5\n", "jobs_per_child"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := filepath.Join(dir, "config.toml")
+			os.WriteFile(filepath.Join(dir, "data.txt"), []byte("not a program"), 0o644)
+			body := tc.body
+			if !strings.Contains(body, "command") {
+				body = "[job]\ncommand = [\"/bin/true\"]\n" + body
+			}
+			// Should the config be taken by mistake, the daemon stays
+			// inside the test's directory and is stopped by the context.
+			if !strings.Contains(body, "[source") {
+				body += "\n[source.spool]\ndir = \"spool\"\n"
+			}
+			if !strings.Contains(body, "[daemon]") {
+				body += "\n[daemon]\npid_file = \"pid\"\n"
+			}
+			body += "\n[control]\nsocket = \"control.sock\"\n"
+			os.WriteFile(cfg, []byte(body), 0o644)
+			for _, sub := range []string{"check-config", "run"} {
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				c := exec.CommandContext(ctx, binary, sub, "--config", cfg)
+				out, err := c.CombinedOutput()
+				ee, ok := err.(*exec.ExitError)
+				if !ok || ee.ExitCode() != 78 {
+					t.Errorf("%s: %v, want exit 78\n%s", sub, err, out)
+				}
+				if !strings.Contains(string(out), tc.want) {
+					t.Errorf("%s: output lacks %q:\n%s", sub, tc.want, out)
+				}
+			}
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	for _, sub := range []string{"run", "submit", "check-config", "version"} {
+		out, err := exec.Command(binary, sub, "--help").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "Usage: jobdaemon "+sub) {
+			t.Errorf("%s --help: %v\n%s", sub, err, out)
+		}
+	}
+	out, err := exec.Command(binary, "nonsense").CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "unknown command") {
+		t.Errorf("unknown command: %v\n%s", err, out)
+	}
+}
