@@ -23,13 +23,21 @@ type spoolApp struct {
 	env   []string            // the jobs' environment, without the JOB_* variables
 	cred  *syscall.Credential // the jobs' user, when the daemon runs as root
 
-	mu     sync.Mutex
-	stdin  map[string]*os.File // open job files, by job id, until Done
-	failed int                 // jobs that ended in failed/
+	joblog *jobLog // nil without [log] joblog
+
+	mu      sync.Mutex
+	running map[string]*started // by job id, from Command to Done
+	failed  int                 // jobs that ended in failed/
+}
+
+// started is what the app keeps of a job between Command and Done.
+type started struct {
+	stdin *os.File // the job file, open as the child's standard input
+	args  []string
 }
 
 func newSpoolApp(cfg *config.Config, sp *spool.Spool) (*spoolApp, error) {
-	a := &spoolApp{cfg: cfg, spool: sp, stdin: make(map[string]*os.File)}
+	a := &spoolApp{cfg: cfg, spool: sp, running: make(map[string]*started)}
 	for _, name := range cfg.Job.InheritEnv {
 		if v, ok := os.LookupEnv(name); ok {
 			a.env = append(a.env, name+"="+v)
@@ -135,7 +143,7 @@ func (a *spoolApp) Command(ctx context.Context, job *jobs.Job) (*pool.Spec, erro
 		return nil, fmt.Errorf("open job file: %w", err)
 	}
 	a.mu.Lock()
-	a.stdin[job.ID] = f
+	a.running[job.ID] = &started{stdin: f, args: args}
 	a.mu.Unlock()
 	env := append(a.env[:len(a.env):len(a.env)],
 		"JOB_ID="+job.ID, "JOB_PATH="+path, "JOB_SLOT="+slot, "JOB_ATTEMPT="+attempt)
@@ -152,11 +160,17 @@ func (a *spoolApp) Command(ctx context.Context, job *jobs.Job) (*pool.Spec, erro
 // Done implements jobs.Acker: the spool moves the job on.
 func (a *spoolApp) Done(ctx context.Context, job *jobs.Job, res jobs.Result) error {
 	a.mu.Lock()
-	if f := a.stdin[job.ID]; f != nil {
-		f.Close()
-		delete(a.stdin, job.ID)
-	}
+	st := a.running[job.ID]
+	delete(a.running, job.ID)
 	a.mu.Unlock()
+	if st != nil {
+		st.stdin.Close()
+		if a.joblog != nil {
+			if err := a.joblog.write(res, st.args); err != nil {
+				return err
+			}
+		}
+	}
 	err := a.spool.Done(ctx, job, res)
 	if !res.OK() && job.Attempt >= a.cfg.Job.MaxAttempts {
 		a.mu.Lock()

@@ -60,6 +60,13 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		log.Error("cannot set up jobs", "err", err)
 		return exitConfig
 	}
+	if cfg.Log.JobLog != "" {
+		if app.joblog, err = openJobLog(cfg.Log.JobLog); err != nil {
+			log.Error("cannot open the job log", "err", err)
+			return exitFailure
+		}
+		defer app.joblog.Close()
+	}
 	if os.Geteuid() == 0 && cfg.Daemon.User == "" {
 		log.Warn("running as root with no [daemon] user: jobs run as root too")
 	}

@@ -94,6 +94,13 @@ func helperWorker() {
 		case s == "sleep":
 			fmt.Println("sleeping")
 			time.Sleep(time.Hour)
+		case s == "grow":
+			// Touch 64 MiB and keep it: the resident set grows.
+			ballast = make([]byte, 64<<20)
+			for i := range ballast {
+				ballast[i] = 1
+			}
+			conn.Reply([]byte("grown"))
 		case strings.HasPrefix(s, "call:"):
 			r, err := conn.Call([]byte(s[5:]))
 			if err != nil {
@@ -105,6 +112,8 @@ func helperWorker() {
 		}
 	}
 }
+
+var ballast []byte
 
 // helperDaemon starts 4 sleeping command children and a sleeping worker,
 // prints their pids, and waits to be killed.

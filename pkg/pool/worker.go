@@ -57,7 +57,6 @@ type Worker struct {
 	completed int
 	busy      bool
 	retiring  bool
-	rssAt     time.Time
 }
 
 // StartWorker starts a worker in a slot reserved with TryAcquire. When the
@@ -215,8 +214,8 @@ func (w *Worker) expiredLocked() bool {
 	if !w.deadline.IsZero() && time.Now().After(w.deadline) {
 		return true
 	}
-	if w.rssLimit > 0 && time.Since(w.rssAt) > 100*time.Millisecond {
-		w.rssAt = time.Now()
+	// One small read of /proc per job, and only with a limit set.
+	if w.rssLimit > 0 {
 		if rss, err := residentSet(w.Pid); err == nil && rss > w.rssLimit {
 			return true
 		}

@@ -157,3 +157,58 @@ func TestWorkerRecycling(t *testing.T) {
 		t.Errorf("%d workers started, want at least %d", starts.Load(), jobs/perWorker)
 	}
 }
+
+// A worker past its age or memory limit retires after the job that
+// crossed it.
+func TestWorkerRetiresOnAgeAndRSS(t *testing.T) {
+	results := make(chan *Worker, 1)
+	p := newPool(t, Config{Max: 2})
+	start := func(mod func(*WorkerSpec)) *Worker {
+		spec := workerSpec(t)
+		spec.OnResult = func(w *Worker, msg []byte) { results <- w }
+		mod(spec)
+		slot, _ := p.TryAcquire()
+		w, err := p.StartWorker(slot, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	roundTrip := func(w *Worker, job string) {
+		t.Helper()
+		if err := w.Send([]byte(job)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-results:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no result")
+		}
+	}
+
+	old := start(func(s *WorkerSpec) { s.MaxAge = 300 * time.Millisecond })
+	roundTrip(old, "ok")
+	if old.Retiring() {
+		t.Fatal("young worker retired")
+	}
+	time.Sleep(400 * time.Millisecond)
+	roundTrip(old, "ok")
+	if !old.Retiring() {
+		t.Error("worker past MaxAge did not retire")
+	}
+
+	fat := start(func(s *WorkerSpec) { s.MaxRSS = 32 << 20 })
+	roundTrip(fat, "ok")
+	if fat.Retiring() {
+		t.Fatal("small worker retired")
+	}
+	roundTrip(fat, "grow")
+	if !fat.Retiring() {
+		t.Error("worker past MaxRSS did not retire")
+	}
+	for _, w := range []*Worker{old, fat} {
+		if e := waitDone(t, w.Child, 10*time.Second); !e.Success() {
+			t.Errorf("retired worker exited with %s", e)
+		}
+	}
+}

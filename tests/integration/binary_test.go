@@ -277,6 +277,35 @@ func TestDrainExitCodes(t *testing.T) {
 	}
 }
 
+// The joblog gets a header and one line per finished attempt, in GNU
+// parallel's format.
+func TestJobLog(t *testing.T) {
+	e := newEnv(t, `joblog = "jobs.log"`)
+	e.put("a", "ok\n")
+	e.put("b", "exit 4\n")
+	if code, out := e.run("run", "--drain"); code != 1 {
+		t.Fatalf("exit %d\n%s", code, tail(out))
+	}
+	b, err := os.ReadFile(filepath.Join(e.dir, "jobs.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	// The header, a, and b twice (max_attempts = 2).
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "Seq\tHost\tStarttime") {
+		t.Fatalf("joblog:\n%s", b)
+	}
+	for _, l := range lines[1:] {
+		f := strings.Split(l, "\t")
+		if len(f) != 9 {
+			t.Fatalf("line %q has %d fields", l, len(f))
+		}
+		if strings.HasSuffix(f[8], "/a") && f[6] != "0" || strings.HasSuffix(f[8], "/b") && f[6] != "4" {
+			t.Errorf("wrong exit value in %q", l)
+		}
+	}
+}
+
 // Killing the daemon mid-run loses nothing: after a restart every job is in
 // done/ or failed/, and none is stuck in running/.
 func TestKillAndRestart(t *testing.T) {
