@@ -24,9 +24,9 @@ status=0
 
 echo
 echo "== where the results went"
-for d in done failed; do
-	echo "var/spool/$d/:"
-	(cd "var/spool/$d" && ls -1 | sed 's/^/  /')
+for dir in "done" failed; do
+	echo "var/spool/$dir/:"
+	find "var/spool/$dir" -mindepth 1 -maxdepth 1 -printf '  %f\n' | sort
 done
 echo
 echo "== the record of the failed job (var/spool/failed/will-fail.txt.result.json)"
