@@ -268,7 +268,9 @@ func TestVarsFromChildren(t *testing.T) {
 
 func TestJobTimeoutInWorker(t *testing.T) {
 	a := newTestApp("sleep", "hang", "ok")
-	res := runApp(t, a, Options{MaxChildren: 3, JobsPerChild: 10, JobTimeout: 300 * time.Millisecond, KillGrace: 300 * time.Millisecond})
+	// The timeout leaves the worker time to start and catch TERM even on a
+	// loaded machine: "hang" must die of the SIGKILL, not of an early TERM.
+	res := runApp(t, a, Options{MaxChildren: 3, JobsPerChild: 10, JobTimeout: 1500 * time.Millisecond, KillGrace: 300 * time.Millisecond})
 	if r := res["sleep-0"]; !r.TimedOut || r.OK() {
 		t.Errorf("sleep: %+v", r)
 	}

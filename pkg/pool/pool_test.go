@@ -240,7 +240,9 @@ func TestTimeoutEscalatesToKill(t *testing.T) {
 	})
 	p := newPool(t, Config{Max: 1, Sink: sink})
 	spec := helperSpec(t, "ignore-term")
-	spec.Timeout = 500 * time.Millisecond
+	// Long enough for the helper to start and ignore TERM on a loaded
+	// machine; an earlier TERM would kill it before it could.
+	spec.Timeout = 1500 * time.Millisecond
 	spec.KillGrace = 300 * time.Millisecond
 	c := mustStart(t, p, spec)
 	select {
@@ -252,7 +254,7 @@ func TestTimeoutEscalatesToKill(t *testing.T) {
 	if !e.TimedOut || e.Signal != syscall.SIGKILL {
 		t.Errorf("exit %s, want timeout by SIGKILL", e)
 	}
-	if e.Duration < 800*time.Millisecond {
+	if e.Duration < 1800*time.Millisecond {
 		t.Errorf("killed after %v, before timeout + grace", e.Duration)
 	}
 }
