@@ -181,21 +181,25 @@ func (r remoteVars) call(op byte, key, a, b string) (bool, string, error) {
 	return ok, v, nil
 }
 
+// Get implements Vars.
 func (r remoteVars) Get(key string) (string, bool, error) {
 	ok, v, err := r.call(opGet, key, "", "")
 	return v, ok, err
 }
 
+// Set implements Vars.
 func (r remoteVars) Set(key, value string) error {
 	_, _, err := r.call(opSet, key, value, "")
 	return err
 }
 
+// CompareAndSwap implements Vars.
 func (r remoteVars) CompareAndSwap(key, old, new string) (bool, error) {
 	ok, _, err := r.call(opCAS, key, old, new)
 	return ok, err
 }
 
+// Add implements Vars.
 func (r remoteVars) Add(key string, delta int64) (int64, error) {
 	_, v, err := r.call(opAdd, key, strconv.FormatInt(delta, 10), "")
 	if err != nil {

@@ -17,6 +17,7 @@ const (
 	Stderr Stream = 2
 )
 
+// String returns "stdout" or "stderr".
 func (s Stream) String() string {
 	if s == Stderr {
 		return "stderr"

@@ -274,6 +274,7 @@ const (
 	Immediate
 )
 
+// String returns "drain", "graceful" or "immediate".
 func (m StopMode) String() string {
 	switch m {
 	case Drain:
