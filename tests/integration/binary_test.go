@@ -46,6 +46,7 @@ exit) echo "exiting $arg" >&2; exit "$arg" ;;
 kill) kill -KILL $$ ;;
 sleep) exec sleep 300 ;;
 flaky) [ "$JOB_ATTEMPT" -ge 2 ] || exit 9 ;;
+env) env | sort; echo "stdin: $(cat)" ;;
 *) echo "unknown job $what" >&2; exit 64 ;;
 esac
 `
@@ -77,6 +78,7 @@ job_timeout = "1s"
 kill_grace = "500ms"
 [job]
 command = [%q, "{path}"]
+env = { LANG = "C.UTF-8" }
 max_attempts = 2
 backoff = "10ms"
 [source.spool]
@@ -391,6 +393,44 @@ func TestSubmitWhileRunning(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Logf("picked up and done in %v", time.Since(start))
+}
+
+// A job sees the JOB_* variables and the configured env, nothing else of
+// the daemon's environment, and its file on standard input; "submit -"
+// queues standard input under --id.
+func TestJobEnvironmentAndStdin(t *testing.T) {
+	e := newEnv(t, "")
+	c := e.cmd("submit", "--id", "from-stdin", "-")
+	c.Stdin = strings.NewReader("env\nsecond line\n")
+	if out, err := c.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "from-stdin" {
+		t.Fatalf("submit -: %v %q", err, out)
+	}
+	c = e.cmd("run", "--drain")
+	c.Env = append(c.Env, "DAEMON_SECRET=hunter2")
+	if out, err := c.CombinedOutput(); err != nil {
+		t.Fatalf("run: %v\n%s", err, tail(string(out)))
+	}
+	where, r := e.result("from-stdin")
+	if where != "done" {
+		t.Fatalf("job in %q: %+v", where, r)
+	}
+	var names []string
+	for _, line := range strings.Split(r.Output, "\n") {
+		if k, _, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "stdin:") {
+			names = append(names, k)
+		}
+	}
+	// The shell adds PWD (and dash nothing else) to what it was given.
+	want := "JOB_ATTEMPT JOB_ID JOB_PATH JOB_SLOT LANG PWD"
+	if got := strings.Join(names, " "); got != want {
+		t.Errorf("job environment: %s\nwant: %s\noutput:\n%s", got, want, r.Output)
+	}
+	if !strings.Contains(r.Output, "JOB_PATH="+filepath.Join(e.spool, "running", "from-stdin")) {
+		t.Errorf("JOB_PATH is not the file in running/:\n%s", r.Output)
+	}
+	if !strings.Contains(r.Output, "stdin: env\nsecond line\n") {
+		t.Errorf("standard input is not the job file:\n%s", r.Output)
+	}
 }
 
 // Each configuration error names the problem and exits with 78.
