@@ -514,6 +514,9 @@ func (d *Daemon) answered(hctx context.Context, ev event) {
 
 // finish counts a finished job and acknowledges it to the source.
 func (d *Daemon) finish(hctx context.Context, job *Job, res Result) {
+	if !res.OK() && d.stopMode >= pool.Graceful {
+		res.Interrupted = true
+	}
 	if res.OK() {
 		d.succeeded.Add(1)
 	} else {

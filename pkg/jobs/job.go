@@ -52,6 +52,10 @@ type Result struct {
 	Error string
 	// Output is the tail of what the job wrote to stdout and stderr.
 	Output []byte
+	// Interrupted is true for a job that failed while the daemon was
+	// stopping it (a graceful or immediate stop), which is no fault of the
+	// job's: a Source may run it again without counting the attempt.
+	Interrupted bool
 }
 
 // OK reports whether the job succeeded.

@@ -451,7 +451,7 @@ func TestGracefulStopAcknowledges(t *testing.T) {
 		t.Fatal(err)
 	}
 	r, ok := a.results["sleep-0"]
-	if !ok || r.OK() || !strings.Contains(r.Error, "context canceled") {
+	if !ok || r.OK() || !strings.Contains(r.Error, "context canceled") || !r.Interrupted {
 		t.Errorf("result after graceful stop: %+v (present %v)", r, ok)
 	}
 }

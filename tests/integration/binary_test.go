@@ -358,6 +358,44 @@ func TestKillAndRestart(t *testing.T) {
 	}
 }
 
+// A graceful stop (TERM) interrupts a running job; it goes back to
+// incoming/ without using up an attempt, and the daemon exits 0.
+func TestStopInterruptsWithoutCountingAttempt(t *testing.T) {
+	e := newEnv(t, "")
+	e.put("long", "sleep\n") // runs into the 1 s timeout, unless stopped first
+	c := e.cmd("run")
+	var out bytes.Buffer
+	c.Stdout, c.Stderr = &out, &out
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for e.count("running") == 0 {
+		if time.Now().After(deadline) {
+			c.Process.Kill()
+			c.Wait()
+			t.Fatalf("job never started:\n%s", tail(out.String()))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	c.Process.Signal(syscall.SIGTERM)
+	if err := c.Wait(); err != nil {
+		t.Fatalf("daemon after TERM: %v\n%s", err, tail(out.String()))
+	}
+	if e.count("incoming") != 1 || e.count("running")+e.count("failed")+e.count("done") != 0 {
+		t.Fatalf("after the stop: incoming %d, running %d, failed %d, done %d\n%s", e.count("incoming"),
+			e.count("running"), e.count("failed"), e.count("done"), tail(out.String()))
+	}
+	// Two real attempts (max_attempts = 2) follow: the interrupted run
+	// did not count.
+	if code, out := e.run("run", "--drain"); code != 1 {
+		t.Fatalf("drain: exit %d\n%s", code, tail(out))
+	}
+	if where, r := e.result("long"); where != "failed" || r.Attempts != 2 || !r.TimedOut {
+		t.Errorf("long: in %q with %+v; want failed after 2 timed-out attempts", where, r)
+	}
+}
+
 // A job submitted by another process while the daemon runs is picked up
 // promptly (inotify); the exact latency belongs to the benchmarks.
 func TestSubmitWhileRunning(t *testing.T) {

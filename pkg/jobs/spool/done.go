@@ -147,16 +147,26 @@ func (s *Spool) Done(ctx context.Context, job *jobs.Job, res jobs.Result) error 
 	}
 	now := s.now()
 	f := &filing{c: c}
-	if res.OK() {
+	switch {
+	case res.OK():
 		f.dest, f.rec = s.done, newRecord(c, res, now)
-	} else if d, ok := s.retry.After(c.attempt); ok {
+	case res.Interrupted:
+		// The daemon stopped the job, not the job itself: it goes back as
+		// it was, at once, and the attempt does not count. (A crash is
+		// different: what it leaves in running/ comes back with attempt+1,
+		// so that a job that kills the daemon cannot loop for ever.)
+		f.next = meta{Attempt: c.attempt, Inode: c.ino, LastResult: "interrupted: " + res.String()}
+	default:
+		d, again := s.retry.After(c.attempt)
+		if !again {
+			f.dest, f.rec = s.failed, newRecord(c, res, now)
+			break
+		}
 		var at time.Time
 		if s.backoff > 0 {
 			at = now.Add(d).UTC()
 		}
 		f.next = meta{Attempt: c.attempt + 1, NotBefore: at, Inode: c.ino, LastResult: res.String()}
-	} else {
-		f.dest, f.rec = s.failed, newRecord(c, res, now)
 	}
 	return s.finish(f, now)
 }

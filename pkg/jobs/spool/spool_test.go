@@ -401,6 +401,31 @@ func TestRetryThenFail(t *testing.T) {
 	}
 }
 
+// A job the daemon interrupted (a graceful stop) goes back at once, and the
+// attempt does not count: even a job on its last attempt is run again.
+func TestInterruptedDoesNotCount(t *testing.T) {
+	s := open(t, Options{MaxAttempts: 1, Backoff: time.Hour})
+	if _, err := s.Submit("j", strings.NewReader("")); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		job := next(t, s)
+		if job == nil || job.Attempt != 1 {
+			t.Fatalf("run %d after interruptions: %+v", i+1, job)
+		}
+		mustDone(t, s, job, jobs.Result{ExitCode: -1, Signal: syscall.SIGTERM, Interrupted: true})
+	}
+	if names := ls(t, filepath.Join(s.Dir(), "failed")); len(names) != 0 {
+		t.Errorf("an interrupted job was filed as failed: %q", names)
+	}
+	job := next(t, s)
+	mustDone(t, s, job, jobs.Result{ExitCode: 2})
+	r := readRecord(t, filepath.Join(s.Dir(), "failed", "j.result.json"))
+	if r.Attempts != 1 || r.ExitCode != 2 {
+		t.Errorf("record %+v", r)
+	}
+}
+
 func TestRetryAtOnceAndSignal(t *testing.T) {
 	s := open(t, Options{MaxAttempts: 2})
 	if _, err := s.Submit("j", strings.NewReader("")); err != nil {
