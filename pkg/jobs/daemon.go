@@ -81,6 +81,7 @@ type Daemon struct {
 
 	evMu     sync.Mutex
 	events   []event
+	spare    []event // owned by the dispatcher between two handleEvents
 	evNotify chan struct{}
 
 	tailMu sync.Mutex
@@ -331,7 +332,7 @@ func (d *Daemon) startJob(hctx context.Context, slot int, r *running, job *Job) 
 	r.timedOut.Store(false)
 	r.worker.SetLabel(job.ID)
 	d.tailMu.Lock()
-	d.tails[job.ID] = &tail{max: d.tailSize()}
+	d.tails[job.ID] = nil // made on the first line: most jobs write none
 	d.tailMu.Unlock()
 	d.encBuf = encodeJob(d.encBuf, job)
 	if err := r.worker.Send(d.encBuf); err != nil {
@@ -418,8 +419,14 @@ func (d *Daemon) push(ev event) {
 func (d *Daemon) handleEvents(hctx context.Context) {
 	d.evMu.Lock()
 	evs := d.events
-	d.events = nil
+	// Swap in the slice handled last time, emptied: no allocation per
+	// batch of events in the steady state.
+	d.events, d.spare = d.spare[:0], nil
 	d.evMu.Unlock()
+	defer func() {
+		clear(evs)
+		d.spare = evs[:0]
+	}()
 	for _, ev := range evs {
 		switch {
 		case ev.apply != nil:
@@ -549,7 +556,11 @@ func (d *Daemon) callHook(name string, f func() error) (err error) {
 func (d *Daemon) outputLine(l pool.Line) {
 	if d.runner != nil {
 		d.tailMu.Lock()
-		if t := d.tails[l.Label]; t != nil {
+		if t, running := d.tails[l.Label]; running {
+			if t == nil {
+				t = &tail{max: d.tailSize()}
+				d.tails[l.Label] = t
+			}
 			t.write(l.Text, !l.Partial)
 		}
 		d.tailMu.Unlock()
