@@ -11,7 +11,12 @@ import (
 // the process. Pdeathsig is delivered when the thread that forked the child
 // exits, not when the process does; a goroutine locked to its thread for
 // the life of the process makes "the forking thread is gone" mean "the
-// daemon is gone". It is process-wide because the thread it pins is.
+// daemon is gone". Forking from whatever thread the caller runs on is not
+// enough: Go destroys a thread when a goroutine locked to it exits, and any
+// goroutine (in a library that enters a network namespace, say) may lock
+// itself to the very thread a child was forked from, and exit. It costs
+// about a tenth of the spawn rate (a hand-off to this thread per fork).
+// It is process-wide because the thread it pins is.
 var (
 	spawnOnce sync.Once
 	spawnReqs chan func()
