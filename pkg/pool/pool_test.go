@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -521,5 +522,30 @@ func TestScrubEnv(t *testing.T) {
 	clean := []string{"A=1"}
 	if got := scrubEnv(clean); &got[0] != &clean[0] {
 		t.Error("scrubEnv copied a clean environment")
+	}
+}
+
+// Go destroys a thread when a goroutine locked to it exits. A child must
+// not die of Pdeathsig when that happens to the thread its Start ran on.
+func TestChildSurvivesThreadExits(t *testing.T) {
+	p := newPool(t, Config{Max: 4})
+	var cs []*Child
+	for i := 0; i < 4; i++ {
+		cs = append(cs, mustStart(t, p, &Spec{Path: "/bin/sleep", Args: []string{"sleep", "30"}}))
+		// Retire threads, including, likely, the one Start ran on.
+		for j := 0; j < 20; j++ {
+			done := make(chan struct{})
+			go func() {
+				runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+				close(done)
+			}()
+			<-done
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	for _, c := range cs {
+		if !alive(c.Pid) {
+			t.Errorf("child %d died when a thread of the daemon exited", c.Pid)
+		}
 	}
 }
