@@ -141,7 +141,8 @@ func (c *Child) Label() string { return *c.label.Load() }
 // SetLabel changes the label that the child's output lines carry.
 func (c *Child) SetLabel(s string) { c.label.Store(&s) }
 
-// Done is closed when the child has ended and Exit is valid.
+// Done is closed when the child has ended, Exit is valid, and
+// Config.OnExit has returned.
 func (c *Child) Done() <-chan struct{} { return c.done }
 
 // Exit returns how the child ended. It is valid once Done is closed.

@@ -34,8 +34,9 @@ type Config struct {
 	// Sink receives every line the children write; nil discards them.
 	Sink Sink
 	// OnExit is called once for each child, after it has been reaped and its
-	// output drained, and after its slot was released. It runs on a pool
-	// goroutine and must not block for long.
+	// output drained, and after its slot was released; Child.Done is closed
+	// after OnExit returns. It runs on a pool goroutine and must not block
+	// for long.
 	OnExit func(*Child)
 	// TailSize is how many bytes of each child's output are kept for its
 	// Exit (default 64 KiB).
@@ -254,10 +255,10 @@ func (p *Pool) finalize(c *Child) {
 	}
 	p.mu.Unlock()
 	c.exit.Output = c.tail.bytes()
-	close(c.done)
 	if p.cfg.OnExit != nil {
 		p.cfg.OnExit(c)
 	}
+	close(c.done)
 }
 
 // StopMode says how Stop treats running children.
