@@ -245,20 +245,24 @@ func (p *Pool) start(slot int, spec *Spec, extra *os.File, w *Worker) (*Child, e
 	return c, nil
 }
 
-// finalize runs once per child, after it was reaped and its output drained.
+// finalize runs once per child, after it was reaped and its output
+// drained. The order matters to callers: the slot is free when OnExit runs,
+// Done closes after OnExit, and Wait and Stop return only after both.
 func (p *Pool) finalize(c *Child) {
 	p.mu.Lock()
 	p.releaseLocked(c.Slot)
-	p.live--
-	if p.live == 0 {
-		close(p.idle)
-	}
 	p.mu.Unlock()
 	c.exit.Output = c.tail.bytes()
 	if p.cfg.OnExit != nil {
 		p.cfg.OnExit(c)
 	}
 	close(c.done)
+	p.mu.Lock()
+	p.live--
+	if p.live == 0 {
+		close(p.idle)
+	}
+	p.mu.Unlock()
 }
 
 // StopMode says how Stop treats running children.
@@ -299,7 +303,8 @@ type StopOptions struct {
 }
 
 // Stop refuses new children and ends the running ones as mode says. It
-// returns when every child has been reaped, or with ctx's error. A stop can
+// returns when every child has been reaped and OnExit has returned for it,
+// or with ctx's error. A stop can
 // be escalated by calling Stop again with a harsher mode, from another
 // goroutine; a gentler mode than the current one changes nothing but still
 // waits.
@@ -352,7 +357,8 @@ func (p *Pool) Stop(ctx context.Context, mode StopMode, opt StopOptions) error {
 	}
 }
 
-// Wait returns when no child is running, or with ctx's error.
+// Wait returns when no child is running and OnExit has returned for every
+// child, or with ctx's error.
 func (p *Pool) Wait(ctx context.Context) error {
 	p.mu.Lock()
 	idle := p.idle
