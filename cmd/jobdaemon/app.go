@@ -20,7 +20,7 @@ import (
 type spoolApp struct {
 	cfg   *config.Config
 	spool *spool.Spool
-	env   []string            // the jobs' environment, without the JOB_* variables
+	env   []string            // the jobs' environment, without the JOB_* variables; the dispatcher's
 	cred  *syscall.Credential // the jobs' user, when the daemon runs as root
 
 	joblog *jobLog // nil without [log] joblog
@@ -37,21 +37,28 @@ type started struct {
 }
 
 func newSpoolApp(cfg *config.Config, sp *spool.Spool) (*spoolApp, error) {
-	a := &spoolApp{cfg: cfg, spool: sp, running: make(map[string]*started)}
-	for _, name := range cfg.Job.InheritEnv {
-		if v, ok := os.LookupEnv(name); ok {
-			a.env = append(a.env, name+"="+v)
-		}
-	}
-	for k, v := range cfg.Job.Env {
-		a.env = append(a.env, k+"="+v)
-	}
+	a := &spoolApp{cfg: cfg, spool: sp, running: make(map[string]*started), env: jobEnv(cfg.Job)}
 	cred, err := jobCredential(cfg.Daemon.User, cfg.Daemon.Group)
 	if err != nil {
 		return nil, err
 	}
 	a.cred = cred
 	return a, nil
+}
+
+// jobEnv returns the environment of every job, before the JOB_* variables:
+// the inherited variables, then [job] env.
+func jobEnv(job config.Job) []string {
+	var env []string
+	for _, name := range job.InheritEnv {
+		if v, ok := os.LookupEnv(name); ok {
+			env = append(env, name+"="+v)
+		}
+	}
+	for k, v := range job.Env {
+		env = append(env, k+"="+v)
+	}
+	return env
 }
 
 // jobCredential returns the user and group jobs run as. Only root can

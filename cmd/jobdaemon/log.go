@@ -8,18 +8,20 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/jobdaemon/jobdaemon/internal/config"
 	"github.com/jobdaemon/jobdaemon/pkg/pool"
 )
 
 // levelTrace is below Debug: the daemon's internal steps, like the PHP
 // original's DAEMON log level.
-const levelTrace = slog.LevelDebug - 4
+const levelTrace = config.LevelTrace
 
-// logSetup says how to log; it comes from the [log] table.
+// logSetup says how to log; it comes from the [log] table. The levels can
+// change while the daemon runs (a reload).
 type logSetup struct {
-	level     slog.Level // the daemon's own messages
-	jobOutput slog.Level // each line a job writes
-	format    string     // auto, text or json
+	level     slog.LevelVar // the daemon's own messages
+	jobOutput slog.LevelVar // each line a job writes
+	format    string        // auto, text or json
 }
 
 // loggers returns the daemon's logger and the sink for job output. Both
@@ -27,8 +29,8 @@ type logSetup struct {
 // stream, and are logged at the job_output level, so that "show me the
 // daemon" and "show me job x" are each one filter, and job output can be
 // silenced (job_output = "debug") without silencing the daemon.
-func (s logSetup) loggers(w io.Writer) (*slog.Logger, pool.Sink) {
-	opts := &slog.HandlerOptions{Level: s.level, ReplaceAttr: nameTrace}
+func (s *logSetup) loggers(w io.Writer) (*slog.Logger, pool.Sink) {
+	opts := &slog.HandlerOptions{Level: &s.level, ReplaceAttr: nameTrace}
 	var h slog.Handler
 	if s.format == "json" || s.format != "text" && !isTerminal(w) {
 		h = slog.NewJSONHandler(w, opts)
@@ -36,8 +38,9 @@ func (s logSetup) loggers(w io.Writer) (*slog.Logger, pool.Sink) {
 		h = slog.NewTextHandler(w, opts)
 	}
 	log := slog.New(h)
-	ctx, level := context.Background(), s.jobOutput
+	ctx := context.Background()
 	sink := pool.SinkFunc(func(l pool.Line) {
+		level := s.jobOutput.Level()
 		if !log.Enabled(ctx, level) {
 			return
 		}
@@ -46,6 +49,21 @@ func (s logSetup) loggers(w io.Writer) (*slog.Logger, pool.Sink) {
 			slog.String("stream", l.Stream.String()))
 	})
 	return log, sink
+}
+
+// setLevels sets both levels from their names in the [log] table.
+func (s *logSetup) setLevels(level, jobOutput string) error {
+	l, err := config.ParseLevel(level)
+	if err != nil {
+		return err
+	}
+	j, err := config.ParseLevel(jobOutput)
+	if err != nil {
+		return err
+	}
+	s.level.Set(l)
+	s.jobOutput.Set(j)
+	return nil
 }
 
 // nameTrace prints levelTrace as TRACE rather than DEBUG-4.

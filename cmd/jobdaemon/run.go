@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"reflect"
+	"strings"
 	"syscall"
 	"time"
 
@@ -26,8 +28,10 @@ terminal it shows a progress bar; otherwise it logs a progress line every
 few seconds.
 
 Signals: TERM or INT stop gracefully (a second one kills the jobs), QUIT
-drains, HUP reloads, USR2 and CONT pause and resume, TTIN and TTOU add or
-remove a child slot.`
+drains, USR2 and CONT pause and resume, TTIN and TTOU add or remove a child
+slot. HUP re-reads the config file: the pool size, timeouts, log levels and
+the job's command, env and working directory apply to the next jobs; a file
+with an error is refused and the old configuration runs on.`
 
 func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("run", "--config FILE [--drain]", runHelp, stderr)
@@ -44,7 +48,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	if cfg == nil {
 		return code
 	}
-	log, sink, err := setUpLogging(cfg, stderr)
+	log, sink, ls, err := setUpLogging(cfg, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "jobdaemon: %v\n", err)
 		return exitConfig
@@ -72,6 +76,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 
 	opts := daemonOptions(cfg, log, sink)
+	opts.OnReload = reloader(*cfgPath, cfg, app, ls, log)
 	var d *jobs.Daemon
 	var progress *progressReporter
 	if *drain {
@@ -127,17 +132,13 @@ func loadConfig(path string, stderr io.Writer) (*config.Config, int) {
 	return cfg, exitOK
 }
 
-func setUpLogging(cfg *config.Config, stderr io.Writer) (*slog.Logger, pool.Sink, error) {
-	level, err := config.ParseLevel(cfg.Log.Level)
-	if err != nil {
-		return nil, nil, err
+func setUpLogging(cfg *config.Config, stderr io.Writer) (*slog.Logger, pool.Sink, *logSetup, error) {
+	ls := &logSetup{format: cfg.Log.Format}
+	if err := ls.setLevels(cfg.Log.Level, cfg.Log.JobOutput); err != nil {
+		return nil, nil, nil, err
 	}
-	jobLevel, err := config.ParseLevel(cfg.Log.JobOutput)
-	if err != nil {
-		return nil, nil, err
-	}
-	log, sink := logSetup{level: level, jobOutput: jobLevel, format: cfg.Log.Format}.loggers(stderr)
-	return log, sink, nil
+	log, sink := ls.loggers(stderr)
+	return log, sink, ls, nil
 }
 
 func openSpool(cfg *config.Config, log *slog.Logger) (*spool.Spool, error) {
@@ -155,15 +156,72 @@ func openSpool(cfg *config.Config, log *slog.Logger) (*spool.Spool, error) {
 }
 
 func daemonOptions(cfg *config.Config, log *slog.Logger, sink pool.Sink) jobs.Options {
-	return jobs.Options{
-		MaxChildren:      cfg.Pool.MaxChildren,
-		JobTimeout:       time.Duration(cfg.Pool.JobTimeout),
-		KillGrace:        time.Duration(cfg.Pool.KillGrace),
-		StopSignal:       syscall.Signal(cfg.Pool.StopSignal),
-		NoForwardSignals: !cfg.Pool.ForwardSignals,
-		StopTimeout:      time.Duration(cfg.Daemon.StopTimeout),
-		IdleInterval:     time.Duration(cfg.Daemon.IdleInterval),
-		Logger:           log,
-		Output:           sink,
+	o := jobs.Options{Logger: log, Output: sink}
+	setRuntimeOptions(&o, cfg)
+	return o
+}
+
+// setRuntimeOptions sets the options a reload may change.
+func setRuntimeOptions(o *jobs.Options, cfg *config.Config) {
+	o.MaxChildren = cfg.Pool.MaxChildren
+	o.JobTimeout = time.Duration(cfg.Pool.JobTimeout)
+	o.KillGrace = time.Duration(cfg.Pool.KillGrace)
+	o.StopSignal = syscall.Signal(cfg.Pool.StopSignal)
+	o.NoForwardSignals = !cfg.Pool.ForwardSignals
+	o.StopTimeout = time.Duration(cfg.Daemon.StopTimeout)
+	o.IdleInterval = time.Duration(cfg.Daemon.IdleInterval)
+}
+
+// reloader re-reads the config file on a reload (HUP), and applies what can
+// change without a restart: the pool size, timeouts and signals, the log
+// levels, and the job's command, environment and working directory. What
+// needs a restart is named in a warning and keeps its old value.
+func reloader(path string, cfg *config.Config, app *spoolApp, ls *logSetup, log *slog.Logger) func(*jobs.Options) error {
+	return func(o *jobs.Options) error {
+		next, err := config.Load(path)
+		if err == nil && next.Pool.JobsPerChild > 1 {
+			err = fmt.Errorf("%s: [pool] jobs_per_child must stay 1 for the jobdaemon binary", path)
+		}
+		if err != nil {
+			return fmt.Errorf("new configuration refused, the old one stays:\n%w", err)
+		}
+		if keys := restartKeys(cfg, next); len(keys) > 0 {
+			log.Warn("these changes need a restart and are ignored until then", "keys", strings.Join(keys, ", "))
+		}
+		if err := ls.setLevels(next.Log.Level, next.Log.JobOutput); err != nil {
+			return err
+		}
+		cfg.Pool.MaxChildren, cfg.Pool.JobTimeout, cfg.Pool.KillGrace = next.Pool.MaxChildren, next.Pool.JobTimeout, next.Pool.KillGrace
+		cfg.Pool.StopSignal, cfg.Pool.ForwardSignals = next.Pool.StopSignal, next.Pool.ForwardSignals
+		cfg.Daemon.StopTimeout, cfg.Daemon.IdleInterval = next.Daemon.StopTimeout, next.Daemon.IdleInterval
+		cfg.Log.Level, cfg.Log.JobOutput = next.Log.Level, next.Log.JobOutput
+		// Only the parts of [job] that take effect per job: the spool's
+		// attempts and backoff need a restart.
+		cfg.Job.Command, cfg.Job.WorkingDir = next.Job.Command, next.Job.WorkingDir
+		cfg.Job.Env, cfg.Job.InheritEnv = next.Job.Env, next.Job.InheritEnv
+		app.env = jobEnv(cfg.Job)
+		setRuntimeOptions(o, cfg)
+		return nil
 	}
+}
+
+// restartKeys names the settings that differ between old and next and
+// cannot change while the daemon runs.
+func restartKeys(old, next *config.Config) []string {
+	var keys []string
+	diff := func(key string, a, b any) {
+		if !reflect.DeepEqual(a, b) {
+			keys = append(keys, key)
+		}
+	}
+	diff("daemon.pid_file", old.Daemon.PIDFile, next.Daemon.PIDFile)
+	diff("daemon.user", old.Daemon.User, next.Daemon.User)
+	diff("daemon.group", old.Daemon.Group, next.Daemon.Group)
+	diff("job.max_attempts", old.Job.MaxAttempts, next.Job.MaxAttempts)
+	diff("job.backoff", old.Job.Backoff, next.Job.Backoff)
+	diff("source", old.Source, next.Source)
+	diff("control.socket", old.Control.Socket, next.Control.Socket)
+	diff("log.format", old.Log.Format, next.Log.Format)
+	diff("log.joblog", old.Log.JobLog, next.Log.JobLog)
+	return keys
 }

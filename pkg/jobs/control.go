@@ -39,8 +39,10 @@ func (d *Daemon) Reload(ctx context.Context) error {
 }
 
 func (d *Daemon) reload(hctx context.Context) error {
+	next := d.opts
+	next.MaxChildren = d.pool.Max()
 	if d.opts.OnReload != nil {
-		if err := d.callHook("OnReload", d.opts.OnReload); err != nil {
+		if err := d.callHook("OnReload", func() error { return d.opts.OnReload(&next) }); err != nil {
 			d.log.Error("reload refused", "err", err)
 			return err
 		}
@@ -51,11 +53,25 @@ func (d *Daemon) reload(hctx context.Context) error {
 			return err
 		}
 	}
+	d.apply(next)
 	d.stateMu.Lock()
 	d.generation++
 	d.stateMu.Unlock()
 	d.log.Info("reloaded", "generation", d.generation)
 	return nil
+}
+
+// apply takes from next the options that may change at run time.
+func (d *Daemon) apply(next Options) {
+	next.withDefaults()
+	o := &d.opts
+	o.JobTimeout, o.KillGrace, o.StopSignal = next.JobTimeout, next.KillGrace, next.StopSignal
+	o.NoForwardSignals, o.StopTimeout = next.NoForwardSignals, next.StopTimeout
+	o.IdleInterval, o.MaxHookErrors = next.IdleInterval, next.MaxHookErrors
+	o.WorkerMaxAge, o.WorkerMaxRSS = next.WorkerMaxAge, next.WorkerMaxRSS
+	if next.MaxChildren != d.pool.Max() {
+		d.SetMaxChildren(next.MaxChildren)
+	}
 }
 
 // SetMaxChildren sets how many jobs may run at once (at least 1) and
@@ -76,9 +92,9 @@ func (d *Daemon) scale(f func(int) int) int {
 	d.stateMu.Lock()
 	p := d.pool
 	if p == nil { // before Run
-		d.opts.MaxChildren = max(f(d.opts.MaxChildren), 1)
+		d.maxBeforeRun = max(f(d.maxBeforeRun), 1)
 		defer d.stateMu.Unlock()
-		return d.opts.MaxChildren
+		return d.maxBeforeRun
 	}
 	d.stateMu.Unlock()
 	old, n := p.UpdateMax(f)

@@ -64,17 +64,21 @@ type Daemon struct {
 	// Owned by the dispatcher goroutine, which writes the fields that
 	// Status reads (running and each r.job, paused, stopMode, generation)
 	// under stateMu.
-	stateMu    sync.Mutex
-	running    map[*pool.Child]*running
-	idle       []*running // workers waiting for a job, most recently used last
-	paused     bool
-	stopMode   pool.StopMode
-	hookErrs   int
-	backoff    time.Duration
-	notBefore  time.Time
-	generation int
-	exitErr    error
-	encBuf     []byte
+	stateMu      sync.Mutex
+	maxBeforeRun int // MaxChildren until the pool exists
+	running      map[*pool.Child]*running
+	idle         []*running // workers waiting for a job, most recently used last
+	paused       bool
+	stopMode     pool.StopMode
+	hookErrs     int
+	backoff      time.Duration
+	notBefore    time.Time
+	generation   int
+	exitErr      error
+	encBuf       []byte
+
+	output  pool.Sink // Options.Output
+	tailMax int       // Options.TailSize
 
 	ctl      chan func()
 	finished chan struct{}
@@ -125,6 +129,9 @@ func New(app Source, opts Options) (*Daemon, error) {
 		evNotify: make(chan struct{}, 1),
 		tails:    make(map[string]*tail),
 	}
+	d.maxBeforeRun = opts.MaxChildren
+	// Read by pool goroutines: fixed for the daemon's life, unlike opts.
+	d.output, d.tailMax = opts.Output, opts.TailSize
 	d.runner, _ = app.(Runner)
 	d.cmdr, _ = app.(Commander)
 	d.loader, _ = app.(ConfigLoader)
@@ -156,7 +163,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.stateMu.Lock()
 	p, err := pool.New(pool.Config{
-		Max:      d.opts.MaxChildren,
+		Max:      d.maxBeforeRun,
 		Sink:     pool.SinkFunc(d.outputLine),
 		OnExit:   func(c *pool.Child) { d.push(event{child: c}) },
 		TailSize: d.opts.TailSize,
@@ -342,10 +349,10 @@ func (d *Daemon) startJob(hctx context.Context, slot int, r *running, job *Job) 
 		return
 	}
 	if t := d.opts.JobTimeout; t > 0 {
-		w := r.worker
+		w, sig, grace := r.worker, d.opts.StopSignal, d.opts.KillGrace
 		r.timer = time.AfterFunc(t, func() {
 			r.timedOut.Store(true)
-			w.Stop(d.opts.StopSignal, d.opts.KillGrace)
+			w.Stop(sig, grace)
 		})
 	}
 }
@@ -565,8 +572,8 @@ func (d *Daemon) outputLine(l pool.Line) {
 		}
 		d.tailMu.Unlock()
 	}
-	if d.opts.Output != nil {
-		d.opts.Output.Line(l)
+	if d.output != nil {
+		d.output.Line(l)
 		return
 	}
 	level := slog.LevelInfo
@@ -592,8 +599,8 @@ func (d *Daemon) takeTail(jobID string) []byte {
 }
 
 func (d *Daemon) tailSize() int {
-	if d.opts.TailSize > 0 {
-		return d.opts.TailSize
+	if d.tailMax > 0 {
+		return d.tailMax
 	}
 	return pool.DefaultTailSize
 }

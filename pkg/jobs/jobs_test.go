@@ -505,3 +505,43 @@ func TestStopWhenIdle(t *testing.T) {
 		t.Errorf("%d results, StopWhenIdle asked %d times; want all 3 jobs done first", len(a.results), asked)
 	}
 }
+
+// OnReload edits the options in force; they apply only when the reload
+// succeeds.
+func TestReloadAppliesOptions(t *testing.T) {
+	a := newTestApp()
+	calls := 0
+	d, err := New(a, Options{MaxChildren: 2, NoSignals: true, Logger: testLogger(t), OnReload: func(o *Options) error {
+		calls++
+		if o.MaxChildren != map[int]int{1: 2, 2: 5}[calls] {
+			t.Errorf("reload %d: OnReload sees MaxChildren %d", calls, o.MaxChildren)
+		}
+		if calls == 2 {
+			o.MaxChildren = 9
+			return errors.New("new config refused")
+		}
+		o.MaxChildren = 5
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- d.Run(context.Background()) }()
+	if err := d.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s := d.Status(); s.MaxChildren != 5 || s.Generation != 2 {
+		t.Errorf("after a reload: max %d, generation %d", s.MaxChildren, s.Generation)
+	}
+	if err := d.Reload(context.Background()); err == nil {
+		t.Error("refused reload returned nil")
+	}
+	if s := d.Status(); s.MaxChildren != 5 || s.Generation != 2 {
+		t.Errorf("after a refused reload: max %d, generation %d", s.MaxChildren, s.Generation)
+	}
+	d.Stop(Immediate)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -68,10 +68,15 @@ type Options struct {
 	// queued, then exit") is built.
 	StopWhenIdle func() bool
 	// OnReload, if set, is called at the start of each reload, before
-	// LoadConfig; an error refuses the reload. It runs on the dispatcher
-	// goroutine, so it may change the daemon's settings with the Set
-	// methods.
-	OnReload func() error
+	// LoadConfig, with a copy of the options in force. It may change those
+	// that can change at run time: MaxChildren, JobTimeout, KillGrace,
+	// StopSignal, NoForwardSignals, StopTimeout, IdleInterval,
+	// MaxHookErrors, WorkerMaxAge and WorkerMaxRSS (the last two for
+	// workers started from then on); changes to the others are ignored.
+	// They take effect once OnReload and LoadConfig have both succeeded; an
+	// error from either refuses the reload and changes nothing. It runs on
+	// the dispatcher goroutine.
+	OnReload func(o *Options) error
 }
 
 func (o *Options) withDefaults() {

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -394,6 +395,92 @@ func TestStopInterruptsWithoutCountingAttempt(t *testing.T) {
 	if where, r := e.result("long"); where != "failed" || r.Attempts != 2 || !r.TimedOut {
 		t.Errorf("long: in %q with %+v; want failed after 2 timed-out attempts", where, r)
 	}
+}
+
+// HUP re-reads config.toml: the new command and pool size apply to the
+// next jobs; a broken file is refused and the old configuration runs on;
+// a change that needs a restart is named in the log.
+func TestReloadOnHUP(t *testing.T) {
+	e := newEnv(t, "")
+	v2 := filepath.Join(e.dir, "v2.sh")
+	os.WriteFile(v2, []byte("#!/bin/sh\necho \"v2 ran $JOB_ID\"\n"), 0o755)
+	c := e.cmd("run")
+	out := &syncBuffer{}
+	c.Stdout, c.Stderr = out, out
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		c.Process.Signal(syscall.SIGTERM)
+		c.Wait()
+	}()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: timed out; log:\n%s", what, tail(out.String()))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	done := func(name string) func() bool {
+		return func() bool { where, _ := e.result(name); return where == "done" }
+	}
+	waitFor("start", func() bool { return strings.Contains(out.String(), "daemon started") })
+	e.put("before", "ok\n")
+	waitFor("job before", done("before"))
+
+	cfg, _ := os.ReadFile(e.config)
+	script := filepath.Join(e.dir, "job.sh")
+	good := strings.Replace(string(cfg), script, v2, 1)
+	good = strings.Replace(good, "max_children = 8", "max_children = 3", 1)
+	good = strings.Replace(good, `pid_file = "jobdaemon.pid"`, `pid_file = "other.pid"`, 1)
+	os.WriteFile(e.config, []byte(good), 0o644)
+	c.Process.Signal(syscall.SIGHUP)
+	waitFor("reload", func() bool { return strings.Contains(out.String(), `"generation":2`) })
+	if !strings.Contains(out.String(), "daemon.pid_file") {
+		t.Errorf("the pid_file change was not named as needing a restart:\n%s", tail(out.String()))
+	}
+	if !strings.Contains(out.String(), `"max_children":3`) {
+		t.Errorf("max_children change not applied:\n%s", tail(out.String()))
+	}
+	e.put("after", "ok\n")
+	waitFor("job after", done("after"))
+	if _, r := e.result("after"); !strings.Contains(r.Output, "v2 ran after") {
+		t.Errorf("the job after the reload ran the old command: %+v", r)
+	}
+
+	os.WriteFile(e.config, []byte(strings.Replace(good, "max_children = 3", "max_chidren = 2", 1)), 0o644)
+	c.Process.Signal(syscall.SIGHUP)
+	waitFor("refusal", func() bool { return strings.Contains(out.String(), "reload refused") })
+	if !strings.Contains(out.String(), "max_chidren") {
+		t.Errorf("the refusal does not name the bad key:\n%s", tail(out.String()))
+	}
+	e.put("later", "ok\n")
+	waitFor("job later", done("later"))
+	if _, r := e.result("later"); !strings.Contains(r.Output, "v2 ran later") {
+		t.Errorf("after a refused reload the daemon lost its configuration: %+v", r)
+	}
+}
+
+// syncBuffer is a bytes.Buffer that a child's output and the test may use
+// at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // A job submitted by another process while the daemon runs is picked up
