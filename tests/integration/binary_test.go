@@ -139,6 +139,53 @@ func (e *env) run(args ...string) (int, string) {
 	return -1, ""
 }
 
+// daemon is "jobdaemon run" in the background, with its output.
+type daemon struct {
+	*exec.Cmd
+	out    *syncBuffer
+	waited chan struct{} // closed once Wait has returned
+}
+
+// start starts "jobdaemon run"; at the end of the test it is killed, if it
+// still runs.
+func (e *env) start() *daemon {
+	e.t.Helper()
+	d := &daemon{Cmd: e.cmd("run"), out: &syncBuffer{}, waited: make(chan struct{})}
+	d.Stdout, d.Stderr = d.out, d.out
+	if err := d.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	go func() { d.Wait(); close(d.waited) }()
+	e.t.Cleanup(func() {
+		d.Process.Kill()
+		<-d.waited
+	})
+	return d
+}
+
+// stop sends sig and waits for the daemon; it returns the exit error.
+func (d *daemon) stop(sig syscall.Signal) error {
+	d.Process.Signal(sig)
+	<-d.waited
+	if d.ProcessState.Success() {
+		return nil
+	}
+	return fmt.Errorf("%s", d.ProcessState)
+}
+
+// waitFor polls cond for up to 10 s, and fails the test with the daemon's
+// log if it never holds.
+func (e *env) waitFor(what string, d *daemon, cond func() bool) {
+	e.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%s: timed out; log:\n%s", what, tail(d.out.String()))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func errorsAs(err error, ee **exec.ExitError) bool {
 	x, ok := err.(*exec.ExitError)
 	*ee = x
@@ -321,23 +368,9 @@ func TestKillAndRestart(t *testing.T) {
 		}
 		e.put(fmt.Sprintf("j%02d", i), content)
 	}
-	c := e.cmd("run")
-	var out bytes.Buffer
-	c.Stdout, c.Stderr = &out, &out
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for e.count("running") == 0 || e.count("done") < 5 {
-		if time.Now().After(deadline) {
-			c.Process.Kill()
-			c.Wait()
-			t.Fatalf("jobs never ran:\n%s", tail(out.String()))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	c.Process.Signal(syscall.SIGKILL)
-	c.Wait()
+	d := e.start()
+	e.waitFor("jobs running", d, func() bool { return e.count("running") > 0 && e.count("done") >= 5 })
+	d.stop(syscall.SIGKILL)
 	if e.count("running") == 0 {
 		t.Log("no job was running at the kill; the restart checks less")
 	}
@@ -364,28 +397,14 @@ func TestKillAndRestart(t *testing.T) {
 func TestStopInterruptsWithoutCountingAttempt(t *testing.T) {
 	e := newEnv(t, "")
 	e.put("long", "sleep\n") // runs into the 1 s timeout, unless stopped first
-	c := e.cmd("run")
-	var out bytes.Buffer
-	c.Stdout, c.Stderr = &out, &out
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for e.count("running") == 0 {
-		if time.Now().After(deadline) {
-			c.Process.Kill()
-			c.Wait()
-			t.Fatalf("job never started:\n%s", tail(out.String()))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	c.Process.Signal(syscall.SIGTERM)
-	if err := c.Wait(); err != nil {
-		t.Fatalf("daemon after TERM: %v\n%s", err, tail(out.String()))
+	d := e.start()
+	e.waitFor("job started", d, func() bool { return e.count("running") > 0 })
+	if err := d.stop(syscall.SIGTERM); err != nil {
+		t.Fatalf("daemon after TERM: %v\n%s", err, tail(d.out.String()))
 	}
 	if e.count("incoming") != 1 || e.count("running")+e.count("failed")+e.count("done") != 0 {
 		t.Fatalf("after the stop: incoming %d, running %d, failed %d, done %d\n%s", e.count("incoming"),
-			e.count("running"), e.count("failed"), e.count("done"), tail(out.String()))
+			e.count("running"), e.count("failed"), e.count("done"), tail(d.out.String()))
 	}
 	// Two real attempts (max_attempts = 2) follow: the interrupted run
 	// did not count.
@@ -404,26 +423,9 @@ func TestReloadOnHUP(t *testing.T) {
 	e := newEnv(t, "")
 	v2 := filepath.Join(e.dir, "v2.sh")
 	os.WriteFile(v2, []byte("#!/bin/sh\necho \"v2 ran $JOB_ID\"\n"), 0o755)
-	c := e.cmd("run")
-	out := &syncBuffer{}
-	c.Stdout, c.Stderr = out, out
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		c.Process.Signal(syscall.SIGTERM)
-		c.Wait()
-	}()
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: timed out; log:\n%s", what, tail(out.String()))
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
+	d := e.start()
+	out := d.out
+	waitFor := func(what string, cond func() bool) { t.Helper(); e.waitFor(what, d, cond) }
 	done := func(name string) func() bool {
 		return func() bool { where, _ := e.result(name); return where == "done" }
 	}
@@ -437,7 +439,7 @@ func TestReloadOnHUP(t *testing.T) {
 	good = strings.Replace(good, "max_children = 8", "max_children = 3", 1)
 	good = strings.Replace(good, `pid_file = "jobdaemon.pid"`, `pid_file = "other.pid"`, 1)
 	os.WriteFile(e.config, []byte(good), 0o644)
-	c.Process.Signal(syscall.SIGHUP)
+	d.Process.Signal(syscall.SIGHUP)
 	waitFor("reload", func() bool { return strings.Contains(out.String(), `"generation":2`) })
 	if !strings.Contains(out.String(), "daemon.pid_file") {
 		t.Errorf("the pid_file change was not named as needing a restart:\n%s", tail(out.String()))
@@ -452,7 +454,7 @@ func TestReloadOnHUP(t *testing.T) {
 	}
 
 	os.WriteFile(e.config, []byte(strings.Replace(good, "max_children = 3", "max_chidren = 2", 1)), 0o644)
-	c.Process.Signal(syscall.SIGHUP)
+	d.Process.Signal(syscall.SIGHUP)
 	waitFor("refusal", func() bool { return strings.Contains(out.String(), "reload refused") })
 	if !strings.Contains(out.String(), "max_chidren") {
 		t.Errorf("the refusal does not name the bad key:\n%s", tail(out.String()))
@@ -490,17 +492,8 @@ func TestSubmitWhileRunning(t *testing.T) {
 	if code, out := e.run("run", "--drain"); code != 0 { // creates the spool
 		t.Fatalf("exit %d\n%s", code, out)
 	}
-	c := e.cmd("run")
-	var out bytes.Buffer
-	c.Stdout, c.Stderr = &out, &out
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		c.Process.Signal(syscall.SIGTERM)
-		c.Wait()
-	}()
-	time.Sleep(300 * time.Millisecond)
+	d := e.start()
+	e.waitFor("start", d, func() bool { return strings.Contains(d.out.String(), "daemon started") })
 	job := filepath.Join(e.dir, "late-job")
 	os.WriteFile(job, []byte("ok\n"), 0o644)
 	code, ids := e.run("submit", job)
@@ -508,15 +501,7 @@ func TestSubmitWhileRunning(t *testing.T) {
 		t.Fatalf("submit: exit %d, %q", code, ids)
 	}
 	start := time.Now()
-	for {
-		if where, _ := e.result("late-job"); where == "done" {
-			break
-		}
-		if time.Since(start) > 10*time.Second {
-			t.Fatalf("job not done after 10 s:\n%s", tail(out.String()))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	e.waitFor("late job done", d, func() bool { where, _ := e.result("late-job"); return where == "done" })
 	t.Logf("picked up and done in %v", time.Since(start))
 }
 
