@@ -59,13 +59,10 @@ func (p *progressReporter) loop() {
 			progressbar.OptionShowCount(),
 			progressbar.OptionSetPredictTime(true),
 			progressbar.OptionFullWidth(),
-			progressbar.OptionClearOnFinish(),
 		)
 	}
 	start := time.Now()
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
+	report := func() {
 		c := p.counts()
 		finished := c.done + c.failed
 		total := finished + c.running + c.queued
@@ -77,11 +74,18 @@ func (p *progressReporter) loop() {
 			p.log.Info("progress", "done", c.done, "failed", c.failed, "running", c.running,
 				"queued", c.queued, "eta", eta(start, finished, total).String())
 		}
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		report()
 		select {
 		case <-t.C:
 		case <-p.stopc:
 			if bar != nil {
+				report() // the final state stays on the screen
 				_ = bar.Finish()
+				fmt.Fprintln(p.w)
 			}
 			return
 		}

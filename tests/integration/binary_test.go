@@ -356,6 +356,34 @@ func TestJobLog(t *testing.T) {
 	}
 }
 
+// On a terminal, run --drain shows a progress bar; elsewhere it logs a
+// progress line. script(1), from Debian's essential bsdutils, gives it a
+// terminal.
+func TestDrainProgress(t *testing.T) {
+	script, err := exec.LookPath("script")
+	if err != nil {
+		t.Fatalf("script(1) is needed for a terminal: %v", err)
+	}
+	e := newEnv(t, "")
+	for i := 0; i < 5; i++ {
+		e.put(fmt.Sprintf("p%d", i), "ok\n")
+	}
+	line := fmt.Sprintf("%s run --config %s --drain", binary, e.config)
+	c := exec.Command(script, "-qec", line, "/dev/null")
+	c.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0", "COLUMNS=100", "LINES=40")
+	out, err := c.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, tail(string(out)))
+	}
+	if !strings.Contains(string(out), "5 done, 0 failed") || !strings.Contains(string(out), "(5/5)") {
+		t.Errorf("no progress bar on a terminal:\n%q", tail(string(out)))
+	}
+	code, plain := e.run("run", "--drain") // not a terminal
+	if code != 0 || !strings.Contains(plain, `"msg":"progress"`) {
+		t.Errorf("no progress line off a terminal (exit %d):\n%s", code, tail(plain))
+	}
+}
+
 // Killing the daemon mid-run loses nothing: after a restart every job is in
 // done/ or failed/, and none is stuck in running/.
 func TestKillAndRestart(t *testing.T) {
