@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/user"
 	"strconv"
-	"sync"
 	"syscall"
 
 	"github.com/jobdaemon/jobdaemon/internal/config"
@@ -25,9 +23,8 @@ type spoolApp struct {
 
 	joblog *jobLog // nil without [log] joblog
 
-	mu      sync.Mutex
+	// Touched by the hooks only, all called from the dispatcher goroutine.
 	running map[string]*started // by job id, from Command to Done
-	failed  int                 // jobs that ended in failed/
 }
 
 // started is what the app keeps of a job between Command and Done.
@@ -38,7 +35,7 @@ type started struct {
 
 func newSpoolApp(cfg *config.Config, sp *spool.Spool) (*spoolApp, error) {
 	a := &spoolApp{cfg: cfg, spool: sp, running: make(map[string]*started), env: jobEnv(cfg.Job)}
-	cred, err := jobCredential(cfg.Daemon.User, cfg.Daemon.Group)
+	cred, err := jobCredential(&cfg.Daemon)
 	if err != nil {
 		return nil, err
 	}
@@ -62,56 +59,12 @@ func jobEnv(job config.Job) []string {
 }
 
 // jobCredential returns the user and group jobs run as. Only root can
-// switch users; otherwise jobs run as the daemon does, and the configured
-// user is the privilege drop's business (jobdaemon start).
-func jobCredential(userName, groupName string) (*syscall.Credential, error) {
-	if userName == "" || os.Geteuid() != 0 {
+// switch users; otherwise jobs run as the daemon does.
+func jobCredential(d *config.Daemon) (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
 		return nil, nil
 	}
-	u, err := lookupUser(userName)
-	if err != nil {
-		return nil, err
-	}
-	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
-	gid, _ := strconv.ParseUint(u.Gid, 10, 32)
-	if groupName != "" {
-		g, err := lookupGroup(groupName)
-		if err != nil {
-			return nil, err
-		}
-		gid, _ = strconv.ParseUint(g.Gid, 10, 32)
-	}
-	var groups []uint32
-	if ids, err := u.GroupIds(); err == nil {
-		for _, id := range ids {
-			if n, err := strconv.ParseUint(id, 10, 32); err == nil {
-				groups = append(groups, uint32(n))
-			}
-		}
-	}
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: groups}, nil
-}
-
-func lookupUser(name string) (*user.User, error) {
-	if u, err := user.Lookup(name); err == nil {
-		return u, nil
-	}
-	u, err := user.LookupId(name)
-	if err != nil {
-		return nil, fmt.Errorf("user %q: %w", name, err)
-	}
-	return u, nil
-}
-
-func lookupGroup(name string) (*user.Group, error) {
-	if g, err := user.LookupGroup(name); err == nil {
-		return g, nil
-	}
-	g, err := user.LookupGroupId(name)
-	if err != nil {
-		return nil, fmt.Errorf("group %q: %w", name, err)
-	}
-	return g, nil
+	return d.Credential()
 }
 
 // NextJob implements jobs.Source.
@@ -149,9 +102,7 @@ func (a *spoolApp) Command(ctx context.Context, job *jobs.Job) (*pool.Spec, erro
 	if err != nil {
 		return nil, fmt.Errorf("open job file: %w", err)
 	}
-	a.mu.Lock()
 	a.running[job.ID] = &started{stdin: f, args: args}
-	a.mu.Unlock()
 	env := append(a.env[:len(a.env):len(a.env)],
 		"JOB_ID="+job.ID, "JOB_PATH="+path, "JOB_SLOT="+slot, "JOB_ATTEMPT="+attempt)
 	return &pool.Spec{
@@ -166,10 +117,8 @@ func (a *spoolApp) Command(ctx context.Context, job *jobs.Job) (*pool.Spec, erro
 
 // Done implements jobs.Acker: the spool moves the job on.
 func (a *spoolApp) Done(ctx context.Context, job *jobs.Job, res jobs.Result) error {
-	a.mu.Lock()
 	st := a.running[job.ID]
 	delete(a.running, job.ID)
-	a.mu.Unlock()
 	if st != nil {
 		st.stdin.Close()
 		if a.joblog != nil {
@@ -178,18 +127,5 @@ func (a *spoolApp) Done(ctx context.Context, job *jobs.Job, res jobs.Result) err
 			}
 		}
 	}
-	err := a.spool.Done(ctx, job, res)
-	if !res.OK() && job.Attempt >= a.cfg.Job.MaxAttempts {
-		a.mu.Lock()
-		a.failed++
-		a.mu.Unlock()
-	}
-	return err
-}
-
-// Failed returns how many jobs ended in failed/.
-func (a *spoolApp) Failed() int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.failed
+	return a.spool.Done(ctx, job, res)
 }

@@ -87,7 +87,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		progress = newProgress(stderr, log, func() progressCounts {
 			st := d.Status()
 			queued, _ := sp.Depth()
-			return progressCounts{done: int(st.Succeeded), failed: app.Failed(), running: len(st.Slots), queued: queued}
+			return progressCounts{done: int(st.Succeeded), failed: sp.Failed(), running: len(st.Slots), queued: queued}
 		})
 	}
 	d, err = jobs.New(app, opts)
@@ -107,8 +107,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		progress.stop()
 		st := d.Status()
 		fmt.Fprintf(stderr, "jobdaemon: %d jobs run, %d succeeded, %d ended in failed/\n",
-			st.Started, st.Succeeded, app.Failed())
-		if app.Failed() > 0 {
+			st.Started, st.Succeeded, sp.Failed())
+		if sp.Failed() > 0 {
 			return exitFailure
 		}
 	}
@@ -118,18 +118,26 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 // loadConfig loads and checks the config file; on failure it prints the
 // reasons and returns nil and the exit code.
 func loadConfig(path string, stderr io.Writer) (*config.Config, int) {
-	cfg, err := config.Load(path)
+	cfg, err := readConfig(path)
 	if err != nil {
 		fmt.Fprintf(stderr, "jobdaemon: invalid configuration:\n%v\n", err)
 		return nil, config.ExitConfig
 	}
-	if cfg.Pool.JobsPerChild > 1 {
-		fmt.Fprintf(stderr, "jobdaemon: invalid configuration:\n%s: [pool] jobs_per_child = %d: "+
-			"the jobdaemon binary runs one command per job; set it to 1 (worker children are for Go programs built on pkg/jobs)\n",
-			path, cfg.Pool.JobsPerChild)
-		return nil, config.ExitConfig
-	}
 	return cfg, exitOK
+}
+
+// readConfig loads the config file and checks what the binary needs beyond
+// config.Load: at start and on every reload.
+func readConfig(path string) (*config.Config, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Pool.JobsPerChild > 1 {
+		return nil, fmt.Errorf("%s: [pool] jobs_per_child = %d: the jobdaemon binary runs one command per job; "+
+			"set it to 1 (worker children are for Go programs built on pkg/jobs)", path, cfg.Pool.JobsPerChild)
+	}
+	return cfg, nil
 }
 
 func setUpLogging(cfg *config.Config, stderr io.Writer) (*slog.Logger, pool.Sink, *logSetup, error) {
@@ -178,10 +186,7 @@ func setRuntimeOptions(o *jobs.Options, cfg *config.Config) {
 // needs a restart is named in a warning and keeps its old value.
 func reloader(path string, cfg *config.Config, app *spoolApp, ls *logSetup, log *slog.Logger) func(*jobs.Options) error {
 	return func(o *jobs.Options) error {
-		next, err := config.Load(path)
-		if err == nil && next.Pool.JobsPerChild > 1 {
-			err = fmt.Errorf("%s: [pool] jobs_per_child must stay 1 for the jobdaemon binary", path)
-		}
+		next, err := readConfig(path)
 		if err != nil {
 			return fmt.Errorf("new configuration refused, the old one stays:\n%w", err)
 		}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -686,4 +687,21 @@ func FuzzLoad(f *testing.F) {
 			errorList(t, err)
 		}
 	})
+}
+
+func TestCredential(t *testing.T) {
+	if c, err := (&Daemon{}).Credential(); c != nil || err != nil {
+		t.Errorf("no user: %+v, %v; want nil, nil", c, err)
+	}
+	c, err := (&Daemon{User: "root"}).Credential()
+	if err != nil || c.Uid != 0 || c.Gid != 0 || !slices.Contains(c.Groups, 0) {
+		t.Errorf("root: %+v, %v", c, err)
+	}
+	c, err = (&Daemon{User: "0", Group: "nogroup"}).Credential()
+	if err != nil || c.Uid != 0 || c.Gid != 65534 {
+		t.Errorf("uid 0 with group nogroup: %+v, %v", c, err)
+	}
+	if _, err := (&Daemon{User: "no-such-user-xyz"}).Credential(); err == nil {
+		t.Error("missing user: no error")
+	}
 }

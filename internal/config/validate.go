@@ -10,7 +10,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/BurntSushi/toml"
 )
@@ -312,4 +314,41 @@ func (v *validator) path(key, p string, optional bool) {
 	case p != "" && !filepath.IsAbs(p):
 		v.fail(key, nil, "%q is relative: use an absolute path (Load resolves relative paths against the configuration file's directory)", p)
 	}
+}
+
+// Credential returns the user, group and supplementary groups that
+// [daemon] user and group name, for starting processes as them; nil when
+// no user is configured. Group "" takes the user's primary group.
+func (d *Daemon) Credential() (*syscall.Credential, error) {
+	if d.User == "" {
+		return nil, nil
+	}
+	u, err := lookupUser(d.User)
+	if err != nil {
+		return nil, fmt.Errorf("daemon.user %q: %w", d.User, err)
+	}
+	gid := u.Gid
+	if d.Group != "" {
+		g, err := lookupGroup(d.Group)
+		if err != nil {
+			return nil, fmt.Errorf("daemon.group %q: %w", d.Group, err)
+		}
+		gid = g.Gid
+	}
+	ids, err := u.GroupIds()
+	if err != nil {
+		return nil, fmt.Errorf("groups of user %q: %w", d.User, err)
+	}
+	cred := &syscall.Credential{Uid: parseID(u.Uid), Gid: parseID(gid)}
+	for _, id := range ids {
+		cred.Groups = append(cred.Groups, parseID(id))
+	}
+	return cred, nil
+}
+
+// parseID parses a uid or gid that os/user returned, always decimal on
+// Linux.
+func parseID(s string) uint32 {
+	n, _ := strconv.ParseUint(s, 10, 32)
+	return uint32(n)
 }

@@ -325,6 +325,11 @@ func TestDrainExitCodes(t *testing.T) {
 	if code, out := e.run("run", "--drain"); code != 1 {
 		t.Errorf("one failure: exit %d, want 1\n%s", code, tail(out))
 	}
+	// A job refused unrun (here: too large) ends in failed/ too.
+	e.put("d", "ok\n"+strings.Repeat("x", 2048))
+	if code, out := e.run("run", "--drain"); code != 1 {
+		t.Errorf("one refused job: exit %d, want 1\n%s", code, tail(out))
+	}
 }
 
 // The joblog gets a header and one line per finished attempt, in GNU

@@ -219,6 +219,9 @@ func (s *Spool) file(f *filing, now time.Time) error {
 		}
 	} else {
 		err = s.fileRecord(name, f.dest, &f.rec, now)
+		if err == nil && f.dest == s.failed {
+			s.nfailed.Add(1)
+		}
 	}
 	if err != nil {
 		if _, serr := os.Lstat(filepath.Join(s.running, name)); !errors.Is(serr, fs.ErrNotExist) {

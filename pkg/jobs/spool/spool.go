@@ -85,7 +85,8 @@ type Spool struct {
 	lock      *os.File // holds the flock on DIR/.lock
 	watch     *os.File // the inotify descriptor, nil without inotify
 	wake      chan struct{}
-	dirty     atomic.Bool // incoming/ may hold files the queue lacks
+	dirty     atomic.Bool  // incoming/ may hold files the queue lacks
+	nfailed   atomic.Int64 // jobs filed in failed/ since Open
 	closed    atomic.Bool
 	quit      chan struct{}
 	wg        sync.WaitGroup
@@ -392,6 +393,11 @@ func (s *Spool) Path(job *jobs.Job) string {
 	}
 	return filepath.Join(s.running, job.ID)
 }
+
+// Failed returns how many jobs this spool has filed in failed/ since Open:
+// the ones out of attempts and the ones refused unrun. It is safe to call
+// from any goroutine.
+func (s *Spool) Failed() int { return int(s.nfailed.Load()) }
 
 // Dir returns the spool's root directory, made absolute.
 func (s *Spool) Dir() string { return s.dir }

@@ -395,6 +395,9 @@ func TestRetryThenFail(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(failed, "job")); string(b) != "payload" {
 		t.Errorf("payload %q", b)
 	}
+	if s.Failed() != 1 {
+		t.Errorf("Failed() = %d after the last attempt, want 1", s.Failed())
+	}
 	r := readRecord(t, filepath.Join(failed, "job.result.json"))
 	if r.Attempts != 3 || r.ExitCode != 3 || r.Outcome != "exit 3" || r.OutputTail != "boom\n" || r.OutputTruncated {
 		t.Errorf("record %+v", r)
@@ -477,6 +480,9 @@ func TestRefused(t *testing.T) {
 	}
 	if !slices.Equal(got, []string{"fine"}) {
 		t.Errorf("ran %q, want only fine", got)
+	}
+	if s.Failed() != 8 {
+		t.Errorf("Failed() = %d, want the 8 refused jobs", s.Failed())
 	}
 	want := map[string]string{
 		"link":           "symbolic link",
