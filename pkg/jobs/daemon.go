@@ -89,7 +89,11 @@ type Daemon struct {
 	evNotify chan struct{}
 
 	tailMu sync.Mutex
-	tails  map[string]*tail // job id → output of a running worker job
+	// Output tails of running worker jobs, by job id. Output travels
+	// through a pipe and results through a socket, so a job's last lines
+	// may arrive after its result: for a worker that runs on, the tail holds
+	// what had arrived by then; for one that exits after the job, all of it.
+	tails map[string]*pool.Tail
 
 	started, succeeded, failed atomic.Uint64
 }
@@ -127,7 +131,7 @@ func New(app Source, opts Options) (*Daemon, error) {
 		ctl:      make(chan func()),
 		finished: make(chan struct{}),
 		evNotify: make(chan struct{}, 1),
-		tails:    make(map[string]*tail),
+		tails:    make(map[string]*pool.Tail),
 	}
 	d.maxBeforeRun = opts.MaxChildren
 	// Read by pool goroutines: fixed for the daemon's life, unlike opts.
@@ -565,10 +569,13 @@ func (d *Daemon) outputLine(l pool.Line) {
 		d.tailMu.Lock()
 		if t, running := d.tails[l.Label]; running {
 			if t == nil {
-				t = &tail{max: d.tailSize()}
+				t = pool.NewTail(d.tailSize())
 				d.tails[l.Label] = t
 			}
-			t.write(l.Text, !l.Partial)
+			t.Write(l.Text)
+			if !l.Partial {
+				t.Write(newline)
+			}
 		}
 		d.tailMu.Unlock()
 	}
@@ -592,35 +599,14 @@ func (d *Daemon) takeTail(jobID string) []byte {
 	if t == nil {
 		return nil
 	}
-	if len(t.buf) > t.max {
-		return t.buf[len(t.buf)-t.max:]
-	}
-	return t.buf
+	return t.Bytes()
 }
+
+var newline = []byte{'\n'}
 
 func (d *Daemon) tailSize() int {
 	if d.tailMax > 0 {
 		return d.tailMax
 	}
 	return pool.DefaultTailSize
-}
-
-// tail keeps about the last max bytes of one worker job's output. Output
-// travels through a pipe and results through a socket, so the lines of a
-// job may arrive after its result: for a worker that runs on, the tail
-// holds what had arrived by then; for one that exits after the job, all of
-// it.
-type tail struct {
-	max int
-	buf []byte
-}
-
-func (t *tail) write(p []byte, newline bool) {
-	t.buf = append(t.buf, p...)
-	if newline {
-		t.buf = append(t.buf, '\n')
-	}
-	if len(t.buf) > 2*t.max {
-		t.buf = append(t.buf[:0], t.buf[len(t.buf)-t.max:]...)
-	}
 }

@@ -101,7 +101,7 @@ type Child struct {
 	cmd    *exec.Cmd
 
 	outR, outW, errR, errW *os.File
-	tail                   tailBuffer
+	tail                   Tail
 	// pending counts what must end before the child is finalized: the reap,
 	// each output stream, and a worker's channel.
 	pending atomic.Int32
@@ -124,7 +124,7 @@ func newChild(p *Pool, slot int, spec *Spec, w *Worker) *Child {
 		spec:   spec,
 		worker: w,
 		done:   make(chan struct{}),
-		tail:   tailBuffer{max: p.cfg.TailSize},
+		tail:   Tail{max: p.cfg.TailSize},
 	}
 	if w != nil {
 		// Before the child starts: its reader goroutine uses w.Child.

@@ -91,9 +91,10 @@ func (c *Child) readOutput(f *os.File, stream Stream) {
 	}
 }
 
-// tailBuffer keeps the last max bytes written to it. It grows only as far
-// as the output does, since most jobs write little.
-type tailBuffer struct {
+// Tail keeps the last bytes written to it, up to a limit: the output tail
+// of a job. It grows only as far as the output does, since most jobs write
+// little. It is safe for concurrent use.
+type Tail struct {
 	mu   sync.Mutex
 	max  int
 	buf  []byte
@@ -101,7 +102,18 @@ type tailBuffer struct {
 	full bool
 }
 
-func (t *tailBuffer) write(p []byte) {
+// NewTail returns a Tail that keeps at most limit bytes (at least 1).
+func NewTail(limit int) *Tail { return &Tail{max: max(limit, 1)} }
+
+// Write adds p to the tail, dropping the oldest bytes past the limit. It
+// never fails.
+func (t *Tail) Write(p []byte) (int, error) {
+	n := len(p)
+	t.write(p)
+	return n, nil
+}
+
+func (t *Tail) write(p []byte) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(p) >= t.max {
@@ -127,8 +139,9 @@ func (t *tailBuffer) write(p []byte) {
 	}
 }
 
-// bytes returns a copy of the tail, oldest byte first.
-func (t *tailBuffer) bytes() []byte {
+// Bytes returns a copy of the tail, oldest byte first; nil when nothing
+// was written.
+func (t *Tail) Bytes() []byte {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if !t.full {

@@ -252,7 +252,7 @@ func (p *Pool) finalize(c *Child) {
 	p.mu.Lock()
 	p.releaseLocked(c.Slot)
 	p.mu.Unlock()
-	c.exit.Output = c.tail.bytes()
+	c.exit.Output = c.tail.Bytes()
 	if p.cfg.OnExit != nil {
 		p.cfg.OnExit(c)
 	}

@@ -486,26 +486,26 @@ func TestStartErrors(t *testing.T) {
 	}
 }
 
-func TestTailBuffer(t *testing.T) {
-	tb := tailBuffer{max: 8}
+func TestTail(t *testing.T) {
+	tb := NewTail(8)
 	tb.write([]byte("abc"))
-	if got := string(tb.bytes()); got != "abc" {
+	if got := string(tb.Bytes()); got != "abc" {
 		t.Fatalf("got %q", got)
 	}
 	tb.write([]byte("defgh"))
-	if got := string(tb.bytes()); got != "abcdefgh" {
+	if got := string(tb.Bytes()); got != "abcdefgh" {
 		t.Fatalf("got %q", got)
 	}
 	tb.write([]byte("ij"))
-	if got := string(tb.bytes()); got != "cdefghij" {
+	if got := string(tb.Bytes()); got != "cdefghij" {
 		t.Fatalf("got %q", got)
 	}
 	tb.write([]byte("0123456789"))
-	if got := string(tb.bytes()); got != "23456789" {
+	if got := string(tb.Bytes()); got != "23456789" {
 		t.Fatalf("got %q", got)
 	}
 	tb.write([]byte("xyz"))
-	if got := string(tb.bytes()); got != "56789xyz" {
+	if got := string(tb.Bytes()); got != "56789xyz" {
 		t.Fatalf("got %q", got)
 	}
 }
