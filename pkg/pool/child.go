@@ -180,16 +180,31 @@ func (c *Child) Stop(sig syscall.Signal, grace time.Duration) {
 }
 
 func (c *Child) stopLocked(sig syscall.Signal, grace time.Duration) {
+	if c.interruptLocked(sig) {
+		// If the leader outlives the grace period, the whole group is
+		// killed; if it exits before, reap kills what it left behind.
+		c.killT = time.AfterFunc(grace, func() { _ = c.Signal(syscall.SIGKILL) })
+	}
+}
+
+// interrupt is Stop without its own SIGKILL timer, for a pool stop whose
+// deadline kills every child at once. It reports whether this was the
+// child's first stop.
+func (c *Child) interrupt(sig syscall.Signal) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.interruptLocked(sig)
+}
+
+func (c *Child) interruptLocked(sig syscall.Signal) bool {
 	if c.reaped || c.stopping {
-		return
+		return false
 	}
 	c.stopping = true
 	if sig != 0 {
 		_ = c.signalGroup(sig)
 	}
-	// If the leader outlives the grace period, the whole group is killed;
-	// if it exits before, reap kills what it left behind.
-	c.killT = time.AfterFunc(grace, func() { _ = c.Signal(syscall.SIGKILL) })
+	return true
 }
 
 func (c *Child) timeout() {

@@ -333,7 +333,7 @@ func (p *Pool) Stop(ctx context.Context, mode StopMode, opt StopOptions) error {
 				c.retire()
 			case Graceful:
 				c.retire()
-				c.Stop(opt.Signal, timeout)
+				c.interrupt(opt.Signal) // the deadline below kills the rest
 			case Immediate:
 				_ = c.Signal(syscall.SIGKILL)
 			}

@@ -433,6 +433,33 @@ func TestStopModes(t *testing.T) {
 			t.Errorf("graceful stop returned after %v, before its timeout", d)
 		}
 	})
+	t.Run("graceful kills what the job left behind", func(t *testing.T) {
+		// The grandchild ignores TERM; the shell does not. When the shell
+		// exits, the rest of its group is killed at once, not at the
+		// stop's deadline.
+		var gpid atomic.Int64
+		printed := make(chan struct{}, 1)
+		p := newPool(t, Config{Max: 1, OutputDrain: 100 * time.Millisecond, Sink: SinkFunc(func(l Line) {
+			if n, err := strconv.Atoi(string(l.Text)); err == nil {
+				gpid.Store(int64(n))
+				printed <- struct{}{}
+			}
+		})})
+		mustStart(t, p, &Spec{Path: "/bin/sh", Args: []string{"sh", "-c", `(trap "" TERM; exec sleep 300) & echo $!; wait`}})
+		<-printed
+		start := time.Now()
+		if err := p.Stop(ctxTimeout(t, 30*time.Second), Graceful, StopOptions{Signal: syscall.SIGTERM, Timeout: 20 * time.Second}); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d > 10*time.Second {
+			t.Errorf("stop took %v: the deadline, not the leader's exit, ended it", d)
+		}
+		g := int(gpid.Load())
+		if !eventually(2*time.Second, func() bool { return !alive(g) }) {
+			syscall.Kill(g, syscall.SIGKILL)
+			t.Errorf("grandchild %d outlived its job's graceful stop", g)
+		}
+	})
 	t.Run("immediate", func(t *testing.T) {
 		p := newPool(t, Config{Max: 2})
 		c := mustStart(t, p, &Spec{Path: "/bin/sleep", Args: []string{"sleep", "300"}})
