@@ -101,7 +101,16 @@ func (a *testApp) RunJob(ctx context.Context, job *Job) error {
 			return nil
 		}
 	case p == "hang":
+		if _, err := VarsFrom(ctx).Add("hanging", 1); err != nil {
+			return err
+		}
 		time.Sleep(time.Hour) // ignores ctx: must be killed
+		return nil
+	case p == "nap":
+		if _, err := VarsFrom(ctx).Add("napping", 1); err != nil {
+			return err
+		}
+		time.Sleep(300 * time.Millisecond)
 		return nil
 	case p == "kill-self":
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
@@ -543,5 +552,100 @@ func TestReloadAppliesOptions(t *testing.T) {
 	d.Stop(Immediate)
 	if err := <-errc; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// startApp runs a daemon with signals handled, and returns it with the
+// channel Run's error arrives on.
+func startApp(t *testing.T, a *testApp, opts Options) (*Daemon, chan error) {
+	t.Helper()
+	t.Setenv("GORACE", "atexit_sleep_ms=0")
+	opts.Logger = testLogger(t)
+	d, err := New(a, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.d = d
+	errc := make(chan error, 1)
+	go func() { errc <- d.Run(context.Background()) }()
+	return d, errc
+}
+
+// waitVar waits until the shared variable key is set: a job has started.
+func waitVar(t *testing.T, d *Daemon, key string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for v, _, _ := d.vars.Get(key); v == ""; v, _, _ = d.vars.Get(key) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never set", key)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func waitRun(t *testing.T, errc chan error, what string) {
+	t.Helper()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("%s: Run: %v", what, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: Run did not return", what)
+	}
+}
+
+// A paused daemon starts no job until it is resumed.
+func TestPauseHoldsJobs(t *testing.T) {
+	a := newTestApp("ok", "ok", "ok")
+	d, errc := startApp(t, a, Options{MaxChildren: 2, NoSignals: true})
+	d.Pause() // before the dispatcher's first look at the source
+	time.Sleep(300 * time.Millisecond)
+	if s := d.Status(); s.Started != 0 || s.State != StatePaused {
+		t.Fatalf("paused daemon: %+v", s)
+	}
+	d.Resume()
+	select {
+	case <-a.allDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("jobs did not run after Resume")
+	}
+	d.Stop(Drain)
+	waitRun(t, errc, "drain")
+}
+
+// QUIT drains: the running job finishes well, the queued one never starts.
+func TestQuitDrains(t *testing.T) {
+	a := newTestApp("nap", "ok")
+	d, errc := startApp(t, a, Options{MaxChildren: 1})
+	waitVar(t, d, "napping")
+	syscall.Kill(os.Getpid(), syscall.SIGQUIT)
+	waitRun(t, errc, "QUIT")
+	if r, ok := a.results["nap-0"]; !ok || !r.OK() {
+		t.Errorf("the running job: %+v (present %v); want it finished well", r, ok)
+	}
+	if _, ok := a.results["ok-1"]; ok || len(a.queue) != 1 {
+		t.Errorf("a job started during the drain (queue left: %d)", len(a.queue))
+	}
+}
+
+// A second TERM turns a graceful stop into an immediate one: a job that
+// ignores the first is killed at once, not after StopTimeout.
+func TestSecondTermKills(t *testing.T) {
+	a := newTestApp("hang")
+	d, errc := startApp(t, a, Options{MaxChildren: 1, StopTimeout: time.Hour})
+	waitVar(t, d, "hanging")
+	syscall.Kill(os.Getpid(), syscall.SIGTERM)
+	deadline := time.Now().Add(10 * time.Second)
+	for d.Status().State != StateStopping {
+		if time.Now().After(deadline) {
+			t.Fatal("first TERM did not start a stop")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGTERM)
+	waitRun(t, errc, "second TERM")
+	if r := a.results["hang-0"]; r.Signal != syscall.SIGKILL || !r.Interrupted {
+		t.Errorf("hung job: %+v; want killed, interrupted", r)
 	}
 }
