@@ -35,11 +35,7 @@ type started struct {
 
 func newSpoolApp(cfg *config.Config, sp *spool.Spool) (*spoolApp, error) {
 	a := &spoolApp{cfg: cfg, spool: sp, running: make(map[string]*started), env: jobEnv(cfg.Job)}
-	cred, err := jobCredential(&cfg.Daemon)
-	if err != nil {
-		return nil, err
-	}
-	a.cred = cred
+	a.cred = jobCredential(&cfg.Daemon)
 	return a, nil
 }
 
@@ -60,9 +56,9 @@ func jobEnv(job config.Job) []string {
 
 // jobCredential returns the user and group jobs run as. Only root can
 // switch users; otherwise jobs run as the daemon does.
-func jobCredential(d *config.Daemon) (*syscall.Credential, error) {
+func jobCredential(d *config.Daemon) *syscall.Credential {
 	if os.Geteuid() != 0 {
-		return nil, nil
+		return nil
 	}
 	return d.Credential()
 }

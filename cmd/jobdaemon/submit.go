@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/jobdaemon/jobdaemon/internal/config"
 	"github.com/jobdaemon/jobdaemon/pkg/jobs/spool"
 )
 
@@ -40,9 +41,12 @@ func cmdSubmit(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "jobdaemon submit: --id names one job, and more were given")
 		return exitUsage
 	}
-	cfg, code := loadConfig(*cfgPath, stderr)
-	if cfg == nil {
-		return code
+	// Only the spool's place is needed: the job's program and user need
+	// not exist on a host that only submits.
+	cfg, err := config.Parse(*cfgPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "jobdaemon: invalid configuration:\n%v\n", err)
+		return config.ExitConfig
 	}
 	dir := cfg.Source.Spool.Dir
 	status := exitOK

@@ -53,6 +53,8 @@ type Daemon struct {
 	// IdleInterval is the longest the daemon sleeps when no job is ready
 	// (default 2s; must be positive).
 	IdleInterval Duration `toml:"idle_interval"`
+
+	cred *syscall.Credential // User and Group, resolved by Validate
 }
 
 // Pool is the [pool] table.

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/user"
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -157,6 +159,10 @@ joblog = "/var/log/jd/jobs.log"
 		Log:     Log{Level: "trace", JobOutput: "debug", Format: "json", JobLog: "/var/log/jd/jobs.log"},
 	}
 	c.file, c.idx = "", nil
+	if cr := c.Daemon.Credential(); cr == nil || cr.Uid != 0 || cr.Gid != 0 {
+		t.Errorf("credential of root:0 = %+v", cr)
+	}
+	c.Daemon.cred = nil // compared above
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load =\n%+v\nwant\n%+v", c, want)
 	}
@@ -439,7 +445,7 @@ func TestErrors(t *testing.T) {
 		{"long socket", cmd + "[control]\nsocket = \"/" + strings.Repeat("s", 120) + "\"\n", 4, "control.socket", "a Unix socket path holds at most 107"},
 		{"missing user", "[daemon]\nuser = \"no-such-user-jd\"\n" + cmd, 2, "daemon.user", `no user "no-such-user-jd" on this host`},
 		{"missing uid", "[daemon]\nuser = \"4242424\"\n" + cmd, 2, "daemon.user", `no user "4242424"`},
-		{"missing group", "[daemon]\ngroup = \"no-such-group-jd\"\n" + cmd, 2, "daemon.group", `no group "no-such-group-jd"`},
+		{"missing group", "[daemon]\nuser = \"root\"\ngroup = \"no-such-group-jd\"\n" + cmd, 3, "daemon.group", `no group "no-such-group-jd"`},
 		{"reserved env", cmd + "env = { JOB_ID = \"x\" }\n", 3, "job.env.JOB_ID", "JOB_ID is set by the daemon"},
 		{"inherit NOTIFY_SOCKET", cmd + "inherit_env = [\"NOTIFY_SOCKET\"]\n", 3, "job.inherit_env", "never passed to jobs"},
 		{"missing working_dir", cmd + "working_dir = \"nope\"\n", 3, "job.working_dir", `"` + dir + `/nope": no such file or directory`},
@@ -533,12 +539,15 @@ level = "x"
 func TestUsers(t *testing.T) {
 	dir := t.TempDir()
 	cmd := withCommand(tool(t, dir))
-	for _, who := range []string{`user = "root"`, `user = "0"`, `group = "root"`, `group = "0"`, "user = \"root\"\ngroup = \"root\""} {
+	for _, who := range []string{`user = "root"`, `user = "0"`, "user = \"root\"\ngroup = \"root\"", "user = \"0\"\ngroup = \"0\""} {
 		path := writeFile(t, dir, "config.toml", cmd+"[daemon]\n"+who+"\n", 0o644)
 		if _, err := Load(path); err != nil {
 			t.Errorf("%s: %v", who, err)
 		}
 	}
+	// A group alone would be ignored: it is refused instead.
+	path := writeFile(t, dir, "config.toml", cmd+"[daemon]\ngroup = \"root\"\n", 0o644)
+	checkErr(t, func() error { _, err := Load(path); return err }(), "daemon.group \"root\" is set without daemon.user")
 }
 
 func TestReadError(t *testing.T) {
@@ -690,18 +699,32 @@ func FuzzLoad(f *testing.F) {
 }
 
 func TestCredential(t *testing.T) {
-	if c, err := (&Daemon{}).Credential(); c != nil || err != nil {
-		t.Errorf("no user: %+v, %v; want nil, nil", c, err)
+	dir := t.TempDir()
+	cmd := withCommand(tool(t, dir))
+	load := func(daemon string) *Config {
+		t.Helper()
+		c, err := Load(writeFile(t, dir, "config.toml", cmd+"[daemon]\n"+daemon+"\n", 0o644))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
 	}
-	c, err := (&Daemon{User: "root"}).Credential()
-	if err != nil || c.Uid != 0 || c.Gid != 0 || !slices.Contains(c.Groups, 0) {
-		t.Errorf("root: %+v, %v", c, err)
+	if c := load(""); c.Daemon.Credential() != nil {
+		t.Errorf("no user: %+v, want nil", c.Daemon.Credential())
 	}
-	c, err = (&Daemon{User: "0", Group: "nogroup"}).Credential()
-	if err != nil || c.Uid != 0 || c.Gid != 65534 {
-		t.Errorf("uid 0 with group nogroup: %+v, %v", c, err)
+	if c := Default(); c.Daemon.Credential() != nil {
+		t.Error("Default has a credential before Validate")
 	}
-	if _, err := (&Daemon{User: "no-such-user-xyz"}).Credential(); err == nil {
-		t.Error("missing user: no error")
+	cr := load(`user = "root"`).Daemon.Credential()
+	if cr == nil || cr.Uid != 0 || cr.Gid != 0 || !slices.Contains(cr.Groups, 0) {
+		t.Errorf("root: %+v", cr)
+	}
+	nogroup, err := user.LookupGroup("nogroup")
+	if err != nil {
+		t.Fatalf("this test needs the group nogroup: %v", err)
+	}
+	cr = load("user = \"0\"\ngroup = \"nogroup\"").Daemon.Credential()
+	if cr == nil || cr.Uid != 0 || strconv.Itoa(int(cr.Gid)) != nogroup.Gid {
+		t.Errorf("uid 0 with group nogroup (%s): %+v", nogroup.Gid, cr)
 	}
 }

@@ -57,16 +57,7 @@ func (c *Config) Validate() error {
 
 	d := &c.Daemon
 	v.path("daemon.pid_file", d.PIDFile, true)
-	if d.User != "" {
-		if _, err := lookupUser(d.User); err != nil {
-			v.fail("daemon.user", err, "no user %q on this host: create it, or set daemon.user to an existing user (\"\" stays as started)", d.User)
-		}
-	}
-	if d.Group != "" {
-		if _, err := lookupGroup(d.Group); err != nil {
-			v.fail("daemon.group", err, "no group %q on this host: create it, or set daemon.group to an existing group (\"\" takes the user's primary group)", d.Group)
-		}
-	}
+	d.cred = v.credential(d)
 	v.positive("daemon.stop_timeout", d.StopTimeout, "30s")
 	v.positive("daemon.idle_interval", d.IdleInterval, "2s")
 
@@ -317,38 +308,50 @@ func (v *validator) path(key, p string, optional bool) {
 }
 
 // Credential returns the user, group and supplementary groups that
-// [daemon] user and group name, for starting processes as them; nil when
-// no user is configured. Group "" takes the user's primary group.
-func (d *Daemon) Credential() (*syscall.Credential, error) {
+// [daemon] user and group name, as Validate (and so Load) resolved them,
+// for starting processes as them; nil when no user is configured, or
+// before Validate. Group "" means the user's primary group.
+func (d *Daemon) Credential() *syscall.Credential { return d.cred }
+
+// credential resolves daemon.user and daemon.group, once: what it finds
+// is what Credential returns.
+func (v *validator) credential(d *Daemon) *syscall.Credential {
 	if d.User == "" {
-		return nil, nil
+		if d.Group != "" {
+			v.fail("daemon.group", nil, "daemon.group %q is set without daemon.user: set daemon.user too (a group alone would be ignored)", d.Group)
+		}
+		return nil
 	}
 	u, err := lookupUser(d.User)
 	if err != nil {
-		return nil, fmt.Errorf("daemon.user %q: %w", d.User, err)
+		v.fail("daemon.user", err, "no user %q on this host: create it, or set daemon.user to an existing user (\"\" stays as started)", d.User)
+		return nil
 	}
 	gid := u.Gid
 	if d.Group != "" {
 		g, err := lookupGroup(d.Group)
 		if err != nil {
-			return nil, fmt.Errorf("daemon.group %q: %w", d.Group, err)
+			v.fail("daemon.group", err, "no group %q on this host: create it, or set daemon.group to an existing group (\"\" takes the user's primary group)", d.Group)
+			return nil
 		}
 		gid = g.Gid
 	}
-	ids, err := u.GroupIds()
+	groups, err := u.GroupIds()
 	if err != nil {
-		return nil, fmt.Errorf("groups of user %q: %w", d.User, err)
+		v.fail("daemon.user", err, "cannot list the groups of user %q: %v", d.User, err)
+		return nil
 	}
-	cred := &syscall.Credential{Uid: parseID(u.Uid), Gid: parseID(gid)}
-	for _, id := range ids {
-		cred.Groups = append(cred.Groups, parseID(id))
+	cred := &syscall.Credential{}
+	ids := append([]string{u.Uid, gid}, groups...)
+	nums := make([]uint32, len(ids))
+	for i, id := range ids {
+		n, err := strconv.ParseUint(id, 10, 32)
+		if err != nil { // never on Linux; and 0 would mean root
+			v.fail("daemon.user", err, "user %q has an id %q that is not a number", d.User, id)
+			return nil
+		}
+		nums[i] = uint32(n)
 	}
-	return cred, nil
-}
-
-// parseID parses a uid or gid that os/user returned, always decimal on
-// Linux.
-func parseID(s string) uint32 {
-	n, _ := strconv.ParseUint(s, 10, 32)
-	return uint32(n)
+	cred.Uid, cred.Gid, cred.Groups = nums[0], nums[1], nums[2:]
+	return cred
 }

@@ -573,6 +573,22 @@ func TestJobEnvironmentAndStdin(t *testing.T) {
 	}
 }
 
+// submit needs only the spool's place: a host that only submits need not
+// have the job's program.
+func TestSubmitWithoutTheProgram(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.toml")
+	os.WriteFile(cfg, []byte("[job]\ncommand = [\"/nonexistent/program\"]\n[source.spool]\ndir = \"spool\"\n"), 0o644)
+	c := exec.Command(binary, "submit", "--config", cfg, "--id", "j1", "-")
+	c.Stdin = strings.NewReader("payload")
+	if out, err := c.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "j1" {
+		t.Fatalf("submit: %v %q", err, out)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "spool", "incoming", "j1")); err != nil || string(b) != "payload" {
+		t.Errorf("queued job: %q, %v", b, err)
+	}
+}
+
 // Each configuration error names the problem and exits with 78.
 func TestConfigErrors(t *testing.T) {
 	for _, tc := range []struct {
