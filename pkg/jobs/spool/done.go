@@ -48,8 +48,8 @@ type Record struct {
 	// taken (see the package documentation), or ID was refused as too long
 	// (File is cut) or for its characters (File has them replaced by '_').
 	File string `json:"file"`
-	// Attempts is the number of runs the job had, this one included; 0 for
-	// a refused job.
+	// Attempts is the number of runs the job had, this one included; for a
+	// refused job, the runs it had before (0 for a new one).
 	Attempts int `json:"attempts"`
 	// Outcome is jobs.Result.String of the last run ("ok", "exit 3",
 	// "signal killed", "timeout", "error: ..."), or "refused".
@@ -163,7 +163,7 @@ func (s *Spool) Done(ctx context.Context, job *jobs.Job, res jobs.Result) error 
 			break
 		}
 		var at time.Time
-		if s.backoff > 0 {
+		if s.retry.Base > 0 { // 0: retry at once
 			at = now.Add(d).UTC()
 		}
 		f.next = meta{Attempt: c.attempt + 1, NotBefore: at, Inode: c.ino, LastResult: res.String()}
@@ -255,12 +255,9 @@ func (s *Spool) fileRecord(name, dir string, rec *Record, now time.Time) error {
 	}
 	for n := range maxAlts {
 		to := altName(base, n, now)
-		if taken, err := exists(dir, to); err != nil || taken {
-			if err != nil {
-				return err
-			}
-			continue
-		}
+		// A taken job name makes renameNoReplace fail below; the record is
+		// moved with a plain rename, which would overwrite, so its name is
+		// checked first.
 		if taken, err := exists(dir, to+resultSuffix); err != nil || taken {
 			if err != nil {
 				return err

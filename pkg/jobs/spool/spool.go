@@ -76,7 +76,6 @@ type Spool struct {
 	dir, incoming, running, done, failed string
 
 	retry      jobs.Retry
-	backoff    time.Duration
 	maxPayload int64
 	rescan     time.Duration
 	log        *slog.Logger
@@ -131,7 +130,6 @@ func Open(opts Options) (*Spool, error) {
 		done:       filepath.Join(dir, "done"),
 		failed:     filepath.Join(dir, "failed"),
 		retry:      jobs.Retry{MaxAttempts: max(opts.MaxAttempts, 1), Base: opts.Backoff, Jitter: 0.2},
-		backoff:    opts.Backoff,
 		maxPayload: opts.MaxPayload,
 		rescan:     opts.RescanInterval,
 		log:        opts.Logger,

@@ -750,10 +750,16 @@ func TestFilingFailureKeepsJob(t *testing.T) {
 	if _, err := os.Stat(s.Path(job)); err != nil {
 		t.Fatalf("job left running/: %v", err)
 	}
-	next(t, s) // too early: nothing happens
+	// done/ is back, but the filing waits out its backoff.
 	os.Remove(done)
 	if err := os.Mkdir(done, 0o750); err != nil {
 		t.Fatal(err)
+	}
+	if job := next(t, s); job != nil {
+		t.Fatalf("unexpected job %+v", job)
+	}
+	if names := ls(t, done); len(names) != 0 {
+		t.Fatalf("filed again before its backoff: done/ holds %q", names)
 	}
 	clk.Add(2 * time.Second)
 	if job := next(t, s); job != nil {
@@ -944,5 +950,44 @@ func BenchmarkClaimDone(b *testing.B) {
 		if err := s.Done(ctx, job, res); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// Deferred retries come due in the order of their not-before times, even
+// while other jobs wait in the queue.
+func TestDeferredRetriesInTurn(t *testing.T) {
+	clk := newClock()
+	s := open(t, Options{MaxAttempts: 3, Backoff: time.Minute, Now: clk.Now})
+	in := filepath.Join(s.Dir(), "incoming")
+	t0 := clk.Now()
+	writeFile(t, filepath.Join(in, "a"), "", t0.Add(-3*time.Hour))
+	writeFile(t, filepath.Join(in, "b"), "", t0.Add(-2*time.Hour))
+	writeFile(t, filepath.Join(in, "c"), "", t0.Add(-1*time.Hour))
+	fail := jobs.Result{ExitCode: 1}
+	// a is due again 48-72 s after t0, b 78-102 s after (1 min ±20%).
+	if job := next(t, s); job == nil || job.ID != "a" {
+		t.Fatalf("first job %+v, want a", job)
+	} else {
+		mustDone(t, s, job, fail)
+	}
+	clk.Add(30 * time.Second)
+	if job := next(t, s); job == nil || job.ID != "b" {
+		t.Fatalf("second job %+v, want b", job)
+	} else {
+		mustDone(t, s, job, fail)
+	}
+	var order []string
+	take := func() {
+		for job := next(t, s); job != nil; job = next(t, s) {
+			order = append(order, fmt.Sprintf("%s%d", job.ID, job.Attempt))
+			mustDone(t, s, job, jobs.Result{})
+		}
+	}
+	clk.Add(45 * time.Second) // t0+75s: a is due, b is not
+	take()
+	clk.Add(30 * time.Second) // t0+105s: b too
+	take()
+	if got := strings.Join(order, " "); got != "a2 c1 b2" {
+		t.Errorf("order %q, want a2 c1 b2", got)
 	}
 }
