@@ -96,7 +96,7 @@ type Job struct {
 	// daemon's own working directory. It must exist.
 	WorkingDir string `toml:"working_dir"`
 	// Env is added to each job's environment, after InheritEnv. The daemon
-	// also sets JOB_ID, JOB_SLOT and JOB_ATTEMPT, which Env may not set.
+	// also sets JOB_ID, JOB_PATH, JOB_SLOT and JOB_ATTEMPT, which Env may not set.
 	Env map[string]string `toml:"env"`
 	// InheritEnv names variables of the daemon's environment passed on to
 	// jobs. By default nothing of the daemon's environment is passed on.

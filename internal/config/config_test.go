@@ -447,6 +447,7 @@ func TestErrors(t *testing.T) {
 		{"missing uid", "[daemon]\nuser = \"4242424\"\n" + cmd, 2, "daemon.user", `no user "4242424"`},
 		{"missing group", "[daemon]\nuser = \"root\"\ngroup = \"no-such-group-jd\"\n" + cmd, 3, "daemon.group", `no group "no-such-group-jd"`},
 		{"reserved env", cmd + "env = { JOB_ID = \"x\" }\n", 3, "job.env.JOB_ID", "JOB_ID is set by the daemon"},
+		{"reserved env JOB_PATH", cmd + "env = { JOB_PATH = \"x\" }\n", 3, "job.env.JOB_PATH", "JOB_PATH is set by the daemon"},
 		{"inherit NOTIFY_SOCKET", cmd + "inherit_env = [\"NOTIFY_SOCKET\"]\n", 3, "job.inherit_env", "never passed to jobs"},
 		{"missing working_dir", cmd + "working_dir = \"nope\"\n", 3, "job.working_dir", `"` + dir + `/nope": no such file or directory`},
 		{"working_dir file", cmd + "working_dir = \"notexec\"\n", 3, "job.working_dir", "is not a directory"},

@@ -43,7 +43,7 @@ var braces = regexp.MustCompile(`\{[^{}\s]*\}`)
 const maxSocketPath = 107
 
 // reservedEnv are set by the daemon for each job; job.env may not set them.
-var reservedEnv = []string{"JOB_ID", "JOB_SLOT", "JOB_ATTEMPT"}
+var reservedEnv = []string{"JOB_ID", "JOB_PATH", "JOB_SLOT", "JOB_ATTEMPT"}
 
 // Validate checks every value of c and returns all the problems found, each
 // an *Error naming the key, its line when c came from Load or Parse, and
@@ -97,7 +97,7 @@ func (c *Config) Validate() error {
 		key string
 	}{{l.Level, "level"}, {l.JobOutput, "job_output"}} {
 		if _, err := ParseLevel(lv.val); err != nil {
-			v.fail("log."+lv.key, err, "unknown level %q: use \"trace\", \"debug\", \"info\", \"warn\" or \"error\"", lv.val)
+			v.fail("log."+lv.key, err, "%v", err) // ParseLevel names the levels
 		}
 	}
 	switch l.Format {
@@ -151,10 +151,8 @@ func (v *validator) job(j *Job) {
 		if msg := envNameError(name); msg != "" {
 			v.fail(key, nil, "%s", msg)
 		}
-		for _, r := range reservedEnv {
-			if name == r {
-				v.fail(key, nil, "%s is set by the daemon for each job and cannot be set here", name)
-			}
+		if slices.Contains(reservedEnv, name) {
+			v.fail(key, nil, "%s is set by the daemon for each job and cannot be set here", name)
 		}
 		if strings.ContainsRune(val, 0) {
 			v.fail(key, nil, "the value contains a NUL byte")
@@ -176,10 +174,7 @@ func (v *validator) job(j *Job) {
 // placeholderError explains why m, a braced word found in arg, is wrong,
 // or returns "" when arg is exactly a placeholder.
 func placeholderError(arg, m string) string {
-	known := false
-	for _, p := range placeholders {
-		known = known || m == p
-	}
+	known := slices.Contains(placeholders, m)
 	list := strings.Join(placeholders, ", ")
 	switch {
 	case known && arg == m:
