@@ -186,17 +186,6 @@ func (p *Pool) Busy() int {
 	return p.nslots
 }
 
-// Children returns the children that are running now, in no order.
-func (p *Pool) Children() []*Child {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := make([]*Child, 0, len(p.byPid))
-	for _, c := range p.byPid {
-		out = append(out, c)
-	}
-	return out
-}
-
 // Start starts the command of spec in a slot reserved with TryAcquire.
 // The child runs in a process group of its own. When it ends, its slot is
 // released and Config.OnExit is called.
