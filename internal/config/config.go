@@ -138,6 +138,12 @@ type Control struct {
 	// "/run/jobdaemon/control.sock"); "" opens none. A Unix socket path
 	// holds at most 107 bytes.
 	Socket string `toml:"socket"`
+	// Group, if set, is the group (a name or a numeric gid) that owns the
+	// socket file and whose members may connect, besides root and the
+	// daemon's own user. "" takes daemon.group, or the daemon's own group.
+	Group string `toml:"group"`
+
+	gid int // Group resolved by Validate; -1 for none
 }
 
 // Log is the log table of config.toml.
@@ -154,6 +160,21 @@ type Log struct {
 	// JobLog, if set, is a file that gets one line per finished job, like
 	// GNU parallel's --joblog. "" (the default) writes none.
 	JobLog string `toml:"joblog"`
+	// Target is where the daemon logs: "auto" (the default: the journal
+	// when stderr is connected to it, syslog for a classic daemon started
+	// with "jobdaemon start", stderr otherwise), "stderr", "journal",
+	// "syslog" or "file".
+	Target string `toml:"target"`
+	// File is the log file for target = "file"; it is reopened on SIGUSR1
+	// (logrotate's postrotate). Relative to the config file's directory.
+	File string `toml:"file"`
+	// JobFacility is the syslog facility of job output lines, for the
+	// journal and syslog targets (default "user"; the daemon's own lines
+	// always use "daemon").
+	JobFacility string `toml:"job_facility"`
+	// JobIdentifier is the SYSLOG_IDENTIFIER (syslog tag) of job output
+	// lines; "" (the default) takes the base name of job.command[0].
+	JobIdentifier string `toml:"job_identifier"`
 }
 
 // Default returns the configuration that an empty config.toml gives,
@@ -185,7 +206,7 @@ func Default() *Config {
 			},
 		},
 		Control: Control{Socket: "/run/jobdaemon/control.sock"},
-		Log:     Log{Level: "info", JobOutput: "info", Format: "auto"},
+		Log:     Log{Level: "info", JobOutput: "info", Format: "auto", Target: "auto", JobFacility: "user"},
 	}
 }
 
@@ -281,6 +302,7 @@ func (c *Config) resolvePaths(dir string) error {
 	abs(&c.Source.Spool.Dir)
 	abs(&c.Control.Socket)
 	abs(&c.Log.JobLog)
+	abs(&c.Log.File)
 	abs(&c.Job.WorkingDir)
 	if len(c.Job.Command) > 0 && strings.Contains(c.Job.Command[0], "/") {
 		abs(&c.Job.Command[0])

@@ -93,6 +93,7 @@ func TestEmptyFileGetsDefaults(t *testing.T) {
 	}
 	want := Default()
 	want.Job.Command = []string{prog, "{path}"}
+	want.Control.gid = -1
 	c.file, c.idx = "", nil
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load(minimal) =\n%+v\nwant\n%+v", c, want)
@@ -141,6 +142,10 @@ level = "trace"
 job_output = "debug"
 format = "json"
 joblog = "/var/log/jd/jobs.log"
+target = "file"
+file = "/var/log/jd/daemon.log"
+job_facility = "local3"
+job_identifier = "tool"
 `, 0o644)
 	c, err := Load(path)
 	if err != nil {
@@ -155,8 +160,9 @@ joblog = "/var/log/jd/jobs.log"
 			Env: map[string]string{"LANG": "C.UTF-8", "DOTTED.NAME": "x"}, InheritEnv: []string{"HOME", "TZ"},
 			MaxAttempts: 5, Backoff: 0},
 		Source:  Source{Type: "spool", Spool: Spool{Dir: "/srv/spool", MaxPayload: 10 << 10, RescanInterval: Duration(time.Minute)}},
-		Control: Control{Socket: "/run/jd/control.sock"},
-		Log:     Log{Level: "trace", JobOutput: "debug", Format: "json", JobLog: "/var/log/jd/jobs.log"},
+		Control: Control{Socket: "/run/jd/control.sock", gid: 0}, // daemon.group
+		Log: Log{Level: "trace", JobOutput: "debug", Format: "json", JobLog: "/var/log/jd/jobs.log",
+			Target: "file", File: "/var/log/jd/daemon.log", JobFacility: "local3", JobIdentifier: "tool"},
 	}
 	c.file, c.idx = "", nil
 	if cr := c.Daemon.Credential(); cr == nil || cr.Uid != 0 || cr.Gid != 0 {

@@ -87,6 +87,7 @@ func (c *Config) Validate() error {
 	}
 
 	v.path("control.socket", c.Control.Socket, true)
+	c.Control.gid = v.controlGroup(c)
 	if n := len(c.Control.Socket); n > maxSocketPath {
 		v.fail("control.socket", nil, "%q is %d bytes long, but a Unix socket path holds at most %d: choose a shorter path", c.Control.Socket, n, maxSocketPath)
 	}
@@ -106,6 +107,25 @@ func (c *Config) Validate() error {
 		v.fail("log.format", nil, "unknown format %q: use \"auto\", \"text\" or \"json\"", l.Format)
 	}
 	v.path("log.joblog", l.JobLog, true)
+	switch l.Target {
+	case "auto", "stderr", "journal", "syslog":
+		if l.File != "" {
+			v.fail("log.file", nil, "log.file is set, but log.target is %q: set target = \"file\" to log there, or remove log.file", l.Target)
+		}
+	case "file":
+		if l.File == "" {
+			v.fail("log.file", nil, "log.target is \"file\" and needs log.file, such as \"/var/log/jobdaemon.log\"")
+		}
+		v.path("log.file", l.File, true)
+	default:
+		v.fail("log.target", nil, "unknown target %q: use \"auto\", \"stderr\", \"journal\", \"syslog\" or \"file\"", l.Target)
+	}
+	if _, ok := Facilities[l.JobFacility]; !ok {
+		v.fail("log.job_facility", nil, "unknown syslog facility %q: use one of %s", l.JobFacility, strings.Join(slices.Sorted(maps.Keys(Facilities)), ", "))
+	}
+	if strings.ContainsAny(l.JobIdentifier, " \t\n=") {
+		v.fail("log.job_identifier", nil, "%q: a syslog identifier has no spaces and no '='", l.JobIdentifier)
+	}
 
 	return v.err()
 }
@@ -307,6 +327,38 @@ func (v *validator) path(key, p string, optional bool) {
 // for starting processes as them; nil when no user is configured, or
 // before Validate. Group "" means the user's primary group.
 func (d *Daemon) Credential() *syscall.Credential { return d.cred }
+
+// Gid returns the group of the control socket, resolved by Validate from
+// control.group or daemon.group, or -1 when neither is set.
+func (c *Control) Gid() int { return c.gid }
+
+// Facilities are the syslog facilities by name, with their numbers.
+var Facilities = map[string]int{
+	"kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7,
+	"uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11,
+	"local0": 16, "local1": 17, "local2": 18, "local3": 19, "local4": 20, "local5": 21, "local6": 22, "local7": 23,
+}
+
+// controlGroup resolves control.group, falling back on daemon.group.
+func (v *validator) controlGroup(c *Config) int {
+	switch {
+	case c.Control.Group != "":
+		g, err := lookupGroup(c.Control.Group)
+		if err != nil {
+			v.fail("control.group", err, "no group %q on this host: create it, or set control.group to an existing group", c.Control.Group)
+			return -1
+		}
+		gid, err := strconv.Atoi(g.Gid)
+		if err != nil {
+			v.fail("control.group", err, "group %q has the non-numeric id %q", c.Control.Group, g.Gid)
+			return -1
+		}
+		return gid
+	case c.Daemon.cred != nil && c.Daemon.Group != "":
+		return int(c.Daemon.cred.Gid)
+	}
+	return -1
+}
 
 // credential resolves daemon.user and daemon.group, once: what it finds
 // is what Credential returns.
