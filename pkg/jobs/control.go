@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"syscall"
@@ -39,6 +40,19 @@ func (d *Daemon) Reload(ctx context.Context) error {
 }
 
 func (d *Daemon) reload(hctx context.Context) error {
+	err := d.tryReload(hctx)
+	if err != nil {
+		d.reloadsFailed.Add(1)
+	} else {
+		d.reloads.Add(1)
+	}
+	if d.opts.OnReloaded != nil {
+		d.opts.OnReloaded(err)
+	}
+	return err
+}
+
+func (d *Daemon) tryReload(hctx context.Context) error {
 	next := d.opts
 	next.MaxChildren = d.pool.Max()
 	if d.opts.OnReload != nil {
@@ -50,7 +64,7 @@ func (d *Daemon) reload(hctx context.Context) error {
 	if d.loader != nil {
 		if err := d.callHook("LoadConfig", func() error { return d.loader.LoadConfig(hctx) }); err != nil {
 			d.log.Error("reload refused: LoadConfig failed", "err", err)
-			return err
+			return fmt.Errorf("LoadConfig: %w", err)
 		}
 	}
 	d.apply(next)
@@ -178,6 +192,12 @@ func (d *Daemon) onSignal(hctx context.Context, sig os.Signal) {
 		d.beginStop(pool.Drain)
 	case syscall.SIGHUP:
 		_ = d.reload(hctx)
+	case syscall.SIGUSR1:
+		if d.opts.OnReopen != nil {
+			d.opts.OnReopen()
+		} else {
+			d.log.Info("SIGUSR1: no log file to reopen")
+		}
 	case syscall.SIGUSR2:
 		d.setPaused(true)
 	case syscall.SIGCONT:
@@ -187,6 +207,43 @@ func (d *Daemon) onSignal(hctx context.Context, sig os.Signal) {
 	case syscall.SIGTTOU:
 		d.ScaleMaxChildren(-1)
 	}
+}
+
+// ErrNoSuchJob is returned by SignalJob for a job that is not running.
+var ErrNoSuchJob = errors.New("no such job running")
+
+// SignalJob sends sig to the process group of the child running the job
+// with the given id. It returns ErrNoSuchJob when no running job has that
+// id. For a worker child, the signal reaches the worker, and so every job
+// it would run; the daemon does not treat it specially.
+func (d *Daemon) SignalJob(id string, sig syscall.Signal) error {
+	d.stateMu.Lock()
+	var c *pool.Child
+	for ch, r := range d.running {
+		if r.job != nil && r.job.ID == id {
+			c = ch
+			break
+		}
+	}
+	d.stateMu.Unlock()
+	if c == nil {
+		return fmt.Errorf("job %q: %w", id, ErrNoSuchJob)
+	}
+	if err := c.Signal(sig); err != nil {
+		if errors.Is(err, os.ErrProcessDone) {
+			return fmt.Errorf("job %q: %w", id, ErrNoSuchJob)
+		}
+		return fmt.Errorf("job %q: %w", id, err)
+	}
+	d.log.Info("signalled job", "job_id", id, "signal", sig.String(), "child_pid", c.Pid)
+	return nil
+}
+
+// Depther is an optional hook of a Source that knows how many jobs wait:
+// Status reports it as Queued. Depth is called from the goroutine that
+// calls Status, not the dispatcher, and must be safe for that.
+type Depther interface {
+	Depth() (int, error)
 }
 
 // State is what a daemon is doing.
@@ -209,10 +266,18 @@ type Status struct {
 	Uptime      time.Duration `json:"uptime_ns"`
 	Generation  int           `json:"config_generation"`
 	MaxChildren int           `json:"max_children"`
+	Busy        int           `json:"busy"` // children running a job
 	Started     uint64        `json:"jobs_started"`
 	Succeeded   uint64        `json:"jobs_succeeded"`
 	Failed      uint64        `json:"jobs_failed"`
-	Slots       []SlotStatus  `json:"slots"`
+	Retried     uint64        `json:"jobs_retried"` // started again after a failure (Attempt > 1)
+	// Queued is the number of jobs waiting, from the Source's Depth; -1
+	// when the Source does not know (see Depther) or failed to say.
+	Queued        int           `json:"queued"`
+	Reloads       uint64        `json:"reloads"`
+	ReloadsFailed uint64        `json:"reloads_failed"`
+	Saturated     time.Duration `json:"saturated_ns"` // time spent with every slot busy
+	Slots         []SlotStatus  `json:"slots"`
 }
 
 // SlotStatus describes one child.
@@ -223,6 +288,11 @@ type SlotStatus struct {
 	Attempt int           `json:"attempt,omitempty"`
 	Runtime time.Duration `json:"runtime_ns"`
 	Worker  bool          `json:"worker"`
+	// UserCPU, SysCPU and RSS are what the child process has used so far
+	// (not what it started); zero when it could not be read.
+	UserCPU time.Duration `json:"user_cpu_ns"`
+	SysCPU  time.Duration `json:"sys_cpu_ns"`
+	RSS     int64         `json:"rss_bytes"`
 }
 
 // Status returns a snapshot of the daemon. It is safe to call from any
@@ -230,23 +300,46 @@ type SlotStatus struct {
 // StateStopped and the final counters.
 func (d *Daemon) Status() Status {
 	s := Status{
-		State:     StateStopped,
-		Pid:       os.Getpid(),
-		Started:   d.started.Load(),
-		Succeeded: d.succeeded.Load(),
-		Failed:    d.failed.Load(),
+		State:         StateStopped,
+		Pid:           os.Getpid(),
+		Started:       d.started.Load(),
+		Succeeded:     d.succeeded.Load(),
+		Failed:        d.failed.Load(),
+		Retried:       d.retried.Load(),
+		Reloads:       d.reloads.Load(),
+		ReloadsFailed: d.reloadsFailed.Load(),
+		Queued:        -1,
+	}
+	if dp, ok := d.app.(Depther); ok {
+		if n, err := dp.Depth(); err == nil {
+			s.Queued = n
+		}
 	}
 	select {
 	case <-d.finished:
 		return s
 	default:
 	}
+	children := d.snapshot(&s)
+	// /proc is read after the lock is released: the dispatcher must not
+	// wait on it.
+	for i, c := range children {
+		if u, err := c.Usage(); err == nil {
+			s.Slots[i].UserCPU, s.Slots[i].SysCPU, s.Slots[i].RSS = u.UserCPU, u.SysCPU, u.RSS
+		}
+	}
+	return s
+}
+
+// snapshot fills in the state and the slots of s, and returns the child of
+// each slot, in the same order.
+func (d *Daemon) snapshot(s *Status) []*pool.Child {
 	d.stateMu.Lock()
 	defer d.stateMu.Unlock()
 	switch {
 	case d.generation == 0:
 		s.State = StateStarting
-		return s
+		return nil
 	case d.stopMode == pool.Drain:
 		s.State = StateDraining
 	case d.stopMode != 0:
@@ -256,17 +349,28 @@ func (d *Daemon) Status() Status {
 	default:
 		s.State = StateRunning
 	}
-	s.Uptime = time.Since(d.start)
+	now := time.Now()
+	s.Uptime = now.Sub(d.start)
 	s.Generation = d.generation
 	s.MaxChildren = d.pool.Max()
-	now := time.Now()
-	for c, r := range d.running {
+	s.Saturated = d.saturated
+	if !d.saturatedSince.IsZero() {
+		s.Saturated += now.Sub(d.saturatedSince)
+	}
+	children := make([]*pool.Child, 0, len(d.running))
+	for c := range d.running {
+		children = append(children, c)
+	}
+	slices.SortFunc(children, func(a, b *pool.Child) int { return a.Slot - b.Slot })
+	s.Slots = make([]SlotStatus, len(children))
+	for i, c := range children {
+		r := d.running[c]
 		ss := SlotStatus{Slot: c.Slot, Pid: c.Pid, Worker: r.worker != nil}
 		if r.job != nil {
 			ss.JobID, ss.Attempt, ss.Runtime = r.job.ID, r.job.Attempt, now.Sub(r.since)
+			s.Busy++
 		}
-		s.Slots = append(s.Slots, ss)
+		s.Slots[i] = ss
 	}
-	slices.SortFunc(s.Slots, func(a, b SlotStatus) int { return a.Slot - b.Slot })
-	return s
+	return children
 }

@@ -95,7 +95,13 @@ type Daemon struct {
 	// what had arrived by then; for one that exits after the job, all of it.
 	tails map[string]*pool.Tail
 
-	started, succeeded, failed atomic.Uint64
+	started, succeeded, failed, retried atomic.Uint64
+	reloads, reloadsFailed             atomic.Uint64
+
+	// The time every slot was busy: the sum of the closed periods, and the
+	// start of the current one (zero when a slot is free). Under stateMu.
+	saturated      time.Duration
+	saturatedSince time.Time
 }
 
 // running is a child the dispatcher knows of: a command child running a
@@ -185,7 +191,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if !d.opts.NoSignals {
 		sigs = make(chan os.Signal, 8)
 		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP,
-			syscall.SIGUSR2, syscall.SIGCONT, syscall.SIGTTIN, syscall.SIGTTOU)
+			syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGCONT, syscall.SIGTTIN, syscall.SIGTTOU)
 		defer signal.Stop(sigs)
 	}
 	d.log.Info("daemon started", "pid", os.Getpid(), "max_children", d.opts.MaxChildren,
@@ -209,6 +215,12 @@ func (d *Daemon) loop(ctx, hctx context.Context, sigs <-chan os.Signal) {
 		wake = d.waker.Wake()
 	}
 	ctxDone := ctx.Done()
+	var beat <-chan time.Time
+	if d.opts.Heartbeat != nil {
+		t := time.NewTicker(d.opts.HeartbeatInterval)
+		defer t.Stop()
+		beat = t.C
+	}
 	for {
 		d.handleEvents(hctx)
 		if d.stopMode != 0 && len(d.running) == 0 {
@@ -218,6 +230,7 @@ func (d *Daemon) loop(ctx, hctx context.Context, sigs <-chan os.Signal) {
 		if d.stopMode != 0 && len(d.running) == 0 {
 			continue // dispatch stopped the daemon (MaxHookErrors)
 		}
+		d.noteSaturation()
 		if wait > 0 {
 			timer.Reset(wait)
 		} else {
@@ -238,8 +251,27 @@ func (d *Daemon) loop(ctx, hctx context.Context, sigs <-chan os.Signal) {
 			d.beginStop(pool.Graceful)
 		case sig := <-sigs:
 			d.onSignal(hctx, sig)
+		case <-beat:
+			d.opts.Heartbeat()
 		}
 	}
+}
+
+// noteSaturation keeps count of the time every slot is busy.
+func (d *Daemon) noteSaturation() {
+	full := d.stopMode == 0 && d.busy() >= d.pool.Max()
+	if full == !d.saturatedSince.IsZero() {
+		return
+	}
+	now := time.Now()
+	d.stateMu.Lock()
+	if full {
+		d.saturatedSince = now
+	} else {
+		d.saturated += now.Sub(d.saturatedSince)
+		d.saturatedSince = time.Time{}
+	}
+	d.stateMu.Unlock()
 }
 
 // dispatch starts jobs while a slot is free and the source has work. It
@@ -255,6 +287,7 @@ func (d *Daemon) dispatch(hctx context.Context) time.Duration {
 			return 0
 		}
 		var job *Job
+		asked := time.Now()
 		err := d.callHook("NextJob", func() (err error) {
 			job, err = d.app.NextJob(hctx, slot)
 			return err
@@ -273,7 +306,9 @@ func (d *Daemon) dispatch(hctx context.Context) time.Duration {
 			return d.nothingReady(err)
 		}
 		d.hookErrs, d.backoff = 0, 0
-		d.startJob(hctx, slot, idle, job)
+		if d.startJob(hctx, slot, idle, job) && d.opts.Observer != nil {
+			d.opts.Observer.JobStarted(job, time.Since(asked))
+		}
 	}
 	return 0
 }
@@ -318,19 +353,23 @@ func (d *Daemon) freeSlot() (int, *running, bool) {
 	return slot, nil, ok
 }
 
-func (d *Daemon) startJob(hctx context.Context, slot int, r *running, job *Job) {
+// startJob starts job in slot, in the idle worker r if not nil, and
+// reports whether it runs; if not, the job has been finished as failed.
+func (d *Daemon) startJob(hctx context.Context, slot int, r *running, job *Job) bool {
 	job.Slot = slot
 	d.started.Add(1)
+	if job.Attempt > 1 {
+		d.retried.Add(1)
+	}
 	if d.cmdr != nil {
-		d.startCommand(hctx, slot, job)
-		return
+		return d.startCommand(hctx, slot, job)
 	}
 	if r == nil {
 		w, err := d.pool.StartWorker(slot, d.workerSpec())
 		if err != nil {
 			d.pool.Release(slot)
 			d.finish(hctx, job, Result{ExitCode: -1, Error: err.Error()})
-			return
+			return false
 		}
 		r = &running{child: w.Child, worker: w}
 		d.stateMu.Lock()
@@ -350,7 +389,7 @@ func (d *Daemon) startJob(hctx context.Context, slot int, r *running, job *Job) 
 		// The worker is gone or going; its exit reports the job failed.
 		d.log.Warn("could not hand job to worker", "job_id", job.ID, "pid", r.child.Pid, "err", err)
 		r.worker.Retire()
-		return
+		return true // it runs as far as anyone can tell: its worker's exit ends it
 	}
 	if t := d.opts.JobTimeout; t > 0 {
 		w, sig, grace := r.worker, d.opts.StopSignal, d.opts.KillGrace
@@ -359,9 +398,10 @@ func (d *Daemon) startJob(hctx context.Context, slot int, r *running, job *Job) 
 			w.Stop(sig, grace)
 		})
 	}
+	return true
 }
 
-func (d *Daemon) startCommand(hctx context.Context, slot int, job *Job) {
+func (d *Daemon) startCommand(hctx context.Context, slot int, job *Job) bool {
 	var spec *pool.Spec
 	err := d.callHook("Command", func() (err error) {
 		spec, err = d.cmdr.Command(hctx, job)
@@ -387,11 +427,12 @@ func (d *Daemon) startCommand(hctx context.Context, slot int, job *Job) {
 		d.pool.Release(slot)
 		d.log.Error("could not start job", "job_id", job.ID, "slot", slot, "err", err)
 		d.finish(hctx, job, Result{ExitCode: -1, Error: err.Error()})
-		return
+		return false
 	}
 	d.stateMu.Lock()
 	d.running[c] = &running{child: c, job: job, since: c.Started}
 	d.stateMu.Unlock()
+	return true
 }
 
 func (d *Daemon) workerSpec() *pool.WorkerSpec {
@@ -539,6 +580,9 @@ func (d *Daemon) finish(hctx context.Context, job *Job, res Result) {
 		d.succeeded.Add(1)
 	} else {
 		d.failed.Add(1)
+	}
+	if d.opts.Observer != nil {
+		d.opts.Observer.JobFinished(job, res)
 	}
 	if d.log.Enabled(hctx, slog.LevelDebug) {
 		d.log.Debug("job finished", "job_id", job.ID, "slot", job.Slot, "attempt", job.Attempt,

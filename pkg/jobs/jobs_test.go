@@ -559,9 +559,15 @@ func TestReloadAppliesOptions(t *testing.T) {
 // channel Run's error arrives on.
 func startApp(t *testing.T, a *testApp, opts Options) (*Daemon, chan error) {
 	t.Helper()
+	return startSource(t, a, a, opts)
+}
+
+// startSource is startApp for a source that wraps a.
+func startSource(t *testing.T, app Source, a *testApp, opts Options) (*Daemon, chan error) {
+	t.Helper()
 	t.Setenv("GORACE", "atexit_sleep_ms=0")
 	opts.Logger = testLogger(t)
-	d, err := New(a, opts)
+	d, err := New(app, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

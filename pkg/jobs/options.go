@@ -77,6 +77,36 @@ type Options struct {
 	// error from either refuses the reload and changes nothing. It runs on
 	// the dispatcher goroutine.
 	OnReload func(o *Options) error
+	// OnReloaded, if set, is called after every reload, whether a signal,
+	// Reload or a hook asked for it, with nil or the error that refused it.
+	// It runs on the dispatcher goroutine.
+	OnReloaded func(err error)
+	// OnReopen, if set, is called on SIGUSR1, on the dispatcher goroutine:
+	// the place to reopen log files after logrotate moved them.
+	OnReopen func()
+
+	// Heartbeat, if set, is called from the dispatcher loop every
+	// HeartbeatInterval (default 1 s), whatever the daemon is doing,
+	// stopping included. A dispatcher that is stuck, in a hook or
+	// elsewhere, stops calling it: this is what a watchdog hangs on.
+	Heartbeat         func()
+	HeartbeatInterval time.Duration
+
+	// Observer, if set, is told when each job starts and ends, on the
+	// dispatcher goroutine: the place for metrics.
+	Observer Observer
+}
+
+// Observer watches jobs, for metrics. Its methods run on the dispatcher
+// goroutine and must return quickly.
+type Observer interface {
+	// JobStarted is called once the job's process runs (or its worker has
+	// it). wait is the dispatch latency: the time from the dispatcher's
+	// call of NextJob, the moment a free slot asks for work, to the child
+	// running the job.
+	JobStarted(job *Job, wait time.Duration)
+	// JobFinished is called with every job's result, before Done.
+	JobFinished(job *Job, res Result)
 }
 
 func (o *Options) withDefaults() {
@@ -97,6 +127,9 @@ func (o *Options) withDefaults() {
 	}
 	if o.IdleInterval <= 0 {
 		o.IdleInterval = 2 * time.Second
+	}
+	if o.HeartbeatInterval <= 0 {
+		o.HeartbeatInterval = time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

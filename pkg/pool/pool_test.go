@@ -3,6 +3,7 @@ package pool
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -574,5 +575,58 @@ func TestChildSurvivesThreadExits(t *testing.T) {
 		if !alive(c.Pid) {
 			t.Errorf("child %d died when a thread of the daemon exited", c.Pid)
 		}
+	}
+}
+
+// Usage reads a running child's CPU time and memory, and refuses once the
+// child has been reaped.
+func TestUsage(t *testing.T) {
+	p := newPool(t, Config{Max: 1})
+	c := mustStart(t, p, &Spec{Path: "/bin/sh", Args: []string{"sh", "-c", "while :; do :; done"}})
+	var u Usage
+	if !eventually(10*time.Second, func() bool {
+		var err error
+		u, err = c.Usage()
+		if err != nil {
+			t.Fatalf("Usage of a running child: %v", err)
+		}
+		return u.UserCPU+u.SysCPU >= 50*time.Millisecond
+	}) {
+		t.Fatalf("a busy loop used no CPU time: %+v", u)
+	}
+	if u.RSS < 4096 {
+		t.Errorf("RSS = %d bytes, want at least a page", u.RSS)
+	}
+	c.Stop(syscall.SIGKILL, time.Second)
+	waitDone(t, c, 10*time.Second)
+	if _, err := c.Usage(); !errors.Is(err, os.ErrProcessDone) {
+		t.Errorf("Usage after exit = %v, want os.ErrProcessDone", err)
+	}
+}
+
+// A command name with spaces and parentheses does not shift the fields.
+func TestReadUsageOddName(t *testing.T) {
+	dir := t.TempDir()
+	prog := dir + "/a) b ("
+	if err := os.Symlink("/bin/sleep", prog); err != nil {
+		t.Fatal(err)
+	}
+	p := newPool(t, Config{Max: 1})
+	c := mustStart(t, p, &Spec{Path: prog, Args: []string{prog, "10"}})
+	defer c.Stop(syscall.SIGKILL, time.Second)
+	var u Usage
+	if !eventually(5*time.Second, func() bool {
+		var err error
+		u, err = c.Usage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u.RSS > 0
+	}) {
+		t.Fatalf("usage of %q: %+v", prog, u)
+	}
+	// Fields shifted by the name would give addresses or counts here.
+	if u.RSS > 1<<30 || u.UserCPU+u.SysCPU > 5*time.Second {
+		t.Errorf("implausible usage of sleep: %+v", u)
 	}
 }

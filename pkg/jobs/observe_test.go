@@ -1,0 +1,180 @@
+package jobs
+
+import (
+	"errors"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// recorder is an Observer that keeps what it was told.
+type recorder struct {
+	mu       sync.Mutex
+	started  map[string]time.Duration
+	finished map[string]Result
+}
+
+func (r *recorder) JobStarted(job *Job, wait time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.started[job.ID] = wait
+}
+
+func (r *recorder) JobFinished(job *Job, res Result) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.finished[job.ID] = res
+}
+
+// The Observer hears of every start and end, with a dispatch latency; a
+// retried job is counted; the queue depth comes from the Source.
+func TestObserverAndCounters(t *testing.T) {
+	a := newTestApp("ok", "fail", "ok")
+	a.queue[2].Attempt = 2 // a retry
+	rec := &recorder{started: map[string]time.Duration{}, finished: map[string]Result{}}
+	runApp(t, a, Options{MaxChildren: 2, Observer: rec})
+	if len(rec.started) != 3 || len(rec.finished) != 3 {
+		t.Fatalf("observer saw %d starts and %d ends, want 3 and 3", len(rec.started), len(rec.finished))
+	}
+	for id, wait := range rec.started {
+		if wait <= 0 || wait > 30*time.Second {
+			t.Errorf("dispatch latency of %s = %v", id, wait)
+		}
+	}
+	if rec.finished["fail-1"].OK() || !rec.finished["ok-0"].OK() {
+		t.Errorf("results: %+v", rec.finished)
+	}
+	s := a.d.Status()
+	if s.Started != 3 || s.Succeeded != 2 || s.Failed != 1 || s.Retried != 1 {
+		t.Errorf("counters: %+v", s)
+	}
+	if s.Queued != -1 {
+		t.Errorf("Queued = %d for a source without Depth, want -1", s.Queued)
+	}
+}
+
+type depthApp struct {
+	*testApp
+	depth int
+}
+
+func (d depthApp) Depth() (int, error) { return d.depth, nil }
+
+// Status reports each running child with its pid, job, CPU and memory, the
+// time spent with every slot busy, and the source's queue depth.
+func TestStatusOfRunningJobs(t *testing.T) {
+	a := newTestApp("sleep", "sleep")
+	d, errc := startSource(t, depthApp{a, 42}, a, Options{MaxChildren: 2, NoSignals: true})
+	waitFor(t, "two jobs running", func() bool { s := d.Status(); return s.Busy == 2 })
+	time.Sleep(100 * time.Millisecond)
+	s := d.Status()
+	if s.State != StateRunning || s.Queued != 42 || len(s.Slots) != 2 {
+		t.Fatalf("status: %+v", s)
+	}
+	for i, ss := range s.Slots {
+		if ss.Slot != i || ss.JobID != "sleep-0" && ss.JobID != "sleep-1" || ss.JobID == s.Slots[1-i].JobID {
+			t.Errorf("slot %d: %+v", i, ss)
+		}
+		if syscall.Kill(ss.Pid, 0) != nil {
+			t.Errorf("slot %d: pid %d does not exist", i, ss.Pid)
+		}
+		if ss.RSS < 1<<20 || ss.UserCPU+ss.SysCPU <= 0 {
+			t.Errorf("slot %d: usage of a Go child: rss %d, cpu %v+%v", i, ss.RSS, ss.UserCPU, ss.SysCPU)
+		}
+		if ss.Runtime < 100*time.Millisecond {
+			t.Errorf("slot %d: runtime %v", i, ss.Runtime)
+		}
+	}
+	if s.Saturated < 100*time.Millisecond || s.Saturated > s.Uptime {
+		t.Errorf("saturated for %v of %v, with both slots busy", s.Saturated, s.Uptime)
+	}
+	d.Stop(Graceful)
+	waitRun(t, errc, "stop")
+}
+
+// SignalJob reaches the job's process group; an unknown job is an error.
+func TestSignalJob(t *testing.T) {
+	a := newTestApp("sleep")
+	a.want = 1
+	d, errc := startApp(t, a, Options{MaxChildren: 1, NoSignals: true})
+	waitVar(t, d, "sleeping")
+	if err := d.SignalJob("nope", syscall.SIGTERM); !errors.Is(err, ErrNoSuchJob) {
+		t.Errorf("SignalJob(unknown) = %v, want ErrNoSuchJob", err)
+	}
+	if err := d.SignalJob("sleep-0", syscall.SIGKILL); err != nil {
+		t.Fatalf("SignalJob: %v", err)
+	}
+	select {
+	case <-a.allDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the signalled job did not end")
+	}
+	if r := a.results["sleep-0"]; r.Signal != syscall.SIGKILL || r.Interrupted {
+		t.Errorf("result: %+v; want killed by SIGKILL, not interrupted", r)
+	}
+	d.Stop(Drain)
+	waitRun(t, errc, "drain")
+}
+
+// Every reload, by signal or by call, is counted and reported to
+// OnReloaded; USR1 calls OnReopen; Heartbeat beats.
+func TestReloadCountsReopenHeartbeat(t *testing.T) {
+	var reloaded []error
+	var mu sync.Mutex
+	var beats, reopens atomic.Int32
+	fail := false
+	a := newTestApp()
+	d, errc := startApp(t, a, Options{
+		MaxChildren: 1,
+		OnReload: func(*Options) error {
+			if fail {
+				return errors.New("config.toml:3: bad")
+			}
+			return nil
+		},
+		OnReloaded: func(err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			reloaded = append(reloaded, err)
+		},
+		OnReopen:          func() { reopens.Add(1) },
+		Heartbeat:         func() { beats.Add(1) },
+		HeartbeatInterval: 10 * time.Millisecond,
+	})
+	waitFor(t, "running", func() bool { return d.Status().State == StateRunning })
+	if err := d.Reload(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	fail = true // read on the dispatcher, which Reload synchronises with
+	if err := d.Reload(t.Context()); err == nil || err.Error() != "config.toml:3: bad" {
+		t.Errorf("refused reload returned %v", err)
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGUSR1)
+	waitFor(t, "reopen", func() bool { return reopens.Load() == 1 })
+	waitFor(t, "heartbeats", func() bool { return beats.Load() >= 3 })
+	s := d.Status()
+	if s.Reloads != 1 || s.ReloadsFailed != 1 || s.Generation != 2 {
+		t.Errorf("reload counters: %d ok, %d failed, generation %d", s.Reloads, s.ReloadsFailed, s.Generation)
+	}
+	mu.Lock()
+	if len(reloaded) != 2 || reloaded[0] != nil || reloaded[1] == nil {
+		t.Errorf("OnReloaded got %v", reloaded)
+	}
+	mu.Unlock()
+	d.Stop(Drain)
+	waitRun(t, errc, "drain")
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
