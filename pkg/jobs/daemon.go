@@ -96,7 +96,7 @@ type Daemon struct {
 	tails map[string]*pool.Tail
 
 	started, succeeded, failed, retried atomic.Uint64
-	reloads, reloadsFailed             atomic.Uint64
+	reloads, reloadsFailed              atomic.Uint64
 
 	// The time every slot was busy: the sum of the closed periods, and the
 	// start of the current one (zero when a slot is free). Under stateMu.
