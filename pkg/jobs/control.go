@@ -170,6 +170,9 @@ func (d *Daemon) beginStop(mode pool.StopMode) {
 	d.stateMu.Unlock()
 	d.idle = nil // the pool retires idle workers
 	d.log.Info("stopping", "mode", mode.String(), "running", len(d.running))
+	if d.opts.OnStop != nil {
+		d.opts.OnStop(mode)
+	}
 	opt := pool.StopOptions{Signal: d.opts.StopSignal, Timeout: d.opts.StopTimeout}
 	if d.opts.NoForwardSignals {
 		opt.Signal = 0

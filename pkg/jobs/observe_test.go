@@ -95,6 +95,22 @@ func TestStatusOfRunningJobs(t *testing.T) {
 	waitRun(t, errc, "stop")
 }
 
+// OnStop hears of each stop and escalation, never of a softening.
+func TestOnStop(t *testing.T) {
+	var modes []StopMode
+	a := newTestApp("hang")
+	d, errc := startApp(t, a, Options{MaxChildren: 1, NoSignals: true, StopTimeout: time.Hour,
+		OnStop: func(m StopMode) { modes = append(modes, m) }})
+	waitVar(t, d, "hanging")
+	d.Stop(Graceful)
+	d.Stop(Drain)
+	d.Stop(Immediate)
+	waitRun(t, errc, "stop")
+	if len(modes) != 2 || modes[0] != Graceful || modes[1] != Immediate {
+		t.Errorf("OnStop got %v, want [graceful immediate]", modes)
+	}
+}
+
 // SignalJob reaches the job's process group; an unknown job is an error.
 func TestSignalJob(t *testing.T) {
 	a := newTestApp("sleep")

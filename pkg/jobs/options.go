@@ -81,6 +81,9 @@ type Options struct {
 	// Reload or a hook asked for it, with nil or the error that refused it.
 	// It runs on the dispatcher goroutine.
 	OnReloaded func(err error)
+	// OnStop, if set, is called when a stop begins or escalates, with the
+	// mode in force from then on, on the dispatcher goroutine.
+	OnStop func(mode StopMode)
 	// OnReopen, if set, is called on SIGUSR1, on the dispatcher goroutine:
 	// the place to reopen log files after logrotate moved them.
 	OnReopen func()
