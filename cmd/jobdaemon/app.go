@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync"
 	"syscall"
 
 	"github.com/jobdaemon/jobdaemon/internal/config"
+	"github.com/jobdaemon/jobdaemon/internal/metrics"
 	"github.com/jobdaemon/jobdaemon/pkg/jobs"
 	"github.com/jobdaemon/jobdaemon/pkg/jobs/spool"
 	"github.com/jobdaemon/jobdaemon/pkg/pool"
@@ -21,7 +23,9 @@ type spoolApp struct {
 	env   []string            // the jobs' environment, without the JOB_* variables; the dispatcher's
 	cred  *syscall.Credential // the jobs' user, when the daemon runs as root
 
-	joblog *jobLog // nil without [log] joblog
+	joblog   *jobLog          // nil without [log] joblog
+	metrics  *metrics.Metrics // nil in tests
+	attempts *sync.Map        // job id → attempt of the running jobs, for their log lines; may be nil
 
 	// Touched by the hooks only, all called from the dispatcher goroutine.
 	running map[string]*started // by job id, from Command to Done
@@ -68,6 +72,9 @@ func (a *spoolApp) NextJob(ctx context.Context, slot int) (*jobs.Job, error) {
 	return a.spool.NextJob(ctx, slot)
 }
 
+// Depth implements jobs.Depther: the jobs waiting in incoming/.
+func (a *spoolApp) Depth() (int, error) { return a.spool.Depth() }
+
 // Wake implements jobs.Waker.
 func (a *spoolApp) Wake() <-chan struct{} { return a.spool.Wake() }
 
@@ -99,6 +106,9 @@ func (a *spoolApp) Command(ctx context.Context, job *jobs.Job) (*pool.Spec, erro
 		return nil, fmt.Errorf("open job file: %w", err)
 	}
 	a.running[job.ID] = &started{stdin: f, args: args}
+	if a.attempts != nil {
+		a.attempts.Store(job.ID, job.Attempt)
+	}
 	env := append(a.env[:len(a.env):len(a.env)],
 		"JOB_ID="+job.ID, "JOB_PATH="+path, "JOB_SLOT="+slot, "JOB_ATTEMPT="+attempt)
 	return &pool.Spec{
@@ -115,6 +125,12 @@ func (a *spoolApp) Command(ctx context.Context, job *jobs.Job) (*pool.Spec, erro
 func (a *spoolApp) Done(ctx context.Context, job *jobs.Job, res jobs.Result) error {
 	st := a.running[job.ID]
 	delete(a.running, job.ID)
+	if a.attempts != nil {
+		a.attempts.Delete(job.ID)
+	}
+	if a.metrics != nil && !res.OK() && !res.Interrupted && job.Attempt < a.cfg.Job.MaxAttempts {
+		a.metrics.Retried(res) // the spool queues it again: see spool.Done
+	}
 	if st != nil {
 		st.stdin.Close()
 		if a.joblog != nil {

@@ -12,6 +12,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/jobdaemon/jobdaemon/pkg/lifecycle"
 )
 
 // Exit codes, shared by every subcommand. 78 follows sysexits.h
@@ -38,13 +40,24 @@ var commands []command
 func init() {
 	commands = []command{
 		{"run", "run the daemon in the foreground (--drain: process the queue, then exit)", cmdRun},
-		{"submit", "queue job files (or standard input) in the spool", cmdSubmit},
+		{"start", "start the daemon in the background (classic init)", cmdStart},
+		{"stop", "stop the daemon (--drain, --now, --wait)", cmdStop},
+		{"status", "show what the daemon is doing (--json)", cmdStatus},
+		{"reload", "re-read the configuration, and wait until it is applied", cmdReload},
+		{"scale", "change the pool's size: N, +N or -N", cmdScale},
+		{"pause", "take no new job; running jobs go on", cmdPause},
+		{"resume", "take jobs again", cmdResume},
+		{"signal", "signal a running job's process group", cmdSignal},
+		{"submit", "queue job files (or standard input)", cmdSubmit},
 		{"check-config", "validate a config file and print the settings in effect", cmdCheckConfig},
 		{"version", "print the version", cmdVersion},
 	}
 }
 
 func main() {
+	// In the intermediate process of "start", this starts the daemon and
+	// exits; everywhere else it returns at once.
+	lifecycle.ContinueDaemonize()
 	os.Exit(dispatch(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -93,7 +106,8 @@ A first run, from a checkout of the repository:
   jobdaemon run --config config.toml --drain
 
 Exit codes: 0 success, 1 a job or the command failed, 2 bad usage,
-78 invalid configuration.
+3 no daemon is running, 4 permission denied (status: LSB codes, see its
+--help), 78 invalid configuration.
 `)
 }
 

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"reflect"
 	"strings"
@@ -12,8 +14,11 @@ import (
 	"time"
 
 	"github.com/jobdaemon/jobdaemon/internal/config"
+	"github.com/jobdaemon/jobdaemon/internal/control"
+	"github.com/jobdaemon/jobdaemon/internal/metrics"
 	"github.com/jobdaemon/jobdaemon/pkg/jobs"
 	"github.com/jobdaemon/jobdaemon/pkg/jobs/spool"
+	"github.com/jobdaemon/jobdaemon/pkg/lifecycle"
 	"github.com/jobdaemon/jobdaemon/pkg/pool"
 )
 
@@ -40,79 +45,372 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	if code := parseFlags(fs, args, stdout); code >= 0 {
 		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "jobdaemon run: unexpected argument %q\n", fs.Arg(0))
-		return exitUsage
-	}
-	cfg, code := loadConfig(*cfgPath, stderr)
-	if cfg == nil {
+	if code := noArgs(fs, stderr); code >= 0 {
 		return code
 	}
-	log, sink, ls, err := setUpLogging(cfg, stderr)
+	return runDaemon(*cfgPath, *drain, stderr)
+}
+
+// runDaemon runs the daemon until it stops, and returns the exit code.
+// It is "run" in the foreground or under systemd, and the daemon that
+// "start" forks. The order of start-up matters: the PID file, the control
+// socket, the privilege drop, then the spool (so that what it creates
+// belongs to the daemon's user) and the first LoadConfig; only then does
+// it say it is ready (READY=1, or the report to "start").
+func runDaemon(cfgPath string, drain bool, stderr io.Writer) int {
+	manager := lifecycle.Detect()
+	report, err := lifecycle.Detach() // a classic daemon's stderr is /dev/null from here
 	if err != nil {
 		fmt.Fprintf(stderr, "jobdaemon: %v\n", err)
-		return exitConfig
+		return exitSoftware
 	}
-	sp, err := openSpool(cfg, log)
-	if err != nil {
-		log.Error("cannot open the spool", "err", err)
-		return exitFailure
-	}
-	defer sp.Close()
-	app, err := newSpoolApp(cfg, sp)
-	if err != nil {
-		log.Error("cannot set up jobs", "err", err)
-		return exitConfig
-	}
-	if cfg.Log.JobLog != "" {
-		if app.joblog, err = openJobLog(cfg.Log.JobLog); err != nil {
-			log.Error("cannot open the job log", "err", err)
-			return exitFailure
-		}
-		defer app.joblog.Close()
-	}
-	if os.Geteuid() == 0 && cfg.Daemon.User == "" {
-		log.Warn("running as root with no [daemon] user: jobs run as root too")
+	notifier := lifecycle.NewNotifier(nil)
+	// failed reports a start-up failure everywhere someone may look.
+	failed := func(code int, err error) int {
+		report.Fail(err)
+		notifier.Status("start-up failed: " + err.Error())
+		notifier.Errno(errnoOf(err, code))
+		return code
 	}
 
-	opts := daemonOptions(cfg, log, sink)
-	opts.OnReload = reloader(*cfgPath, cfg, app, ls, log)
-	var d *jobs.Daemon
-	var progress *progressReporter
-	if *drain {
-		opts.StopWhenIdle = func() bool {
-			n, err := sp.Depth()
-			return err == nil && n == 0
-		}
-		progress = newProgress(stderr, log, func() progressCounts {
-			st := d.Status()
-			queued, _ := sp.Depth()
-			return progressCounts{done: int(st.Succeeded), failed: sp.Failed(), running: len(st.Slots), queued: queued}
+	cfg, err := readConfig(cfgPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "jobdaemon: invalid configuration:\n%v\n", err)
+		return failed(config.ExitConfig, fmt.Errorf("invalid configuration:\n%w", err))
+	}
+	ls, err := newLogSetup(cfg.Log, manager)
+	if err != nil {
+		fmt.Fprintf(stderr, "jobdaemon: %v\n", err)
+		return failed(config.ExitConfig, err)
+	}
+	log, sink, err := ls.loggers(cfg, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "jobdaemon: %v\n", err)
+		return failed(config.ExitConfig, err)
+	}
+	notifier = lifecycle.NewNotifier(log)
+	r := &daemonRun{cfgPath: cfgPath, cfg: cfg, log: log, ls: ls, notifier: notifier, manager: manager}
+	r.report = report
+	if drain {
+		r.progress = newProgress(stderr, log, func() progressCounts {
+			st := r.d.Status()
+			queued, _ := r.spool.Depth()
+			return progressCounts{done: int(st.Succeeded), failed: r.spool.Failed(), running: len(st.Slots), queued: queued}
 		})
 	}
-	d, err = jobs.New(app, opts)
+	code, err := r.start(drain, sink)
 	if err != nil {
 		log.Error("cannot start", "err", err)
-		return exitConfig
+		return failed(code, err)
 	}
-	if progress != nil {
-		progress.start()
-		defer progress.stop()
+	defer r.close()
+	return r.run(drain, stderr)
+}
+
+// errnoOf picks the ERRNO= for systemd: the errno inside err, or one that
+// says what kind of failure code is.
+func errnoOf(err error, code int) syscall.Errno {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno
 	}
-	if err := d.Run(context.Background()); err != nil {
-		log.Error("daemon stopped with an error", "err", err)
+	if code == config.ExitConfig {
+		return syscall.EINVAL
+	}
+	return syscall.EIO
+}
+
+// daemonRun is a daemon between start-up and exit: what it opened, and
+// must close.
+type daemonRun struct {
+	cfgPath  string
+	cfg      *config.Config
+	log      *slog.Logger
+	ls       *logSetup
+	notifier *lifecycle.Notifier
+	manager  lifecycle.Manager
+
+	pidFile  *lifecycle.PIDFile
+	listener net.Listener
+	spool    *spool.Spool
+	app      *spoolApp
+	d        *jobs.Daemon
+	backend  *backend
+	server   *control.Server
+	served   chan error
+	report   *lifecycle.Report
+	progress *progressReporter // run --drain only
+
+	lastReloadErr string // the STATUS= suffix after a refused reload; dispatcher only
+	stopBegan     time.Time
+}
+
+// start opens everything and builds the daemon; on failure it returns the
+// exit code and the error, and has closed what it opened.
+func (r *daemonRun) start(drain bool, sink pool.Sink) (code int, err error) {
+	defer func() {
+		if err != nil {
+			r.close()
+		}
+	}()
+	cfg, log := r.cfg, r.log
+	if cfg.Daemon.PIDFile != "" {
+		if r.pidFile, err = lifecycle.LockPIDFile(cfg.Daemon.PIDFile); err != nil {
+			return exitFailure, err
+		}
+		if pid := r.pidFile.StalePid(); pid != 0 {
+			log.Warn("took over a stale PID file", "path", cfg.Daemon.PIDFile, "stale_pid", pid)
+		}
+	}
+	if r.listener, err = controlListener(cfg, log); err != nil {
+		return exitFailure, err
+	}
+	warnings, err := dropPrivileges(cfg, log)
+	if err != nil {
+		return exitFailure, err
+	}
+	if r.spool, err = openSpool(cfg, log); err != nil {
+		return exitFailure, fmt.Errorf("open the spool: %w", err)
+	}
+	if r.app, err = newSpoolApp(cfg, r.spool); err != nil {
+		return exitConfig, err
+	}
+	r.app.attempts = &r.ls.attempts
+	if cfg.Log.JobLog != "" {
+		if r.app.joblog, err = openJobLog(cfg.Log.JobLog); err != nil {
+			return exitFailure, fmt.Errorf("open the job log: %w", err)
+		}
+	}
+	var m *metrics.Metrics
+	opts := daemonOptions(cfg, log, sink)
+	opts.OnReload = r.onReload
+	opts.OnReloaded = r.onReloaded
+	opts.OnStop = r.onStop
+	opts.OnReopen = func() { r.ls.reopen(log) }
+	opts.OnReady = r.ready
+	opts.Heartbeat = r.heartbeat()
+	opts.HeartbeatInterval = time.Second
+	if w := r.notifier.WatchdogInterval(); w > 0 {
+		opts.HeartbeatInterval = min(w, time.Second)
+	}
+	if drain {
+		opts.StopWhenIdle = func() bool {
+			n, err := r.spool.Depth()
+			return err == nil && n == 0
+		}
+	}
+	m = metrics.New(func() jobs.Status { return r.d.Status() })
+	opts.Observer = m
+	r.app.metrics = m
+	if r.d, err = jobs.New(r.app, opts); err != nil {
+		return exitConfig, err
+	}
+	r.backend = &backend{d: r.d, spool: r.spool, manager: r.manager.String()}
+	for _, w := range warnings {
+		r.backend.warn(w)
+	}
+	if r.listener != nil {
+		r.server = control.NewServer(r.backend, control.ServerOptions{
+			Group:      cfg.Control.Gid(),
+			Metrics:    m.Handler(),
+			MaxPayload: int64(cfg.Source.Spool.MaxPayload),
+			Logger:     log,
+		})
+		r.served = make(chan error, 1)
+		go func() { r.served <- r.server.Serve(r.listener) }()
+	}
+	return exitOK, nil
+}
+
+// run runs the daemon until it stops.
+func (r *daemonRun) run(drain bool, stderr io.Writer) int {
+	err := r.d.Run(context.Background())
+	if r.progress != nil {
+		r.progress.stop()
+	}
+	if err != nil {
+		r.log.Error("daemon stopped with an error", "err", err)
 		return exitFailure
 	}
-	if *drain {
-		progress.stop()
-		st := d.Status()
+	if drain {
+		st := r.d.Status()
 		fmt.Fprintf(stderr, "jobdaemon: %d jobs run, %d succeeded, %d ended in failed/\n",
-			st.Started, st.Succeeded, sp.Failed())
-		if sp.Failed() > 0 {
+			st.Started, st.Succeeded, r.spool.Failed())
+		if r.spool.Failed() > 0 {
 			return exitFailure
 		}
 	}
 	return exitOK
+}
+
+// ready runs once the first LoadConfig is done and the dispatcher is about
+// to take jobs: the daemon is ready.
+func (r *daemonRun) ready() {
+	r.log.Info("ready", "manager", r.manager.String(), "control_socket", r.cfg.Control.Socket,
+		"max_children", r.cfg.Pool.MaxChildren)
+	r.notifier.ReadyStatus(r.statusLine())
+	if err := r.report.Ready(); err != nil {
+		r.log.Warn("could not tell \"jobdaemon start\" that the daemon is ready", "err", err)
+	}
+	if r.progress != nil {
+		r.progress.start()
+	}
+}
+
+// close releases what start opened, in reverse order.
+func (r *daemonRun) close() {
+	if r.server != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := r.server.Shutdown(ctx); err != nil {
+			r.log.Warn("control socket: clients still connected at exit", "err", err)
+		}
+		cancel()
+		if err := <-r.served; err != nil {
+			r.log.Error("control socket", "err", err)
+		}
+	} else if r.listener != nil {
+		r.listener.Close()
+	}
+	if r.app != nil && r.app.joblog != nil {
+		r.app.joblog.Close()
+	}
+	if r.spool != nil {
+		r.spool.Close()
+	}
+	if r.pidFile != nil {
+		if err := r.pidFile.Remove(); err != nil {
+			r.log.Warn("cannot remove the PID file", "err", err)
+		}
+	}
+	if r.ls.file != nil {
+		r.ls.file.Close()
+	}
+}
+
+// statusLine is systemd's STATUS=: "6/8 busy, 120 queued, 10231 done, 3
+// failed", and why the last reload was refused, while it was.
+func (r *daemonRun) statusLine() string {
+	st := r.d.Status()
+	line := fmt.Sprintf("%d/%d busy", st.Busy, st.MaxChildren)
+	if st.Queued >= 0 {
+		line += fmt.Sprintf(", %d queued", st.Queued)
+	}
+	line += fmt.Sprintf(", %d done, %d failed", st.Succeeded, st.Failed)
+	switch st.State {
+	case jobs.StatePaused, jobs.StateDraining, jobs.StateStopping:
+		line = string(st.State) + ": " + line
+	}
+	if r.lastReloadErr != "" {
+		line += "; reload refused: " + r.lastReloadErr
+	}
+	return line
+}
+
+// onReload re-reads the config file at the start of a reload; see
+// reloader.
+func (r *daemonRun) onReload(o *jobs.Options) error {
+	r.notifier.Reloading()
+	return reloader(r.cfgPath, r.cfg, r.app, r.ls, r.log)(o)
+}
+
+// onReloaded ends a reload for systemd: READY=1 whether it was applied or
+// refused, since the daemon runs on either way, with the reason of a
+// refusal in STATUS=.
+func (r *daemonRun) onReloaded(err error) {
+	r.lastReloadErr = ""
+	if err != nil {
+		r.lastReloadErr = strings.Join(strings.Fields(err.Error()), " ")
+	}
+	r.notifier.ReadyStatus(r.statusLine())
+}
+
+// onStop tells systemd that the daemon stops.
+func (r *daemonRun) onStop(mode jobs.StopMode) {
+	if r.stopBegan.IsZero() {
+		r.stopBegan = time.Now()
+		r.notifier.Stopping()
+	}
+	r.notifier.Status(r.statusLine())
+}
+
+// heartbeat returns the dispatcher's heartbeat: the watchdog ping (sent
+// from the dispatcher loop itself, so that a stuck loop trips systemd's
+// watchdog), STATUS=, and, while a stop takes its time, more time from
+// systemd.
+func (r *daemonRun) heartbeat() func() {
+	var stallAfter time.Duration
+	if v := os.Getenv(envTestStall); v != "" {
+		stallAfter, _ = time.ParseDuration(v)
+	}
+	began := time.Now()
+	var lastStatus time.Time
+	return func() {
+		if stallAfter > 0 && time.Since(began) > stallAfter {
+			r.log.Warn("test hook: the dispatcher stalls now", "env", envTestStall)
+			select {} // for the watchdog test only: see envTestStall
+		}
+		r.notifier.Watchdog()
+		// The queue depth lists the spool's incoming/: not every second.
+		if time.Since(lastStatus) >= 5*time.Second || !r.stopBegan.IsZero() {
+			lastStatus = time.Now()
+			r.notifier.Status(r.statusLine())
+		}
+		if !r.stopBegan.IsZero() {
+			// Ask for the time this stop may still take, plus a margin:
+			// systemd extends its stop timeout only if that is later.
+			left := time.Until(r.stopBegan.Add(time.Duration(r.cfg.Daemon.StopTimeout) + time.Duration(r.cfg.Pool.KillGrace)))
+			r.notifier.ExtendTimeout(max(left, 0) + 5*time.Second)
+		}
+	}
+}
+
+// envTestStall, set to a duration, makes the dispatcher hang that long
+// after start: the integration tests use it to show that systemd's
+// watchdog catches a stuck dispatcher. It is not for production.
+const envTestStall = "JOBDAEMON_TEST_STALL_AFTER"
+
+// controlListener returns the control socket: systemd's, when it passed
+// one named "control", or one the daemon creates at [control] socket;
+// nil when there is neither.
+func controlListener(cfg *config.Config, log *slog.Logger) (net.Listener, error) {
+	l, err := control.Activated()
+	if err != nil {
+		return nil, err
+	}
+	if l != nil {
+		log.Debug("control socket passed by systemd", "addr", l.Addr().String())
+		return l, nil
+	}
+	if cfg.Control.Socket == "" {
+		return nil, nil
+	}
+	return control.Listen(cfg.Control.Socket, cfg.Control.Gid())
+}
+
+// dropPrivileges switches to [daemon] user and group, when started as
+// root; it returns the warnings for status.
+func dropPrivileges(cfg *config.Config, log *slog.Logger) ([]string, error) {
+	cred := cfg.Daemon.Credential()
+	if os.Geteuid() != 0 {
+		if cred != nil && (int(cred.Uid) != os.Geteuid() || int(cred.Gid) != os.Getegid()) {
+			return nil, fmt.Errorf("[daemon] user %q: only root can switch users, and this is uid %d: start as root, or remove [daemon] user", cfg.Daemon.User, os.Geteuid())
+		}
+		return nil, nil
+	}
+	if cred == nil {
+		const w = "running as root with no [daemon] user: jobs run as root too; set [daemon] user"
+		log.Warn(w)
+		return []string{w}, nil
+	}
+	groups := make([]int, len(cred.Groups))
+	for i, g := range cred.Groups {
+		groups[i] = int(g)
+	}
+	if err := lifecycle.DropPrivileges(int(cred.Uid), int(cred.Gid), groups); err != nil {
+		return nil, err
+	}
+	log.Info("dropped privileges", "user", cfg.Daemon.User, "uid", cred.Uid, "gid", cred.Gid)
+	return nil, nil
 }
 
 // loadConfig loads and checks the config file; on failure it prints the
@@ -138,15 +436,6 @@ func readConfig(path string) (*config.Config, error) {
 			"set it to 1 (worker children are for Go programs built on pkg/jobs)", path, cfg.Pool.JobsPerChild)
 	}
 	return cfg, nil
-}
-
-func setUpLogging(cfg *config.Config, stderr io.Writer) (*slog.Logger, pool.Sink, *logSetup, error) {
-	ls := &logSetup{format: cfg.Log.Format}
-	if err := ls.setLevels(cfg.Log.Level, cfg.Log.JobOutput); err != nil {
-		return nil, nil, nil, err
-	}
-	log, sink := ls.loggers(stderr)
-	return log, sink, ls, nil
 }
 
 func openSpool(cfg *config.Config, log *slog.Logger) (*spool.Spool, error) {

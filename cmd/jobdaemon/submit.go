@@ -1,12 +1,14 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 
 	"github.com/jobdaemon/jobdaemon/internal/config"
+	"github.com/jobdaemon/jobdaemon/internal/control"
 	"github.com/jobdaemon/jobdaemon/pkg/jobs/spool"
 )
 
@@ -18,8 +20,13 @@ sees half a job. It works whether or not a daemon is running. The id of
 each job is printed, one per line.
 
 --id names the job (with one FILE or -); by default a job takes the name of
-its file, and standard input gets a unique name. A name that is already
-queued gets a suffix.
+its file, and standard input gets a unique name. A name that already
+waits in incoming/ is refused (one that runs is no obstacle).
+
+When a daemon runs, the jobs go through its control socket, which checks
+the user's rights and the job's size ([source.spool] max_payload);
+otherwise they are written into the spool directly, which needs write
+access to it.
 
 Examples:
   jobdaemon submit --config config.toml photos/*.jpg
@@ -49,6 +56,24 @@ func cmdSubmit(args []string, stdout, stderr io.Writer) int {
 		return config.ExitConfig
 	}
 	dir := cfg.Source.Spool.Dir
+	submit := func(name string, r io.Reader) (string, error) { return spool.SubmitDir(dir, name, r) }
+	if cfg.Control.Socket != "" {
+		c := control.NewClient(cfg.Control.Socket)
+		ctx, cancel := clientContext()
+		_, err := c.Status(ctx)
+		cancel()
+		switch {
+		case err == nil:
+			submit = func(name string, r io.Reader) (string, error) {
+				ctx, cancel := clientContext()
+				defer cancel()
+				return c.Submit(ctx, name, r)
+			}
+		case !errors.Is(err, control.ErrNoDaemon):
+			fmt.Fprintf(stderr, "jobdaemon submit: %v\n", err)
+			return clientError("submit", err, io.Discard)
+		}
+	}
 	status := exitOK
 	for _, file := range files {
 		name := *id
@@ -68,7 +93,7 @@ func cmdSubmit(args []string, stdout, stderr io.Writer) int {
 			r = f
 			defer f.Close()
 		}
-		got, err := spool.SubmitDir(dir, name, r)
+		got, err := submit(name, r)
 		if err != nil {
 			fmt.Fprintf(stderr, "jobdaemon submit: %s: %v\n", file, err)
 			status = exitFailure

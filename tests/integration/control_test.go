@@ -1,0 +1,334 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// statusReply is the part of "status --json" the tests read.
+type statusReply struct {
+	State         string `json:"state"`
+	Pid           int    `json:"pid"`
+	Generation    int    `json:"config_generation"`
+	MaxChildren   int    `json:"max_children"`
+	Busy          int    `json:"busy"`
+	Started       int    `json:"jobs_started"`
+	Succeeded     int    `json:"jobs_succeeded"`
+	Failed        int    `json:"jobs_failed"`
+	Queued        int    `json:"queued"`
+	Reloads       int    `json:"reloads"`
+	ReloadsFailed int    `json:"reloads_failed"`
+	Manager       string `json:"manager"`
+	Warnings      []string
+	Slots         []struct {
+		Slot  int    `json:"slot"`
+		Pid   int    `json:"pid"`
+		JobID string `json:"job_id"`
+		RSS   int64  `json:"rss_bytes"`
+	} `json:"slots"`
+}
+
+// status runs "status --json".
+func (e *env) status() statusReply {
+	e.t.Helper()
+	code, out := e.run("status", "--json")
+	if code != 0 {
+		e.t.Fatalf("status: exit %d\n%s", code, out)
+	}
+	var s statusReply
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		e.t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	return s
+}
+
+// longJobs makes the jobs of e run until stopped: no job_timeout.
+func (e *env) longJobs() {
+	e.t.Helper()
+	cfg, err := os.ReadFile(e.config)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	os.WriteFile(e.config, []byte(strings.Replace(string(cfg), `job_timeout = "1s"`, `job_timeout = "0s"`, 1)), 0o644)
+}
+
+// curl asks the control socket with curl, as an operator would.
+func (e *env) curl(args ...string) string {
+	e.t.Helper()
+	if _, err := exec.LookPath("curl"); err != nil {
+		if os.Getenv("CI") == "true" {
+			e.t.Fatal("curl is missing: .ci/run installs it")
+		}
+		e.t.Skip("curl is missing")
+	}
+	out, err := exec.Command("curl", append([]string{"-sS", "--unix-socket", filepath.Join(e.dir, "control.sock")}, args...)...).CombinedOutput()
+	if err != nil {
+		e.t.Fatalf("curl %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+// Every control command against a daemon with running jobs: status shows
+// the real children, scale, pause and resume act at once, signal reaches a
+// job, submit goes through the socket, reload reports a refusal and the old
+// configuration runs on, stop --wait returns once the daemon has exited.
+func TestControlCommands(t *testing.T) {
+	e := newEnv(t, "")
+	e.longJobs()
+	for i := range 3 {
+		e.put(fmt.Sprintf("long-%d", i), "sleep\n")
+	}
+	cfg, _ := os.ReadFile(e.config)
+	os.WriteFile(e.config, []byte(strings.Replace(string(cfg), "max_children = 8", "max_children = 2", 1)), 0o644)
+	d := e.start()
+	waitFor := func(what string, cond func() bool) { t.Helper(); e.waitFor(what, d, cond) }
+	waitFor("two jobs running", func() bool {
+		code, out := e.run("status", "--json")
+		return code == 0 && strings.Contains(out, `"busy": 2`)
+	})
+
+	// status --json shows the real children.
+	s := e.status()
+	if s.State != "running" || s.MaxChildren != 2 || len(s.Slots) != 2 || s.Queued != 1 || s.Manager != "foreground" {
+		t.Fatalf("status: %+v", s)
+	}
+	running, _ := os.ReadDir(filepath.Join(e.spool, "running"))
+	var names []string
+	for _, ent := range running {
+		if !strings.HasPrefix(ent.Name(), ".") {
+			names = append(names, ent.Name())
+		}
+	}
+	for _, sl := range s.Slots {
+		if syscall.Kill(sl.Pid, 0) != nil {
+			t.Errorf("slot %d: pid %d does not exist", sl.Slot, sl.Pid)
+		}
+		if !slices.Contains(names, sl.JobID) {
+			t.Errorf("slot %d runs %q, but running/ holds %v", sl.Slot, sl.JobID, names)
+		}
+		if environ, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", sl.Pid)); !strings.Contains(string(environ), "JOB_ID="+sl.JobID+"\x00") {
+			t.Errorf("pid %d is not the job %s: %q", sl.Pid, sl.JobID, environ)
+		}
+	}
+	if code, out := e.run("status"); code != 0 || !strings.Contains(out, "jobdaemon running") || !strings.Contains(out, s.Slots[0].JobID) {
+		t.Errorf("status table: exit %d\n%s", code, out)
+	}
+
+	// Scale up: the third job starts; down: running jobs go on.
+	if code, out := e.run("scale", "+1"); code != 0 || strings.TrimSpace(out) != "max_children = 3" {
+		t.Fatalf("scale +1: exit %d %q", code, out)
+	}
+	waitFor("third job", func() bool { return e.status().Busy == 3 })
+	if code, out := e.run("scale", "1"); code != 0 || strings.TrimSpace(out) != "max_children = 1" {
+		t.Fatalf("scale 1: exit %d %q", code, out)
+	}
+	if s := e.status(); s.Busy != 3 || s.MaxChildren != 1 {
+		t.Errorf("after scale 1: busy %d, max %d; want the 3 jobs still running", s.Busy, s.MaxChildren)
+	}
+	if code, _ := e.run("scale", "-1"); code != 0 || e.status().MaxChildren != 1 {
+		t.Errorf("scale -1 from 1: want it to stay at 1")
+	}
+	if code, out := e.run("scale", "0"); code != 2 {
+		t.Errorf("scale 0: exit %d, want 2\n%s", code, out)
+	}
+
+	// signal: the job's process group gets it, and the job ends so.
+	victim := e.status().Slots[0]
+	if code, out := e.run("signal", victim.JobID, "KILL"); code != 0 {
+		t.Fatalf("signal: exit %d\n%s", code, out)
+	}
+	waitFor("signalled job gone", func() bool { return syscall.Kill(victim.Pid, 0) != nil })
+	if code, out := e.run("signal", "no-such-job"); code != 1 || !strings.Contains(out, "no such job") {
+		t.Errorf("signal of an unknown job: exit %d\n%s", code, out)
+	}
+
+	// pause: nothing new starts; resume: it does.
+	if code, out := e.run("pause"); code != 0 || e.status().State != "paused" {
+		t.Fatalf("pause: exit %d %s", code, out)
+	}
+	e.run("scale", "8")
+	job := filepath.Join(e.dir, "quick")
+	os.WriteFile(job, []byte("ok\n"), 0o644)
+	if code, out := e.run("submit", job); code != 0 || strings.TrimSpace(out) != "quick" {
+		t.Fatalf("submit: exit %d %q", code, out)
+	}
+	waitFor("submit through the socket", func() bool { return strings.Contains(d.out.String(), `"job_id":"quick"`) })
+	time.Sleep(300 * time.Millisecond)
+	if where, _ := e.result("quick"); where != "" {
+		t.Fatalf("a job ran while paused")
+	}
+	if code, out := e.run("resume"); code != 0 {
+		t.Fatalf("resume: exit %d %s", code, out)
+	}
+	waitFor("job after resume", func() bool { where, _ := e.result("quick"); return where == "done" })
+
+	// reload: refused with file:line, the old configuration stays; then
+	// a good one applies.
+	good, _ := os.ReadFile(e.config)
+	os.WriteFile(e.config, []byte(strings.Replace(string(good), "max_children = 2", "max_children = 0", 1)), 0o644)
+	code, out := e.run("reload")
+	if code != 1 || !strings.Contains(out, "config.toml:") || !strings.Contains(out, "pool.max_children") {
+		t.Errorf("reload of a broken config: exit %d\n%s", code, out)
+	}
+	if s := e.status(); s.Generation != 1 || s.ReloadsFailed != 1 || s.State != "running" {
+		t.Errorf("after a refused reload: %+v", s)
+	}
+	os.WriteFile(e.config, []byte(strings.Replace(string(good), "max_children = 2", "max_children = 5", 1)), 0o644)
+	if code, out := e.run("reload"); code != 0 || !strings.Contains(out, "generation 2") {
+		t.Errorf("reload: exit %d\n%s", code, out)
+	}
+	if s := e.status(); s.Generation != 2 || s.MaxChildren != 5 || s.Reloads != 1 {
+		t.Errorf("after a reload: %+v", s)
+	}
+
+	// curl works, and /metrics is there.
+	if out := e.curl("http://x/v1/status"); !strings.Contains(out, `"state": "running"`) {
+		t.Errorf("curl status:\n%s", out)
+	}
+	metrics := e.curl("http://x/metrics")
+	for _, want := range []string{`jobdaemon_reloads_total{result="failed"} 1`, `jobdaemon_reloads_total{result="ok"} 1`,
+		"jobdaemon_children_max 5", `jobdaemon_jobs_failed_total{reason="signal"} 1`, "jobdaemon_jobs_succeeded_total 1"} {
+		if !strings.Contains(metrics, want+"\n") {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if out := e.curl("-d", `{"delta": 1}`, "http://x/v1/scale"); !strings.Contains(out, `"max_children": 6`) {
+		t.Errorf("curl scale: %s", out)
+	}
+	if out := e.curl("-d", `{"mode": `, "http://x/v1/stop"); !strings.Contains(out, "malformed JSON") {
+		t.Errorf("curl with bad JSON: %s", out)
+	}
+
+	// stop --wait returns once the daemon has exited.
+	if code, out := e.run("stop", "--wait", "--timeout", "20s"); code != 0 || !strings.Contains(out, "stopped") {
+		t.Errorf("stop --wait: exit %d\n%s", code, out)
+	}
+	select {
+	case <-d.waited:
+	default:
+		t.Fatal("stop --wait returned before the daemon exited")
+	}
+	if code, out := e.run("status"); code != 3 || !strings.Contains(out, "not running") {
+		t.Errorf("status of a stopped daemon: exit %d\n%s", code, out)
+	}
+	for _, cmd := range []string{"reload", "pause", "resume"} {
+		if code, out := e.run(cmd); code != 3 || !strings.Contains(out, "no daemon is running") {
+			t.Errorf("%s without a daemon: exit %d\n%s", cmd, code, out)
+		}
+	}
+}
+
+// status follows the LSB: 3 without a PID file, 1 with a stale one.
+func TestStatusExitCodes(t *testing.T) {
+	e := newEnv(t, "")
+	if code, out := e.run("status"); code != 3 {
+		t.Errorf("no daemon: exit %d, want 3\n%s", code, out)
+	}
+	os.WriteFile(filepath.Join(e.dir, "jobdaemon.pid"), []byte("99999\n"), 0o644)
+	if code, out := e.run("status"); code != 1 || !strings.Contains(out, "PID file") {
+		t.Errorf("stale PID file: exit %d, want 1\n%s", code, out)
+	}
+}
+
+// The control socket lets in root, and members of [control] group; other
+// users are refused, by the socket file's mode and, were that loosened, by
+// the daemon itself (403).
+func TestControlRefusesOtherUsers(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root to run clients as other users")
+		}
+		t.Skip("needs root")
+	}
+	const group = 4 // adm: a group that exists, and that nobody is not in
+	e := newEnv(t, "")
+	// The config, its directory and the binary must be readable by nobody.
+	for p := e.dir; p != "/" && p != os.TempDir(); p = filepath.Dir(p) {
+		os.Chmod(p, 0o755)
+	}
+	os.Chmod(filepath.Dir(binary), 0o755)
+	cfg, _ := os.ReadFile(e.config)
+	os.WriteFile(e.config, []byte(strings.Replace(string(cfg), `socket = "control.sock"`, "socket = \"control.sock\"\ngroup = \""+strconv.Itoa(group)+"\"", 1)), 0o644)
+	d := e.start()
+	e.waitFor("socket", d, func() bool { code, _ := e.run("status"); return code == 0 })
+	as := func(cred *syscall.Credential) (int, string) {
+		c := e.cmd("status")
+		c.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+		out, err := c.CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode(), string(out)
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return 0, string(out)
+	}
+	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
+	if code, out := as(nobody); code != 4 || !strings.Contains(out, "permission denied") {
+		t.Errorf("nobody: exit %d, want 4\n%s", code, out)
+	}
+	os.Chmod(filepath.Join(e.dir, "control.sock"), 0o666)
+	if code, out := as(nobody); code != 4 || !strings.Contains(out, "only root, the daemon's user and members") {
+		t.Errorf("nobody through a loosened socket: exit %d, want 4 from a 403\n%s", code, out)
+	}
+	if !strings.Contains(d.out.String(), `"uid":65534`) {
+		t.Errorf("no log line for the refused client:\n%s", tail(d.out.String()))
+	}
+	os.Chmod(filepath.Join(e.dir, "control.sock"), 0o660)
+	if code, out := as(&syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{group}}); code != 0 {
+		t.Errorf("a member of the group: exit %d, want 0\n%s", code, out)
+	}
+}
+
+// USR1 reopens the log file after logrotate moved it; TTIN and TTOU scale.
+func TestLogFileAndSignals(t *testing.T) {
+	e := newEnv(t, "")
+	logPath := filepath.Join(e.dir, "daemon.log")
+	cfg, _ := os.ReadFile(e.config)
+	os.WriteFile(e.config, []byte(strings.Replace(string(cfg), "[log]\n", "[log]\ntarget = \"file\"\nfile = \"daemon.log\"\n", 1)), 0o644)
+	d := e.start()
+	read := func(p string) string { b, _ := os.ReadFile(p); return string(b) }
+	e.waitFor("ready", d, func() bool { return strings.Contains(read(logPath), `"msg":"ready"`) })
+	if err := os.Rename(logPath, logPath+".1"); err != nil {
+		t.Fatal(err)
+	}
+	d.Process.Signal(syscall.SIGUSR1)
+	e.waitFor("reopened", d, func() bool { return strings.Contains(read(logPath), "log file reopened") })
+	if !strings.Contains(read(logPath+".1"), "daemon started") {
+		t.Errorf("the old file lost its lines")
+	}
+	d.Process.Signal(syscall.SIGTTIN)
+	e.waitFor("TTIN", d, func() bool { return e.status().MaxChildren == 9 })
+	// Two signals sent at once may arrive as one: that is how signals are.
+	d.Process.Signal(syscall.SIGTTOU)
+	e.waitFor("TTOU", d, func() bool { return e.status().MaxChildren == 8 })
+	d.Process.Signal(syscall.SIGTTOU)
+	e.waitFor("TTOU", d, func() bool { return e.status().MaxChildren == 7 })
+	d.Process.Signal(syscall.SIGUSR2)
+	e.waitFor("USR2 pauses", d, func() bool { return e.status().State == "paused" })
+	d.Process.Signal(syscall.SIGCONT)
+	e.waitFor("CONT resumes", d, func() bool { return e.status().State == "running" })
+	d.Process.Signal(syscall.SIGQUIT)
+	e.waitFor("QUIT drains and exits", d, func() bool {
+		select {
+		case <-d.waited:
+			return true
+		default:
+			return false
+		}
+	})
+	if !d.ProcessState.Success() {
+		t.Errorf("exit after QUIT: %v", d.ProcessState)
+	}
+	if d.out.String() != "" {
+		t.Errorf("with target = \"file\", stderr got:\n%s", tail(d.out.String()))
+	}
+}
