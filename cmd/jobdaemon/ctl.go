@@ -203,19 +203,22 @@ func cmdReload(args []string, stdout, stderr io.Writer) int {
 }
 
 const stopHelp = `
-Stops the daemon: gracefully by default (running jobs get [pool]
-stop_signal and are killed after [daemon] stop_timeout), with --drain
-after the running jobs finish (none is started), with --now at once
-(SIGKILL). With --wait it waits until the daemon has exited; --timeout
-bounds that wait (and implies --wait).` + ctlExitCodes
+Stops the daemon and waits until it has exited, then says how it went:
+gracefully by default (running jobs get [pool] stop_signal and are killed
+after [daemon] stop_timeout), with --drain after the running jobs finish
+(none is started), with --now at once (SIGKILL). --timeout bounds the
+wait: exit 1 if the daemon still runs then (the stop goes on). --no-wait
+returns as soon as the stop has begun. (--wait, the default, is accepted
+for scripts that say so.)` + ctlExitCodes
 
 func cmdStop(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("stop", "--config FILE [--drain|--now] [--wait] [--timeout D]", stopHelp, stderr)
+	fs := newFlags("stop", "--config FILE [--drain|--now] [--wait|--no-wait] [--timeout D]", stopHelp, stderr)
 	cfgPath := configFlag(fs)
 	drain := fs.Bool("drain", false, "let the running jobs finish")
 	now := fs.Bool("now", false, "kill the running jobs at once")
-	wait := fs.Bool("wait", false, "wait until the daemon has exited")
-	timeout := fs.Duration("timeout", 0, "with --wait, give up after this `duration` (0: no limit)")
+	fs.Bool("wait", true, "wait until the daemon has exited (the default)")
+	noWait := fs.Bool("no-wait", false, "return once the stop has begun")
+	timeout := fs.Duration("timeout", 0, "give up waiting after this `duration` (0: no limit)")
 	if code := parseFlags(fs, args, stdout); code >= 0 {
 		return code
 	}
@@ -236,6 +239,12 @@ func cmdStop(args []string, stdout, stderr io.Writer) int {
 	if c == nil {
 		return code
 	}
+	return stopDaemon(c, mode, !*noWait, *timeout, stdout, stderr)
+}
+
+// stopDaemon asks the daemon behind c to stop, and waits for its exit
+// unless told not to.
+func stopDaemon(c *control.Client, mode string, wait bool, timeout time.Duration, stdout, stderr io.Writer) int {
 	ctx, cancel := clientContext()
 	st, err := c.Status(ctx)
 	if err == nil {
@@ -245,20 +254,60 @@ func cmdStop(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return clientError("stop", err, stderr)
 	}
-	if !*wait && *timeout == 0 {
+	if !wait {
 		fmt.Fprintf(stdout, "jobdaemon (pid %d) is stopping (%s), %d jobs running\n", st.Pid, mode, st.Busy)
 		return exitOK
 	}
 	start := time.Now()
 	for processExists(st.Pid) {
-		if *timeout > 0 && time.Since(start) > *timeout {
-			fmt.Fprintf(stderr, "jobdaemon stop: pid %d still runs after %s\n", st.Pid, *timeout)
+		if timeout > 0 && time.Since(start) > timeout {
+			fmt.Fprintf(stderr, "jobdaemon stop: pid %d still runs after %s; the %s stop goes on\n", st.Pid, timeout, mode)
 			return exitFailure
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	fmt.Fprintf(stdout, "jobdaemon (pid %d) stopped after %s\n", st.Pid, time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(stdout, "jobdaemon (pid %d) stopped (%s) after %s; %d jobs were running\n",
+		st.Pid, mode, time.Since(start).Round(time.Millisecond), st.Busy)
 	return exitOK
+}
+
+const restartHelp = `
+Stops the daemon gracefully, waits until it has exited, and starts it
+again in the background, as "stop" then "start" would. With no daemon
+running, it just starts one. For a daemon under systemd, use "systemctl
+restart jobdaemon" instead.` + ctlExitCodes
+
+func cmdRestart(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("restart", "--config FILE [--timeout D]", restartHelp, stderr)
+	cfgPath := configFlag(fs)
+	timeout := fs.Duration("timeout", 0, "give up waiting for the stop after this `duration` (0: no limit)")
+	if code := parseFlags(fs, args, stdout); code >= 0 {
+		return code
+	}
+	if code := noArgs(fs, stderr); code >= 0 {
+		return code
+	}
+	// Check the new file first: a restart into a broken configuration
+	// would leave nothing running.
+	if cfg, code := loadConfig(*cfgPath, stderr); cfg == nil {
+		return code
+	}
+	c, _, code := dialDaemon("restart", *cfgPath, stderr)
+	if c == nil {
+		return code
+	}
+	ctx, cancel := clientContext()
+	_, err := c.Status(ctx)
+	cancel()
+	switch {
+	case err == nil:
+		if code := stopDaemon(c, "graceful", true, *timeout, stdout, stderr); code != exitOK {
+			return code
+		}
+	case !errors.Is(err, control.ErrNoDaemon):
+		return clientError("restart", err, stderr)
+	}
+	return cmdStart([]string{"--config", *cfgPath}, stdout, stderr)
 }
 
 // processExists reports whether pid is a live process (a zombie counts

@@ -41,7 +41,8 @@ func init() {
 	commands = []command{
 		{"run", "run the daemon in the foreground (--drain: process the queue, then exit)", cmdRun},
 		{"start", "start the daemon in the background (classic init)", cmdStart},
-		{"stop", "stop the daemon (--drain, --now, --wait)", cmdStop},
+		{"stop", "stop the daemon and wait for it (--drain, --now, --no-wait)", cmdStop},
+		{"restart", "stop the daemon, then start it in the background", cmdRestart},
 		{"status", "show what the daemon is doing (--json)", cmdStatus},
 		{"reload", "re-read the configuration, and wait until it is applied", cmdReload},
 		{"scale", "change the pool's size: N, +N or -N", cmdScale},
