@@ -121,7 +121,10 @@ func Daemonize(args []string, env []string, timeout time.Duration) (pid int, err
 		if rep.child != 0 {
 			return rep.child, fmt.Errorf("daemon (pid %d) did not report within %v; it may still be running", rep.child, timeout)
 		}
-		return 0, fmt.Errorf("daemon did not start within %v (intermediate process: %v)", timeout, waitErr)
+		if waitErr != nil {
+			return 0, fmt.Errorf("daemon did not start within %v (intermediate process: %w)", timeout, waitErr)
+		}
+		return 0, fmt.Errorf("daemon did not start within %v", timeout)
 	case rep.err != nil:
 		return 0, fmt.Errorf("daemonize: read report: %w", rep.err)
 	case rep.child == 0 && waitErr != nil:
@@ -209,8 +212,9 @@ func startDaemon(fdText string) int {
 func startDaemonReport(rep *os.File) error {
 	// Why not close the stray fds in the daemon itself? A Go program cannot
 	// safely close fds it did not open: by the time main runs, the runtime
-	// owns some (the netpoller's epoll fd and its eventfd), and the numbers
-	// of those are not known to us; closing one breaks the runtime. Marking
+	// may own some (the netpoller's epoll fd and its eventfd; since Go 1.25
+	// the cgroup CPU quota files it rereads for GOMAXPROCS), and their
+	// numbers are not known to us; closing one breaks the runtime. Marking
 	// an fd close-on-exec is harmless to the runtime, whose fds are
 	// close-on-exec already. So this process, which execs right after,
 	// marks every fd above 2 close-on-exec (fds a shell or init script left

@@ -52,7 +52,12 @@ func TestMain(m *testing.M) {
 func helperEnv(mode, arg string) []string {
 	env := withoutEnv(os.Environ(), EnvDaemonized, envReportFD, envIntermediate,
 		envTestHelper, envTestArg, "NOTIFY_SOCKET", "INVOCATION_ID")
-	return append(env, envTestHelper+"="+mode, envTestArg+"="+arg)
+	// The race detector sleeps a second at exit by default, waiting for
+	// other threads to report; helpers exit often, and have nothing to wait
+	// for.
+	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
+	env = withoutEnv(env, "GORACE")
+	return append(env, envTestHelper+"="+mode, envTestArg+"="+arg, "GORACE="+gorace)
 }
 
 // helperCommand returns a command running the helper as a direct child.

@@ -17,16 +17,18 @@ import (
 // Ownership is the flock(LOCK_EX) on the inode that is at the path. Nobody
 // ever writes into a file that is at the path: a new file is written and
 // locked under a temporary name in the same directory, and only then put at
-// the path, by link(2) when there is no file yet (fails with EEXIST if
-// someone else was first) or by rename(2) over a stale file. So the path
+// the path: by rename(2) with RENAME_NOREPLACE when there is no file yet
+// (link(2) where the file system lacks it; both fail with EEXIST if someone
+// else was first), or by rename(2) over a stale file. So the path
 // always holds either nothing, a stale file, or a complete "<pid>\n" whose
 // writer holds its lock; a reader never sees it empty or half written.
 //
 // Why two starters can never both win:
-//   - The path changes only in three ways: link (only when there is no
-//     file, atomic, at most one succeeds), rename over the file at the path
-//     (done only while holding that file's lock, which at most one process
-//     has), and unlink in Remove (also only while holding the lock).
+//   - The path changes only in three ways: create-only rename or link
+//     (only when there is no file, atomic, at most one succeeds), rename
+//     over the file at the path (only while holding that file's lock,
+//     which at most one process has), and unlink in Remove (also only
+//     while holding the lock).
 //   - A winner must hold the lock of the inode it then finds at the path
 //     (compared with a fresh lstat after locking). Take A, which locks the
 //     stale inode X and renames its new file N over it. B, which opened X
@@ -38,13 +40,15 @@ import (
 //     B, failing to lock X, must not report that pid as running, so a
 //     locked file whose pid is not a live process is looked at again for a
 //     moment (lockSettle) before it is reported.
+//   - ReadPIDFile's shared lock also makes LOCK_EX fail for a moment. A
+//     starter tells it apart from an owner by trying LOCK_SH itself: that
+//     succeeds when only readers are there, and the starter tries again.
 //
 // This assumes nobody deletes or replaces the file behind a live holder's
 // back (rm of a running daemon's PID file defeats every PID file scheme).
 
 // lockSettle is how long a locked PID file may name a pid that is not alive
-// (it is being taken over, or a reader holds a shared lock on it) before
-// LockPIDFile or ReadPIDFile believes it.
+// (it is being taken over) before LockPIDFile or ReadPIDFile believes it.
 const lockSettle = 3 * time.Second
 
 // PIDFile is a PID file locked by this process. The lock is on an fd that
@@ -53,8 +57,6 @@ const lockSettle = 3 * time.Second
 type PIDFile struct {
 	path  string
 	fd    int // -1 after Remove
-	dev   uint64
-	ino   uint64
 	stale int
 }
 
@@ -130,6 +132,12 @@ func tryLockPIDFile(path string) (p *PIDFile, busyPid int, err error) {
 	case err != nil:
 		return nil, 0, err
 	}
+	return lockOpenPIDFile(path, fd)
+}
+
+// lockOpenPIDFile goes on with the file at fd, opened from path at some
+// point (maybe long) before, and closes fd unless it returns it locked.
+func lockOpenPIDFile(path string, fd int) (p *PIDFile, busyPid int, err error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		unix.Close(fd)
@@ -172,7 +180,7 @@ func tryLockPIDFile(path string) (p *PIDFile, busyPid int, err error) {
 
 // createPIDFile writes and locks a new file under a temporary name and puts
 // it at path: by rename over the stale file whose lock we hold in staleFD,
-// or by link when staleFD is -1 (there was no file).
+// or, when staleFD is -1 (there was no file), only if there still is none.
 func createPIDFile(path string, stalePid, staleFD int) (*PIDFile, error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
@@ -200,8 +208,7 @@ func createPIDFile(path string, stalePid, staleFD int) (*PIDFile, error) {
 		return nil, err
 	}
 	if staleFD < 0 {
-		err = unix.Link(tmpName, path)
-		os.Remove(tmpName)
+		err = createOnly(tmpName, path)
 		if errors.Is(err, unix.EEXIST) {
 			err = errRetry // someone else was first; they hold it locked
 		}
@@ -215,19 +222,35 @@ func createPIDFile(path string, stalePid, staleFD int) (*PIDFile, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	p := &PIDFile{path: path, fd: fd, stale: stalePid}
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		unix.Close(fd)
-		return nil, err
-	}
-	p.dev, p.ino = st.Dev, st.Ino
 	// Only true if someone removed the file behind the protocol's back.
 	if !stillAtPath(path, fd) {
 		unix.Close(fd)
 		return nil, errRetry
 	}
-	return p, nil
+	return &PIDFile{path: path, fd: fd, stale: stalePid}, nil
+}
+
+// createOnly puts the file tmp at path unless path exists (EEXIST), and
+// removes the name tmp. rename(RENAME_NOREPLACE) does it in one step and
+// leaves our fd named after path (as /proc/PID/fd and lsof show it); a
+// file system without it (EINVAL) gets link(2) then unlink(2), which is as
+// atomic.
+func createOnly(tmp, path string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, path, unix.RENAME_NOREPLACE)
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+		return linkOnly(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
+
+// linkOnly is createOnly by link(2), which fails with EEXIST too.
+func linkOnly(tmp, path string) error {
+	err := unix.Link(tmp, path)
+	os.Remove(tmp) // linked or not, the name is ours and goes
+	return err
 }
 
 // preparePIDFile sets up the new file before anyone can see it: the lock
@@ -356,13 +379,21 @@ func (p *PIDFile) Remove() error {
 // file returns an error satisfying errors.Is(err, fs.ErrNotExist); a
 // symbolic link is refused.
 func ReadPIDFile(path string) (pid int, locked bool, err error) {
+	return readPIDFile(path, -1)
+}
+
+// readPIDFile is ReadPIDFile, whose first look is at fd if it is not -1
+// (a file opened from path earlier; tests use it to stage a race).
+func readPIDFile(path string, fd int) (pid int, locked bool, err error) {
 	deadline := time.Now().Add(lockSettle)
-	for {
-		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if errors.Is(err, unix.ELOOP) {
-			return 0, false, fmt.Errorf("read pid file %s: refusing to follow a symbolic link: %w", path, err)
-		} else if err != nil {
-			return 0, false, fmt.Errorf("read pid file %s: %w", path, err)
+	for ; ; fd = -1 {
+		if fd < 0 {
+			fd, err = unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			if errors.Is(err, unix.ELOOP) {
+				return 0, false, fmt.Errorf("read pid file %s: refusing to follow a symbolic link: %w", path, err)
+			} else if err != nil {
+				return 0, false, fmt.Errorf("read pid file %s: %w", path, err)
+			}
 		}
 		var st unix.Stat_t
 		if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {

@@ -107,6 +107,11 @@ func TestPIDFileLock(t *testing.T) {
 	if ents, _ := os.ReadDir(filepath.Dir(path)); len(ents) != 1 {
 		t.Errorf("directory holds %d entries, want 1", len(ents))
 	}
+	// The lock fd is named after the path, not a deleted temporary name,
+	// for whoever looks with lsof.
+	if name, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(p.fd)); name != path {
+		t.Errorf("lock fd is %q (%v), want %s", name, err, path)
+	}
 
 	// Another process is refused, and told our pid.
 	res := lockInHelper(t, path)
@@ -249,6 +254,141 @@ func TestPIDFileRefused(t *testing.T) {
 	}
 	if _, err := LockPIDFile(filepath.Join(dir, "missing", "p.pid")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("LockPIDFile in a missing directory: %v", err)
+	}
+}
+
+// TestPIDFileInterleavings plays the protocol's awkward interleavings
+// step by step in one process (flock locks belong to open files, so two
+// fds contend like two processes).
+func TestPIDFileInterleavings(t *testing.T) {
+	me := os.Getpid()
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	deadPid := dead.Process.Pid
+	openFD := func(path string) int {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fd
+	}
+	writeStale := func(path string, pid int) {
+		if err := os.WriteFile(path, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	t.Run("opened before a takeover, locked after it", func(t *testing.T) {
+		// B opens the stale file; A takes it over (rename) and lets the old
+		// inode go; B's lock on the old inode must not make B a winner.
+		path := filepath.Join(t.TempDir(), "p.pid")
+		writeStale(path, deadPid)
+		fdB := openFD(path)
+		a, err := LockPIDFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Remove()
+		if p, _, err := lockOpenPIDFile(path, fdB); p != nil || !errors.Is(err, errRetry) {
+			t.Fatalf("B locked the replaced inode: %v, %v; want errRetry", p, err)
+		}
+		if _, err := LockPIDFile(path); !isRunning(err, me) {
+			t.Errorf("after the takeover: %v", err)
+		}
+	})
+
+	t.Run("reader opened before a takeover", func(t *testing.T) {
+		// The reader's shared lock on the old inode succeeds once the taker
+		// lets it go; that is no proof that nobody runs.
+		path := filepath.Join(t.TempDir(), "p.pid")
+		writeStale(path, deadPid)
+		fdR := openFD(path)
+		a, err := LockPIDFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Remove()
+		if pid, locked, err := readPIDFile(path, fdR); pid != me || !locked || err != nil {
+			t.Errorf("readPIDFile = %d, %v, %v; want %d, true, nil", pid, locked, err, me)
+		}
+	})
+
+	t.Run("opened before Remove", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "p.pid")
+		a, err := LockPIDFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fdB := openFD(path)
+		if err := a.Remove(); err != nil {
+			t.Fatal(err)
+		}
+		if p, _, err := lockOpenPIDFile(path, fdB); p != nil || !errors.Is(err, errRetry) {
+			t.Fatalf("B locked the removed inode: %v, %v; want errRetry", p, err)
+		}
+	})
+
+	// A lock held by another fd on a stale file, released after a while:
+	// by a taker that has not renamed yet (the file names a dead pid), or
+	// by a reader's shared lock (the stale pid may even be alive). Neither
+	// is a running daemon.
+	for _, tt := range []struct {
+		name string
+		pid  int
+		how  int
+	}{
+		{"taker before its rename", deadPid, unix.LOCK_EX},
+		{"reader's shared lock on a live pid", me, unix.LOCK_SH},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "p.pid")
+			writeStale(path, tt.pid)
+			fd := openFD(path)
+			if err := unix.Flock(fd, tt.how); err != nil {
+				t.Fatal(err)
+			}
+			const hold = 100 * time.Millisecond
+			time.AfterFunc(hold, func() { unix.Close(fd) })
+			start := time.Now()
+			p, err := LockPIDFile(path)
+			if err != nil {
+				t.Fatalf("LockPIDFile: %v", err)
+			}
+			defer p.Remove()
+			if elapsed := time.Since(start); elapsed < hold {
+				t.Errorf("won after %v, while the other lock was still held", elapsed)
+			}
+			if p.StalePid() != tt.pid {
+				t.Errorf("StalePid %d, want %d", p.StalePid(), tt.pid)
+			}
+		})
+	}
+}
+
+// TestLinkOnly tests createOnly's fallback for file systems without
+// RENAME_NOREPLACE.
+func TestLinkOnly(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "p.pid")
+	tmp1, tmp2 := filepath.Join(dir, "t1"), filepath.Join(dir, "t2")
+	for _, name := range []string{tmp1, tmp2} {
+		if err := os.WriteFile(name, []byte(name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := linkOnly(tmp1, path); err != nil {
+		t.Fatalf("linkOnly onto no file: %v", err)
+	}
+	if err := linkOnly(tmp2, path); !errors.Is(err, unix.EEXIST) {
+		t.Errorf("linkOnly onto an existing file: %v, want EEXIST", err)
+	}
+	if got := readFileOrEmpty(path); got != tmp1 {
+		t.Errorf("path holds %q, want the first file", got)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("directory holds %d entries, want only the path", len(ents))
 	}
 }
 

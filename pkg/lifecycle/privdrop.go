@@ -137,8 +137,9 @@ func verifyThreads(uid, gid int) error {
 	return nil
 }
 
-// normGroups returns the groups sorted and without duplicates, as a set to
-// compare; the kernel keeps them sorted, getgroups returns them in any order.
+// normGroups returns the groups sorted and without duplicates, so that two
+// lists compare as sets: the order given and the order getgroups returns
+// need not agree.
 func normGroups(groups []int) []int {
 	out := slices.Clone(groups)
 	slices.Sort(out)
