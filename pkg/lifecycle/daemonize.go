@@ -41,8 +41,8 @@ const (
 )
 
 // Daemonize starts the daemon for `jobdaemon start` and waits until it is
-// running or has failed to start. It re-executes /proc/self/exe (the running
-// binary, even if the file was replaced on disk since) with args twice: the
+// running or has failed to start. It re-executes the running binary (see
+// selfPath) with args twice: the
 // first child is started with Setsid and does nothing but, in
 // ContinueDaemonize, start the second child and exit; the second child is
 // the daemon, which is never a session leader and so can never acquire a
@@ -75,7 +75,7 @@ func Daemonize(args []string, env []string, timeout time.Duration) (pid int, err
 	}
 	defer r.Close()
 
-	cmd := exec.Command("/proc/self/exe", args...)
+	cmd := exec.Command(selfPath(), args...)
 	cmd.Args[0] = os.Args[0]
 	cmd.Env = append(env, envIntermediate+"="+strconv.Itoa(reportFD))
 	// exec.Cmd connects nil stdio to /dev/null; ExtraFiles[0] becomes fd 3.
@@ -230,7 +230,7 @@ func startDaemonReport(rep *os.File) error {
 	}
 	env := withoutEnv(os.Environ(), envIntermediate, EnvDaemonized, envReportFD)
 	env = append(env, EnvDaemonized+"=1", envReportFD+"="+strconv.Itoa(reportFD))
-	p, err := os.StartProcess("/proc/self/exe", os.Args, &os.ProcAttr{
+	p, err := os.StartProcess(selfPath(), os.Args, &os.ProcAttr{
 		Env:   env,
 		Files: []*os.File{null, null, null, rep},
 		// No Setsid, no Setpgid: the daemon stays in this process's session
@@ -418,4 +418,22 @@ outer:
 		out = append(out, kv)
 	}
 	return out
+}
+
+// selfPath returns the path to execute this program again: its file's
+// path while that is still the running binary, so that the daemon's
+// command name (ps, pgrep, top) is "jobdaemon" and not "exe"; otherwise,
+// say after an upgrade replaced the file, /proc/self/exe, which is the
+// running binary whatever happened on disk.
+func selfPath() string {
+	path, err := os.Executable()
+	if err != nil {
+		return "/proc/self/exe"
+	}
+	onDisk, err1 := os.Stat(path)
+	running, err2 := os.Stat("/proc/self/exe")
+	if err1 != nil || err2 != nil || !os.SameFile(onDisk, running) {
+		return "/proc/self/exe"
+	}
+	return path
 }

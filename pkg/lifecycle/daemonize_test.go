@@ -24,6 +24,7 @@ type daemonObs struct {
 	Daemonized                string            // value of EnvDaemonized
 	ReportVar, IntermVar      bool              // private variables still set
 	ReadyErr                  string
+	Comm                      string // the command name ps and pgrep show
 }
 
 func helperDaemonReady() int {
@@ -44,6 +45,9 @@ func helperDaemonReady() int {
 		obs.TTY, _ = strconv.Atoi(f[4])
 	}
 	obs.Args = os.Args[1:]
+	if b, err := os.ReadFile("/proc/self/comm"); err == nil {
+		obs.Comm = strings.TrimSpace(string(b))
+	}
 	obs.Cwd, _ = os.Getwd()
 	if b, err := os.ReadFile("/proc/self/status"); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
@@ -147,6 +151,10 @@ func TestDaemonize(t *testing.T) {
 	t.Cleanup(func() { killAndWait(t, pid) })
 	var obs daemonObs
 	readJSONFile(t, out, &obs)
+	exe, _ := os.Executable()
+	if want := filepath.Base(exe); obs.Comm == "" || !strings.HasPrefix(want, obs.Comm) {
+		t.Errorf("the daemon's command name is %q, want the binary's (%q), not \"exe\"", obs.Comm, want)
+	}
 
 	self, err := procStat("self")
 	if err != nil {
