@@ -165,7 +165,7 @@ func (r *daemonRun) start(drain bool, sink pool.Sink) (code int, err error) {
 	if r.listener, err = controlListener(cfg, log); err != nil {
 		return exitFailure, err
 	}
-	warnings, err := dropPrivileges(cfg, log)
+	warnings, err := dropPrivileges(cfg, r.ls, log)
 	if err != nil {
 		return exitFailure, err
 	}
@@ -389,7 +389,7 @@ func controlListener(cfg *config.Config, log *slog.Logger) (net.Listener, error)
 
 // dropPrivileges switches to [daemon] user and group, when started as
 // root; it returns the warnings for status.
-func dropPrivileges(cfg *config.Config, log *slog.Logger) ([]string, error) {
+func dropPrivileges(cfg *config.Config, ls *logSetup, log *slog.Logger) ([]string, error) {
 	cred := cfg.Daemon.Credential()
 	if os.Geteuid() != 0 {
 		if cred != nil && (int(cred.Uid) != os.Geteuid() || int(cred.Gid) != os.Getegid()) {
@@ -401,6 +401,12 @@ func dropPrivileges(cfg *config.Config, log *slog.Logger) ([]string, error) {
 		const w = "running as root with no [daemon] user: jobs run as root too; set [daemon] user"
 		log.Warn(w)
 		return []string{w}, nil
+	}
+	if ls.file != nil {
+		// Opened as root: the daemon must still be able to reopen it.
+		if err := ls.file.Chown(int(cred.Uid), int(cred.Gid)); err != nil {
+			return nil, err
+		}
 	}
 	groups := make([]int, len(cred.Groups))
 	for i, g := range cred.Groups {

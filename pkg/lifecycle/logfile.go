@@ -71,6 +71,23 @@ func (f *LogFile) Reopen() error {
 	return nil
 }
 
+// Chown gives the open file to uid and gid, for a daemon that opened it
+// as root and is about to drop its privileges: it can then reopen the file
+// at the same path later (SIGUSR1 without a rotation) and a new one in a
+// directory it may write to. After Close it returns an error matching
+// os.ErrClosed.
+func (f *LogFile) Chown(uid, gid int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.f == nil {
+		return fmt.Errorf("chown log file %s: %w", f.path, os.ErrClosed)
+	}
+	if err := f.f.Chown(uid, gid); err != nil {
+		return fmt.Errorf("chown log file: %w", err)
+	}
+	return nil
+}
+
 // Close closes the file. Closing twice returns an error matching
 // os.ErrClosed.
 func (f *LogFile) Close() error {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -209,5 +210,36 @@ func TestLogFileConcurrent(t *testing.T) {
 	}
 	if len(seen) != writers*each {
 		t.Errorf("%d lines in %d files, want %d", len(seen), len(files), writers*each)
+	}
+}
+
+// Chown gives the open file to another user: after a privilege drop, the
+// daemon can still reopen it.
+func TestLogFileChown(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root")
+		}
+		t.Skip("needs root")
+	}
+	path := filepath.Join(t.TempDir(), "daemon.log")
+	f, err := OpenLogFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Chown(65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 65534 || st.Gid != 65534 {
+		t.Errorf("owner %d:%d, want 65534:65534", st.Uid, st.Gid)
+	}
+	f.Close()
+	if err := f.Chown(0, 0); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("Chown after Close = %v, want os.ErrClosed", err)
 	}
 }

@@ -152,6 +152,12 @@ func TestNotifyProtocol(t *testing.T) {
 		t.Errorf("%q: want about %v", ext, left)
 	}
 	<-d.waited
+	// The interrupted job went back to incoming/: the next daemon must not
+	// run it (it is killed at the end of the test, and a SIGKILLed daemon
+	// cannot stop what its jobs started).
+	if err := os.Remove(filepath.Join(e.spool, "incoming", "stubborn")); err != nil {
+		t.Errorf("the interrupted job is not back in incoming/: %v", err)
+	}
 
 	// A start that fails says why: ERRNO= and STATUS=.
 	blocker := e.start() // holds the PID file
