@@ -177,12 +177,19 @@ func (d *daemon) stop(sig syscall.Signal) error {
 // log if it never holds.
 func (e *env) waitFor(what string, d *daemon, cond func() bool) {
 	e.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	pollUntil(e.t, what, 10*time.Second, cond, func() string { return tail(d.out.String()) })
+}
+
+// pollUntil polls cond until it holds, or fails the test after timeout
+// with what and the output of logs.
+func pollUntil(t *testing.T, what string, timeout time.Duration, cond func() bool, logs func() string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
-			e.t.Fatalf("%s: timed out; log:\n%s", what, tail(d.out.String()))
+			t.Fatalf("%s: timed out after %v; log:\n%s", what, timeout, logs())
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -12,7 +12,6 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -256,44 +255,19 @@ func (c *classicEnv) track(pid int) {
 	}
 }
 
-// classicStatus is the part of "status --json" these tests read.
-type classicStatus struct {
-	Pid      int      `json:"pid"`
-	User     string   `json:"user"`
-	Manager  string   `json:"manager"`
-	Warnings []string `json:"warnings"`
-	Slots    []struct {
-		Pid   int    `json:"pid"`
-		JobID string `json:"job_id"`
-	} `json:"slots"`
-}
-
 // status runs "jobdaemon status --json", as the test's user (root for
 // the tests that drop privileges).
-func (c *classicEnv) status() classicStatus {
+func (c *classicEnv) status() statusReply {
 	c.t.Helper()
 	code, out := c.run("status", "--json")
-	if code != 0 {
-		c.t.Fatalf("status --json: exit %d\n%s\nlog:\n%s", code, out, c.log())
-	}
-	var s classicStatus
-	if err := json.Unmarshal([]byte(out), &s); err != nil {
-		c.t.Fatalf("status --json: %v\n%s", err, out)
-	}
-	return s
+	return decodeStatus(c.t, code, out, c.log)
 }
 
 // waitFor polls cond for up to 10 s and fails the test with the daemon's
 // log if it never holds.
 func (c *classicEnv) waitFor(what string, cond func() bool) {
 	c.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			c.t.Fatalf("%s: timed out after 10s\nlog:\n%s", what, c.log())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	pollUntil(c.t, what, 10*time.Second, cond, c.log)
 }
 
 // classicProc is what /proc/PID/stat says of a process.
@@ -511,7 +485,7 @@ func TestClassicPrivilegeDrop(t *testing.T) {
 			t.Fatalf("submit %s: %v\n%s\nlog:\n%s", id, err, out, c.log())
 		}
 	}
-	var s classicStatus
+	var s statusReply
 	c.waitFor("two jobs running", func() bool {
 		s = c.status()
 		n := 0

@@ -16,19 +16,20 @@ import (
 
 // statusReply is the part of "status --json" the tests read.
 type statusReply struct {
-	State         string `json:"state"`
-	Pid           int    `json:"pid"`
-	Generation    int    `json:"config_generation"`
-	MaxChildren   int    `json:"max_children"`
-	Busy          int    `json:"busy"`
-	Started       int    `json:"jobs_started"`
-	Succeeded     int    `json:"jobs_succeeded"`
-	Failed        int    `json:"jobs_failed"`
-	Queued        int    `json:"queued"`
-	Reloads       int    `json:"reloads"`
-	ReloadsFailed int    `json:"reloads_failed"`
-	Manager       string `json:"manager"`
-	Warnings      []string
+	State         string   `json:"state"`
+	Pid           int      `json:"pid"`
+	Generation    int      `json:"config_generation"`
+	MaxChildren   int      `json:"max_children"`
+	Busy          int      `json:"busy"`
+	Started       int      `json:"jobs_started"`
+	Succeeded     int      `json:"jobs_succeeded"`
+	Failed        int      `json:"jobs_failed"`
+	Queued        int      `json:"queued"`
+	Reloads       int      `json:"reloads"`
+	ReloadsFailed int      `json:"reloads_failed"`
+	Manager       string   `json:"manager"`
+	User          string   `json:"user"`
+	Warnings      []string `json:"warnings"`
 	Slots         []struct {
 		Slot  int    `json:"slot"`
 		Pid   int    `json:"pid"`
@@ -41,12 +42,19 @@ type statusReply struct {
 func (e *env) status() statusReply {
 	e.t.Helper()
 	code, out := e.run("status", "--json")
+	return decodeStatus(e.t, code, out, func() string { return "" })
+}
+
+// decodeStatus checks the exit code and output of "status --json", and
+// decodes it; on failure it shows logs().
+func decodeStatus(t *testing.T, code int, out string, logs func() string) statusReply {
+	t.Helper()
 	if code != 0 {
-		e.t.Fatalf("status: exit %d\n%s", code, out)
+		t.Fatalf("status --json: exit %d\n%s\nlog:\n%s", code, out, logs())
 	}
 	var s statusReply
 	if err := json.Unmarshal([]byte(out), &s); err != nil {
-		e.t.Fatalf("status --json: %v\n%s", err, out)
+		t.Fatalf("status --json: %v\n%s", err, out)
 	}
 	return s
 }

@@ -98,14 +98,7 @@ func (b *sdBed) ctl(args ...string) (int, string) {
 func (b *sdBed) status() statusReply {
 	b.t.Helper()
 	code, out := b.ctl("status", "--json")
-	if code != 0 {
-		b.t.Fatalf("status: exit %d\n%s\njournal:\n%s", code, out, b.journal())
-	}
-	var s statusReply
-	if err := json.Unmarshal([]byte(out), &s); err != nil {
-		b.t.Fatalf("status --json: %v\n%s", err, out)
-	}
-	return s
+	return decodeStatus(b.t, code, out, b.journal)
 }
 
 func (b *sdBed) journal() string {
@@ -136,13 +129,7 @@ func (b *sdBed) entries(filters ...string) []map[string]string {
 
 func (b *sdBed) waitFor(what string, cond func() bool) {
 	b.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			b.t.Fatalf("%s: timed out; journal:\n%s", what, b.journal())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	pollUntil(b.t, what, 30*time.Second, cond, b.journal)
 }
 
 // installUnits writes the dist/ units into the testbed, changed only where
