@@ -429,3 +429,24 @@ func TestParseSignal(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkStatus is one status request over the socket, connection
+// included (the client does not keep connections alive).
+func BenchmarkStatus(b *testing.B) {
+	dir := b.TempDir()
+	l, err := Listen(filepath.Join(dir, "c.sock"), -1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := NewServer(&fakeBackend{max: 4}, ServerOptions{Group: -1})
+	go s.Serve(l)
+	defer s.Shutdown(context.Background())
+	c := NewClient(filepath.Join(dir, "c.sock"))
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.Status(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

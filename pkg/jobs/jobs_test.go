@@ -604,8 +604,9 @@ func waitRun(t *testing.T, errc chan error, what string) {
 // A paused daemon starts no job until it is resumed.
 func TestPauseHoldsJobs(t *testing.T) {
 	a := newTestApp("ok", "ok", "ok")
-	d, errc := startApp(t, a, Options{MaxChildren: 2, NoSignals: true})
-	d.Pause() // before the dispatcher's first look at the source
+	// OnReady runs before the dispatcher's first look at the source, and
+	// the dispatcher handles the pause first. (startApp sets a.d first.)
+	d, errc := startApp(t, a, Options{MaxChildren: 2, NoSignals: true, OnReady: func() { a.d.Pause() }})
 	time.Sleep(300 * time.Millisecond)
 	if s := d.Status(); s.Started != 0 || s.State != StatePaused {
 		t.Fatalf("paused daemon: %+v", s)
