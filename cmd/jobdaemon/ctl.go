@@ -83,29 +83,26 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	if code := noArgs(fs, stderr); code >= 0 {
 		return code
 	}
-	c, cfg, code := dialDaemon("status", *cfgPath, stderr)
+	c, cfg, _ := dialDaemon("status", *cfgPath, stderr)
 	if c == nil {
-		return exitNoAccess // LSB: status unknown
+		return exitNoAccess // LSB's "unknown": dialDaemon said why
 	}
-	_ = code
 	ctx, cancel := clientContext()
 	defer cancel()
 	st, err := c.Status(ctx)
 	switch {
-	case err == nil:
 	case errors.Is(err, control.ErrNoDaemon):
-		return notRunning(cfg, stdout, stderr)
-	case errors.Is(err, control.ErrPermission):
-		fmt.Fprintf(stderr, "jobdaemon status: %v\n", err)
-		return exitNoAccess
-	default:
+		return notRunning(cfg, stdout)
+	case err != nil: // permission denied, or a daemon that does not answer
 		fmt.Fprintf(stderr, "jobdaemon status: %v\n", err)
 		return exitNoAccess
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		enc.Encode(st)
+		if err := enc.Encode(st); err != nil {
+			return exitFailure
+		}
 		return exitOK
 	}
 	printStatus(stdout, st)
@@ -114,7 +111,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 
 // notRunning tells apart, for status, a daemon that is not running from
 // one whose PID file says it should be.
-func notRunning(cfg *config.Config, stdout, stderr io.Writer) int {
+func notRunning(cfg *config.Config, stdout io.Writer) int {
 	if cfg.Daemon.PIDFile != "" {
 		pid, locked, err := readPIDFile(cfg.Daemon.PIDFile)
 		switch {

@@ -181,7 +181,6 @@ func (r *daemonRun) start(drain bool, sink pool.Sink) (code int, err error) {
 			return exitFailure, fmt.Errorf("open the job log: %w", err)
 		}
 	}
-	var m *metrics.Metrics
 	opts := daemonOptions(cfg, log, sink)
 	opts.OnReload = r.onReload
 	opts.OnReloaded = r.onReloaded
@@ -199,7 +198,8 @@ func (r *daemonRun) start(drain bool, sink pool.Sink) (code int, err error) {
 			return err == nil && n == 0
 		}
 	}
-	m = metrics.New(func() jobs.Status { return r.d.Status() })
+	// Scraped through the control socket, which serves once r.d is set.
+	m := metrics.New(func() jobs.Status { return r.d.Status() })
 	opts.Observer = m
 	r.app.metrics = m
 	if r.d, err = jobs.New(r.app, opts); err != nil {
@@ -216,8 +216,6 @@ func (r *daemonRun) start(drain bool, sink pool.Sink) (code int, err error) {
 			MaxPayload: int64(cfg.Source.Spool.MaxPayload),
 			Logger:     log,
 		})
-		r.served = make(chan error, 1)
-		go func() { r.served <- r.server.Serve(r.listener) }()
 	}
 	return exitOK, nil
 }
@@ -248,6 +246,13 @@ func (r *daemonRun) run(drain bool, stderr io.Writer) int {
 func (r *daemonRun) ready() {
 	r.log.Info("ready", "manager", r.manager.String(), "control_socket", r.cfg.Control.Socket,
 		"max_children", r.cfg.Pool.MaxChildren)
+	// Requests are answered from now on. Until then they wait in the
+	// socket's backlog: the first request of a socket activation gets the
+	// ready daemon, not one still starting.
+	if r.server != nil {
+		r.served = make(chan error, 1)
+		go func() { r.served <- r.server.Serve(r.listener) }()
+	}
 	r.notifier.ReadyStatus(r.statusLine())
 	if err := r.report.Ready(); err != nil {
 		r.log.Warn("could not tell \"jobdaemon start\" that the daemon is ready", "err", err)
@@ -259,7 +264,7 @@ func (r *daemonRun) ready() {
 
 // close releases what start opened, in reverse order.
 func (r *daemonRun) close() {
-	if r.server != nil {
+	if r.served != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := r.server.Shutdown(ctx); err != nil {
 			r.log.Warn("control socket: clients still connected at exit", "err", err)
