@@ -39,7 +39,22 @@ func dialDaemon(name, cfgPath string, stderr io.Writer) (*control.Client, *confi
 		fmt.Fprintf(stderr, "jobdaemon %s: %s sets no [control] socket: the daemon cannot be reached\n", name, cfgPath)
 		return nil, nil, config.ExitConfig
 	}
-	return control.NewClient(cfg.Control.Socket), cfg, -1
+	return newClient(cfg), cfg, -1
+}
+
+// newClient returns a client for the daemon of cfg. When a PID file is
+// configured and no daemon holds it, the client does not connect, and
+// fails with control.ErrNoDaemon: with socket activation, connecting would
+// start the very service that "status", "stop" or a monitoring probe found
+// stopped.
+func newClient(cfg *config.Config) *control.Client {
+	c := control.NewClient(cfg.Control.Socket)
+	if cfg.Daemon.PIDFile != "" {
+		if _, locked, err := readPIDFile(cfg.Daemon.PIDFile); err != nil || !locked {
+			c.Offline()
+		}
+	}
+	return c
 }
 
 // clientError prints err and returns the exit code for it.

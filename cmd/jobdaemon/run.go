@@ -8,8 +8,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -58,53 +60,68 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 // belongs to the daemon's user) and the first LoadConfig; only then does
 // it say it is ready (READY=1, or the report to "start").
 func runDaemon(cfgPath string, drain bool, stderr io.Writer) int {
+	// Until jobs.Run handles them, a signal's default action would kill
+	// the daemon half started (PID file and socket left behind): take them
+	// now, and act on them once the daemon is ready.
+	early := make(chan os.Signal, 8)
+	signal.Notify(early, handledSignals...)
+	defer signal.Stop(early)
+
 	manager := lifecycle.Detect()
 	report, err := lifecycle.Detach() // a classic daemon's stderr is /dev/null from here
 	if err != nil {
 		fmt.Fprintf(stderr, "jobdaemon: %v\n", err)
 		return exitSoftware
 	}
-	notifier := lifecycle.NewNotifier(nil)
-	// failed reports a start-up failure everywhere someone may look.
-	failed := func(code int, err error) int {
-		report.Fail(err)
-		notifier.Status("start-up failed: " + err.Error())
-		notifier.Errno(errnoOf(err, code))
-		return code
-	}
-
+	r := &daemonRun{cfgPath: cfgPath, manager: manager, report: report, early: early,
+		notifier: lifecycle.NewNotifier(nil), stderr: stderr}
 	cfg, err := readConfig(cfgPath)
 	if err != nil {
-		fmt.Fprintf(stderr, "jobdaemon: invalid configuration:\n%v\n", err)
-		return failed(config.ExitConfig, fmt.Errorf("invalid configuration:\n%w", err))
+		return r.failed(config.ExitConfig, fmt.Errorf("invalid configuration:\n%w", err))
 	}
-	ls, err := newLogSetup(cfg.Log, manager)
-	if err != nil {
-		fmt.Fprintf(stderr, "jobdaemon: %v\n", err)
-		return failed(config.ExitConfig, err)
+	r.cfg = cfg
+	if r.ls, err = newLogSetup(cfg.Log, manager); err != nil {
+		return r.failed(config.ExitConfig, err)
 	}
-	log, sink, err := ls.loggers(cfg, stderr)
-	if err != nil {
-		fmt.Fprintf(stderr, "jobdaemon: %v\n", err)
-		return failed(config.ExitConfig, err)
+	var sink pool.Sink
+	if r.log, sink, err = r.ls.loggers(cfg, stderr); err != nil {
+		return r.failed(config.ExitConfig, err)
 	}
-	notifier = lifecycle.NewNotifier(log)
-	r := &daemonRun{cfgPath: cfgPath, cfg: cfg, log: log, ls: ls, notifier: notifier, manager: manager}
-	r.report = report
+	r.notifier = lifecycle.NewNotifier(r.log)
 	if drain {
-		r.progress = newProgress(stderr, log, func() progressCounts {
+		r.progress = newProgress(stderr, r.log, func() progressCounts {
 			st := r.d.Status()
 			queued, _ := r.spool.Depth()
 			return progressCounts{done: int(st.Succeeded), failed: r.spool.Failed(), running: len(st.Slots), queued: queued}
 		})
 	}
-	code, err := r.start(drain, sink)
-	if err != nil {
-		log.Error("cannot start", "err", err)
-		return failed(code, err)
-	}
 	defer r.close()
-	return r.run(drain, stderr)
+	if code, err := r.start(drain, sink); err != nil {
+		return r.failed(code, err)
+	}
+	return r.run(drain)
+}
+
+// handledSignals are the signals jobs.Run acts on (see its doc).
+var handledSignals = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP,
+	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGCONT, syscall.SIGTTIN, syscall.SIGTTOU}
+
+// failed reports a start-up failure everywhere someone may look: the log,
+// stderr (unless the log is there already), "jobdaemon start" waiting on
+// its pipe, and systemd; it returns code.
+func (r *daemonRun) failed(code int, err error) int {
+	if r.log != nil {
+		r.log.Error("cannot start", "err", err)
+	}
+	// The log may be where nobody looks at start-up (a file, syslog);
+	// a classic daemon's stderr is /dev/null, and the journal is stderr.
+	if r.log == nil || r.manager != lifecycle.Classic && (r.ls.target == "file" || r.ls.target == "syslog") {
+		fmt.Fprintf(r.stderr, "jobdaemon: %v\n", err)
+	}
+	r.report.Fail(code, err)
+	r.notifier.Status("start-up failed: " + strings.Join(strings.Fields(err.Error()), " "))
+	r.notifier.Errno(errnoOf(err, code))
+	return code
 }
 
 // errnoOf picks the ERRNO= for systemd: the errno inside err, or one that
@@ -123,6 +140,9 @@ func errnoOf(err error, code int) syscall.Errno {
 // daemonRun is a daemon between start-up and exit: what it opened, and
 // must close.
 type daemonRun struct {
+	stderr   io.Writer
+	early    chan os.Signal // signals caught before jobs.Run took them
+	isReady  bool           // ready has run; dispatcher only
 	cfgPath  string
 	cfg      *config.Config
 	log      *slog.Logger
@@ -141,18 +161,16 @@ type daemonRun struct {
 	report   *lifecycle.Report
 	progress *progressReporter // run --drain only
 
-	lastReloadErr string // the STATUS= suffix after a refused reload; dispatcher only
+	lastReloadErr atomic.Pointer[string] // the STATUS= suffix after a refused reload
+	stopMode      jobs.StopMode          // dispatcher only, as the rest below
 	stopBegan     time.Time
+	stopTimeout   time.Duration // stop_timeout + kill_grace in force when the daemon started
+	statusBusy    atomic.Bool   // a STATUS= update is under way
 }
 
 // start opens everything and builds the daemon; on failure it returns the
-// exit code and the error, and has closed what it opened.
+// exit code and the error, and close releases what it opened.
 func (r *daemonRun) start(drain bool, sink pool.Sink) (code int, err error) {
-	defer func() {
-		if err != nil {
-			r.close()
-		}
-	}()
 	cfg, log := r.cfg, r.log
 	if cfg.Daemon.PIDFile != "" {
 		if r.pidFile, err = lifecycle.LockPIDFile(cfg.Daemon.PIDFile); err != nil {
@@ -181,6 +199,7 @@ func (r *daemonRun) start(drain bool, sink pool.Sink) (code int, err error) {
 			return exitFailure, fmt.Errorf("open the job log: %w", err)
 		}
 	}
+	r.stopTimeout = time.Duration(cfg.Daemon.StopTimeout) + time.Duration(cfg.Pool.KillGrace)
 	opts := daemonOptions(cfg, log, sink)
 	opts.OnReload = r.onReload
 	opts.OnReloaded = r.onReloaded
@@ -221,10 +240,13 @@ func (r *daemonRun) start(drain bool, sink pool.Sink) (code int, err error) {
 }
 
 // run runs the daemon until it stops.
-func (r *daemonRun) run(drain bool, stderr io.Writer) int {
+func (r *daemonRun) run(drain bool) int {
 	err := r.d.Run(context.Background())
 	if r.progress != nil {
 		r.progress.stop()
+	}
+	if err != nil && !r.isReady { // the first LoadConfig, or the pool
+		return r.failed(exitFailure, err)
 	}
 	if err != nil {
 		r.log.Error("daemon stopped with an error", "err", err)
@@ -232,7 +254,7 @@ func (r *daemonRun) run(drain bool, stderr io.Writer) int {
 	}
 	if drain {
 		st := r.d.Status()
-		fmt.Fprintf(stderr, "jobdaemon: %d jobs run, %d succeeded, %d ended in failed/\n",
+		fmt.Fprintf(r.stderr, "jobdaemon: %d jobs run, %d succeeded, %d ended in failed/\n",
 			st.Started, st.Succeeded, r.spool.Failed())
 		if r.spool.Failed() > 0 {
 			return exitFailure
@@ -244,6 +266,18 @@ func (r *daemonRun) run(drain bool, stderr io.Writer) int {
 // ready runs once the first LoadConfig is done and the dispatcher is about
 // to take jobs: the daemon is ready.
 func (r *daemonRun) ready() {
+	r.isReady = true
+	// jobs.Run handles signals from now on; act on those that came during
+	// start-up.
+	signal.Stop(r.early)
+	for len(r.early) > 0 {
+		switch <-r.early {
+		case syscall.SIGTERM, syscall.SIGINT:
+			r.d.Stop(jobs.Graceful)
+		case syscall.SIGQUIT:
+			r.d.Stop(jobs.Drain)
+		}
+	}
 	r.log.Info("ready", "manager", r.manager.String(), "control_socket", r.cfg.Control.Socket,
 		"max_children", r.cfg.Pool.MaxChildren)
 	// Requests are answered from now on. Until then they wait in the
@@ -305,10 +339,23 @@ func (r *daemonRun) statusLine() string {
 	case jobs.StatePaused, jobs.StateDraining, jobs.StateStopping:
 		line = string(st.State) + ": " + line
 	}
-	if r.lastReloadErr != "" {
-		line += "; reload refused: " + r.lastReloadErr
+	if e := r.lastReloadErr.Load(); e != nil {
+		line += "; reload refused: " + *e
 	}
 	return line
+}
+
+// updateStatus refreshes STATUS= off the dispatcher goroutine: the status
+// lists the spool's incoming/ and reads /proc for every child, which the
+// loop that also pings the watchdog must not wait for.
+func (r *daemonRun) updateStatus() {
+	if !r.notifier.Enabled() || !r.statusBusy.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer r.statusBusy.Store(false)
+		r.notifier.Status(r.statusLine())
+	}()
 }
 
 // onReload re-reads the config file at the start of a reload; see
@@ -322,20 +369,24 @@ func (r *daemonRun) onReload(o *jobs.Options) error {
 // refused, since the daemon runs on either way, with the reason of a
 // refusal in STATUS=.
 func (r *daemonRun) onReloaded(err error) {
-	r.lastReloadErr = ""
+	r.lastReloadErr.Store(nil)
 	if err != nil {
-		r.lastReloadErr = strings.Join(strings.Fields(err.Error()), " ")
+		e := strings.Join(strings.Fields(err.Error()), " ")
+		r.lastReloadErr.Store(&e)
 	}
 	r.notifier.ReadyStatus(r.statusLine())
 }
 
 // onStop tells systemd that the daemon stops.
 func (r *daemonRun) onStop(mode jobs.StopMode) {
-	if r.stopBegan.IsZero() {
+	r.stopMode = mode
+	if mode >= jobs.Graceful && r.stopBegan.IsZero() {
+		// A drain is not a stop for systemd: the service stays "active"
+		// until the daemon exits.
 		r.stopBegan = time.Now()
 		r.notifier.Stopping()
 	}
-	r.notifier.Status(r.statusLine())
+	r.updateStatus()
 }
 
 // heartbeat returns the dispatcher's heartbeat: the watchdog ping (sent
@@ -355,16 +406,18 @@ func (r *daemonRun) heartbeat() func() {
 			select {} // for the watchdog test only: see envTestStall
 		}
 		r.notifier.Watchdog()
-		// The queue depth lists the spool's incoming/: not every second.
-		if time.Since(lastStatus) >= 5*time.Second || !r.stopBegan.IsZero() {
+		if time.Since(lastStatus) >= 5*time.Second || r.stopMode != 0 {
 			lastStatus = time.Now()
-			r.notifier.Status(r.statusLine())
+			r.updateStatus()
 		}
-		if !r.stopBegan.IsZero() {
+		if r.stopMode == jobs.Graceful {
 			// Ask for the time this stop may still take, plus a margin:
-			// systemd extends its stop timeout only if that is later.
-			left := time.Until(r.stopBegan.Add(time.Duration(r.cfg.Daemon.StopTimeout) + time.Duration(r.cfg.Pool.KillGrace)))
-			r.notifier.ExtendTimeout(max(left, 0) + 5*time.Second)
+			// systemd extends its stop timeout only if that is later. Past
+			// the daemon's own deadline, ask no more: systemd's
+			// TimeoutStopSec is the backstop for a child that cannot die.
+			if left := time.Until(r.stopBegan.Add(r.stopTimeout)); left > 0 {
+				r.notifier.ExtendTimeout(left + 5*time.Second)
+			}
 		}
 	}
 }
@@ -481,8 +534,9 @@ func setRuntimeOptions(o *jobs.Options, cfg *config.Config) {
 }
 
 // reloader re-reads the config file on a reload (HUP), and applies what can
-// change without a restart: the pool size, timeouts and signals, the log
-// levels, and the job's command, environment and working directory. What
+// change without a restart: the pool size (if the file's changed), timeouts
+// and signals, the log levels, and the job's command, environment and
+// working directory. What
 // needs a restart is named in a warning and keeps its old value.
 func reloader(path string, cfg *config.Config, app *spoolApp, ls *logSetup, log *slog.Logger) func(*jobs.Options) error {
 	return func(o *jobs.Options) error {
@@ -496,6 +550,9 @@ func reloader(path string, cfg *config.Config, app *spoolApp, ls *logSetup, log 
 		if err := ls.setLevels(next.Log.Level, next.Log.JobOutput); err != nil {
 			return err
 		}
+		// A pool size set at run time (scale, TTIN, TTOU) stays, unless
+		// the file's max_children itself changed.
+		current, fileChanged := o.MaxChildren, next.Pool.MaxChildren != cfg.Pool.MaxChildren
 		cfg.Pool.MaxChildren, cfg.Pool.JobTimeout, cfg.Pool.KillGrace = next.Pool.MaxChildren, next.Pool.JobTimeout, next.Pool.KillGrace
 		cfg.Pool.StopSignal, cfg.Pool.ForwardSignals = next.Pool.StopSignal, next.Pool.ForwardSignals
 		cfg.Daemon.StopTimeout, cfg.Daemon.IdleInterval = next.Daemon.StopTimeout, next.Daemon.IdleInterval
@@ -506,6 +563,9 @@ func reloader(path string, cfg *config.Config, app *spoolApp, ls *logSetup, log 
 		cfg.Job.Env, cfg.Job.InheritEnv = next.Job.Env, next.Job.InheritEnv
 		app.env = jobEnv(cfg.Job)
 		setRuntimeOptions(o, cfg)
+		if !fileChanged {
+			o.MaxChildren = current
+		}
 		return nil
 	}
 }
@@ -526,7 +586,12 @@ func restartKeys(old, next *config.Config) []string {
 	diff("job.backoff", old.Job.Backoff, next.Job.Backoff)
 	diff("source", old.Source, next.Source)
 	diff("control.socket", old.Control.Socket, next.Control.Socket)
+	diff("control.group", old.Control.Group, next.Control.Group)
 	diff("log.format", old.Log.Format, next.Log.Format)
 	diff("log.joblog", old.Log.JobLog, next.Log.JobLog)
+	diff("log.target", old.Log.Target, next.Log.Target)
+	diff("log.file", old.Log.File, next.Log.File)
+	diff("log.job_facility", old.Log.JobFacility, next.Log.JobFacility)
+	diff("log.job_identifier", old.Log.JobIdentifier, next.Log.JobIdentifier)
 	return keys
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -54,6 +55,10 @@ func cmdStart(args []string, stdout, stderr io.Writer) int {
 	pid, err := lifecycle.Daemonize([]string{"run", "--config", abs}, nil, *timeout)
 	if err != nil {
 		fmt.Fprintf(stderr, "jobdaemon start: %v\n", err)
+		var se *lifecycle.StartError
+		if errors.As(err, &se) {
+			return se.Code // 78 for a configuration the daemon refused
+		}
 		return exitFailure
 	}
 	fmt.Fprintf(stdout, "jobdaemon started (pid %d)\n", pid)

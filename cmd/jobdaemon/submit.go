@@ -58,7 +58,7 @@ func cmdSubmit(args []string, stdout, stderr io.Writer) int {
 	dir := cfg.Source.Spool.Dir
 	submit := func(name string, r io.Reader) (string, error) { return spool.SubmitDir(dir, name, r) }
 	if cfg.Control.Socket != "" {
-		c := control.NewClient(cfg.Control.Socket)
+		c := newClient(cfg)
 		ctx, cancel := clientContext()
 		_, err := c.Status(ctx)
 		cancel()

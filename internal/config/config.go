@@ -140,7 +140,8 @@ type Control struct {
 	Socket string `toml:"socket"`
 	// Group, if set, is the group (a name or a numeric gid) that owns the
 	// socket file and whose members may connect, besides root and the
-	// daemon's own user. "" takes daemon.group, or the daemon's own group.
+	// daemon's own user. "" takes daemon.group, or daemon.user's primary
+	// group, or else the daemon's own group.
 	Group string `toml:"group"`
 
 	gid int // Group resolved by Validate; -1 for none

@@ -329,7 +329,9 @@ func (v *validator) path(key, p string, optional bool) {
 func (d *Daemon) Credential() *syscall.Credential { return d.cred }
 
 // Gid returns the group of the control socket, resolved by Validate from
-// control.group or daemon.group, or -1 when neither is set.
+// control.group, daemon.group or daemon.user's primary group; -1 when none
+// is set (the socket keeps the daemon's own group, and only root and the
+// daemon's user may use it).
 func (c *Control) Gid() int { return c.gid }
 
 // Facilities are the syslog facilities by name, with their numbers.
@@ -339,7 +341,8 @@ var Facilities = map[string]int{
 	"local0": 16, "local1": 17, "local2": 18, "local3": 19, "local4": 20, "local5": 21, "local6": 22, "local7": 23,
 }
 
-// controlGroup resolves control.group, falling back on daemon.group.
+// controlGroup resolves control.group, falling back on the daemon's
+// group: daemon.group, or daemon.user's primary group.
 func (v *validator) controlGroup(c *Config) int {
 	switch {
 	case c.Control.Group != "":
@@ -354,8 +357,8 @@ func (v *validator) controlGroup(c *Config) int {
 			return -1
 		}
 		return gid
-	case c.Daemon.cred != nil && c.Daemon.Group != "":
-		return int(c.Daemon.cred.Gid)
+	case c.Daemon.cred != nil:
+		return int(c.Daemon.cred.Gid) // daemon.group, or the user's primary group
 	}
 	return -1
 }

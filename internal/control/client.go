@@ -37,8 +37,9 @@ func (e *APIError) Is(target error) bool {
 
 // Client talks to a daemon's control socket.
 type Client struct {
-	path string
-	hc   *http.Client
+	path    string
+	hc      *http.Client
+	offline bool
 }
 
 // NewClient returns a client for the socket at path. It connects on each
@@ -53,6 +54,11 @@ func NewClient(path string) *Client {
 	}
 	return &Client{path: path, hc: &http.Client{Transport: tr}}
 }
+
+// Offline makes every later call fail with ErrNoDaemon without
+// connecting: for a caller that knows no daemon runs (its PID file is not
+// locked), and must not wake one through socket activation.
+func (c *Client) Offline() { c.offline = true }
 
 // Status returns the daemon's status.
 func (c *Client) Status(ctx context.Context) (*StatusReply, error) {
@@ -122,6 +128,9 @@ func (c *Client) call(ctx context.Context, method, path string, req, rep any) er
 }
 
 func (c *Client) do(ctx context.Context, method, path, ctype string, body io.Reader, rep any) error {
+	if c.offline {
+		return fmt.Errorf("%w (its PID file is not locked)", ErrNoDaemon)
+	}
 	req, err := http.NewRequestWithContext(ctx, method, "http://jobdaemon"+path, body)
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -68,13 +69,16 @@ func Listen(path string, gid int) (net.Listener, error) {
 	old := syscall.Umask(0o117)
 	l, err := net.Listen("unix", path)
 	syscall.Umask(old)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("create control socket %s: the directory %s does not exist: create it (the init script and tmpfiles.d do), or set [control] socket elsewhere", path, filepath.Dir(path))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("create control socket: %w", err)
 	}
 	if gid >= 0 {
 		if err := os.Lchown(path, -1, gid); err != nil {
 			l.Close()
-			return nil, fmt.Errorf("give control socket %s to group %d: %w", path, gid, err)
+			return nil, fmt.Errorf("give control socket %s to group %d: %w (a daemon not started as root must be a member of [control] group)", path, gid, err)
 		}
 	}
 	return l, nil

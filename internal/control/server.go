@@ -151,7 +151,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 func (s *Server) reload(w http.ResponseWriter, r *http.Request) {
 	s.logRequest(r)
 	gen, err := s.b.Reload(r.Context())
-	if errors.Is(err, jobs.ErrNotRunning) {
+	if errors.Is(err, jobs.ErrNotRunning) || errors.Is(err, jobs.ErrStopping) {
 		fail(w, http.StatusServiceUnavailable, err)
 		return
 	}

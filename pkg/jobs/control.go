@@ -16,6 +16,13 @@ import (
 // has returned.
 var ErrNotRunning = errors.New("daemon is not running")
 
+// ErrStopping is returned by Reload while the daemon stops or drains.
+var ErrStopping = errors.New("daemon is stopping")
+
+// MaxChildrenLimit is the largest MaxChildren; SetMaxChildren and
+// ScaleMaxChildren cap what they are asked for at it.
+const MaxChildrenLimit = 10000
+
 // do runs f on the dispatcher goroutine and waits for it.
 func (d *Daemon) do(f func()) error {
 	done := make(chan struct{})
@@ -30,7 +37,8 @@ func (d *Daemon) do(f func()) error {
 
 // Reload calls Options.OnReload, then LoadConfig, on the dispatcher
 // goroutine, and returns when both have returned. If either fails, the
-// error is returned and the daemon runs on as before.
+// error is returned and the daemon runs on as before. A daemon that is
+// stopping refuses with ErrStopping, and calls neither.
 func (d *Daemon) Reload(ctx context.Context) error {
 	var err error
 	if derr := d.do(func() { err = d.reload(WithVars(context.WithoutCancel(ctx), d.vars)) }); derr != nil {
@@ -40,6 +48,12 @@ func (d *Daemon) Reload(ctx context.Context) error {
 }
 
 func (d *Daemon) reload(hctx context.Context) error {
+	if d.stopMode != 0 {
+		// Nothing to apply new settings to; and the hooks would tell a
+		// service manager "reloading" about a service that is stopping.
+		d.log.Warn("reload refused: the daemon is stopping")
+		return ErrStopping
+	}
 	err := d.tryReload(hctx)
 	if err != nil {
 		d.reloadsFailed.Add(1)
@@ -88,8 +102,8 @@ func (d *Daemon) apply(next Options) {
 	}
 }
 
-// SetMaxChildren sets how many jobs may run at once (at least 1) and
-// returns the new value. Lowering it never stops running jobs: slots above
+// SetMaxChildren sets how many jobs may run at once (1 to
+// MaxChildrenLimit) and returns the new value. Lowering it never stops running jobs: slots above
 // the new maximum are not refilled as their jobs end. It is safe to call
 // from a hook.
 func (d *Daemon) SetMaxChildren(n int) int {
@@ -102,11 +116,17 @@ func (d *Daemon) ScaleMaxChildren(delta int) int {
 	return d.scale(func(old int) int { return old + delta })
 }
 
+// capped keeps what f returns between 1 and MaxChildrenLimit.
+func capped(f func(int) int) func(int) int {
+	return func(old int) int { return min(max(f(old), 1), MaxChildrenLimit) }
+}
+
 func (d *Daemon) scale(f func(int) int) int {
 	d.stateMu.Lock()
 	p := d.pool
+	f = capped(f)
 	if p == nil { // before Run
-		d.maxBeforeRun = max(f(d.maxBeforeRun), 1)
+		d.maxBeforeRun = f(d.maxBeforeRun)
 		defer d.stateMu.Unlock()
 		return d.maxBeforeRun
 	}

@@ -196,3 +196,29 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A stopping daemon refuses a reload without calling the hooks, and the
+// pool's size stays between 1 and MaxChildrenLimit.
+func TestReloadWhileStoppingAndScaleLimits(t *testing.T) {
+	reloads := 0
+	a := newTestApp("hang")
+	d, errc := startApp(t, a, Options{MaxChildren: 1, NoSignals: true, StopTimeout: time.Hour,
+		OnReload: func(*Options) error { reloads++; return nil }})
+	waitVar(t, d, "hanging")
+	if n := d.ScaleMaxChildren(MaxChildrenLimit); n != MaxChildrenLimit {
+		t.Errorf("scaled past the limit: %d", n)
+	}
+	if n := d.SetMaxChildren(-5); n != 1 {
+		t.Errorf("SetMaxChildren(-5) = %d, want 1", n)
+	}
+	d.Stop(Graceful)
+	waitFor(t, "stopping", func() bool { return d.Status().State == StateStopping })
+	if err := d.Reload(t.Context()); !errors.Is(err, ErrStopping) {
+		t.Errorf("Reload while stopping = %v, want ErrStopping", err)
+	}
+	d.Stop(Immediate)
+	waitRun(t, errc, "stop")
+	if reloads != 0 || d.Status().ReloadsFailed != 0 {
+		t.Errorf("the refused reload called OnReload %d times, counted %d failures", reloads, d.Status().ReloadsFailed)
+	}
+}

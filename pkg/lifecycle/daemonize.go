@@ -21,7 +21,7 @@ import (
 //
 //	start (foreground) ──exec, Setsid──► intermediate ──exec──► daemon
 //	       ▲                             exits at once            │
-//	       └──────────── report pipe: "child N", then "ready N" or "fail ..."
+//	       └──────────── report pipe: "child N", then "ready N" or "fail CODE TEXT"
 //
 // The intermediate is a session leader without a controlling terminal; the
 // daemon is in its session but is not its leader, and only a session leader
@@ -116,7 +116,7 @@ func Daemonize(args []string, env []string, timeout time.Duration) (pid int, err
 	case rep.ready:
 		return rep.pid, nil
 	case rep.failed:
-		return 0, fmt.Errorf("daemon failed to start: %s", rep.text)
+		return 0, &StartError{Code: rep.code, Text: rep.text}
 	case errors.Is(rep.err, os.ErrDeadlineExceeded):
 		if rep.child != 0 {
 			return rep.child, fmt.Errorf("daemon (pid %d) did not report within %v; it may still be running", rep.child, timeout)
@@ -140,6 +140,7 @@ type report struct {
 	ready  bool   // the daemon sent "ready"
 	pid    int    // the pid sent with "ready"
 	failed bool   // the daemon (or the intermediate) sent "fail"
+	code   int    // the exit status sent with "fail", or 1
 	text   string // the text sent with "fail"
 	err    error  // the read error, nil at EOF
 }
@@ -170,7 +171,13 @@ func readReport(r io.Reader) report {
 			rep.ready = true
 			return rep
 		case "fail":
-			rep.failed = true
+			// "fail CODE QUOTED-TEXT"
+			rep.failed, rep.code = true, 1
+			if c, rest, ok := strings.Cut(arg, " "); ok {
+				if n, err := strconv.Atoi(c); err == nil && n > 0 && n < 256 {
+					rep.code, arg = n, rest
+				}
+			}
 			if rep.text, err = strconv.Unquote(arg); err != nil {
 				rep.text = arg
 			}
@@ -203,7 +210,7 @@ func startDaemon(fdText string) int {
 	}
 	rep := os.NewFile(uintptr(fd), "report")
 	if err := startDaemonReport(rep); err != nil {
-		writeMsg(rep, "fail "+strconv.Quote(err.Error()))
+		writeMsg(rep, "fail 1 "+strconv.Quote(err.Error()))
 		return 1
 	}
 	return 0
@@ -361,10 +368,20 @@ func (r *Report) Ready() error {
 	return r.send("ready " + strconv.Itoa(os.Getpid()))
 }
 
-// Fail sends err's text, which Daemonize returns in its error, and closes
-// the pipe. The daemon should exit after it. A nil err is sent as "unknown
-// error". A nil *Report, or a second call, does nothing.
-func (r *Report) Fail(err error) {
+// StartError is the error Daemonize returns when the daemon reported a
+// failure: the exit status it exits with, and why.
+type StartError struct {
+	Code int    // the daemon's exit status, 1 to 255
+	Text string // the daemon's explanation
+}
+
+func (e *StartError) Error() string { return "daemon failed to start: " + e.Text }
+
+// Fail sends err's text and the exit status code (1 to 255; anything else
+// is sent as 1), which Daemonize returns as a *StartError, and closes the
+// pipe. The daemon should exit with code after it. A nil err is sent as
+// "unknown error". A nil *Report, or a second call, does nothing.
+func (r *Report) Fail(code int, err error) {
 	text := "unknown error"
 	if err != nil {
 		text = err.Error()
@@ -374,7 +391,10 @@ func (r *Report) Fail(err error) {
 	if len(text) > 900 {
 		text = text[:900] + "..."
 	}
-	r.send("fail " + strconv.Quote(text))
+	if code < 1 || code > 255 {
+		code = 1
+	}
+	r.send("fail " + strconv.Itoa(code) + " " + strconv.Quote(text))
 }
 
 func (r *Report) send(msg string) error {

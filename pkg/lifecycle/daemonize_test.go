@@ -69,7 +69,7 @@ func helperDaemonFail() int {
 	if err != nil {
 		return 1
 	}
-	rep.Fail(errors.New("config.toml:3: bad"))
+	rep.Fail(78, errors.New("config.toml:3: bad"))
 	return 1
 }
 
@@ -252,6 +252,10 @@ func TestDaemonizeErrors(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Daemonize: pid %d, err %v; want an error containing %q", pid, err, tt.want)
 			}
+			var se *StartError
+			if tt.mode == "daemon-fail" && (!errors.As(err, &se) || se.Code != 78) {
+				t.Errorf("Daemonize: %#v; want a StartError with the daemon's exit status 78", err)
+			}
 			if !tt.wantPid {
 				if pid != 0 {
 					t.Errorf("pid %d with error, want 0", pid)
@@ -314,7 +318,7 @@ func TestReportNil(t *testing.T) {
 	if err := r.Ready(); err != nil {
 		t.Errorf("nil Report: Ready = %v", err)
 	}
-	r.Fail(errors.New("x")) // must not panic
+	r.Fail(1, errors.New("x")) // must not panic
 }
 
 func TestReportMessages(t *testing.T) {
@@ -325,12 +329,12 @@ func TestReportMessages(t *testing.T) {
 		want report
 	}{
 		{"ready", (*Report).Ready, report{ready: true, pid: os.Getpid()}},
-		{"fail", func(r *Report) error { r.Fail(errors.New("bad\nline 2")); return nil },
-			report{failed: true, text: "bad\nline 2"}},
-		{"fail nil", func(r *Report) error { r.Fail(nil); return nil },
-			report{failed: true, text: "unknown error"}},
-		{"fail long", func(r *Report) error { r.Fail(errors.New(long)); return nil },
-			report{failed: true, text: long[:900] + "..."}},
+		{"fail", func(r *Report) error { r.Fail(78, errors.New("bad\nline 2")); return nil },
+			report{failed: true, code: 78, text: "bad\nline 2"}},
+		{"fail nil", func(r *Report) error { r.Fail(0, nil); return nil },
+			report{failed: true, code: 1, text: "unknown error"}},
+		{"fail long", func(r *Report) error { r.Fail(300, errors.New(long)); return nil },
+			report{failed: true, code: 1, text: long[:900] + "..."}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

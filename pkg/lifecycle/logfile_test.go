@@ -243,3 +243,47 @@ func TestLogFileChown(t *testing.T) {
 		t.Errorf("Chown after Close = %v, want os.ErrClosed", err)
 	}
 }
+
+// The path is not trusted: a symbolic link, a FIFO or a file with another
+// hard link is refused, and a file that was already there is not handed
+// over by Chown.
+func TestLogFileUntrustedPath(t *testing.T) {
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.log")
+	os.Symlink(victim, link)
+	if _, err := OpenLogFile(link); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Errorf("symlink: %v", err)
+	}
+	hard := filepath.Join(dir, "hard.log")
+	os.Link(victim, hard)
+	if _, err := OpenLogFile(hard); err == nil || !strings.Contains(err.Error(), "hard links") {
+		t.Errorf("hard link: %v", err)
+	}
+	fifo := filepath.Join(dir, "fifo.log")
+	unix.Mkfifo(fifo, 0o644)
+	if _, err := OpenLogFile(fifo); err == nil {
+		t.Errorf("FIFO accepted")
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "secret\n" {
+		t.Errorf("the victim was written to: %q", b)
+	}
+
+	existing := filepath.Join(dir, "existing.log")
+	os.WriteFile(existing, nil, 0o640)
+	f, err := OpenLogFile(existing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Chown(12345, 12345); err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(existing)
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid == 12345 {
+		t.Errorf("Chown handed over a file it did not create")
+	}
+}

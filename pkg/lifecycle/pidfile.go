@@ -3,6 +3,7 @@ package lifecycle
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -97,6 +98,9 @@ func LockPIDFile(path string) (*PIDFile, error) {
 		case err == nil && p != nil:
 			return p, nil
 		case err != nil && !errors.Is(err, errRetry):
+			if dir := filepath.Dir(path); errors.Is(err, fs.ErrNotExist) && !exists(dir) {
+				return nil, fmt.Errorf("lock pid file %s: the directory %s does not exist: create it (the init script and tmpfiles.d do), or set [daemon] pid_file elsewhere: %w", path, dir, fs.ErrNotExist)
+			}
 			return nil, fmt.Errorf("lock pid file %s: %w", path, err)
 		case busyPid > 0 && pidAlive(busyPid), err == nil && time.Now().After(deadline):
 			return nil, &RunningError{Pid: busyPid, Path: path}
@@ -122,7 +126,7 @@ var errRetry = errors.New("retry")
 // in a file another process holds locked (p == nil, err == nil), or an
 // error (errRetry to start over).
 func tryLockPIDFile(path string) (p *PIDFile, busyPid int, err error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	switch {
 	case errors.Is(err, unix.ENOENT):
 		p, err := createPIDFile(path, 0, -1)
@@ -388,7 +392,7 @@ func readPIDFile(path string, fd int) (pid int, locked bool, err error) {
 	deadline := time.Now().Add(lockSettle)
 	for ; ; fd = -1 {
 		if fd < 0 {
-			fd, err = unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			fd, err = unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 			if errors.Is(err, unix.ELOOP) {
 				return 0, false, fmt.Errorf("read pid file %s: refusing to follow a symbolic link: %w", path, err)
 			} else if err != nil {
@@ -420,4 +424,9 @@ func readPIDFile(path string, fd int) (pid int, locked bool, err error) {
 		}
 		return pid, locked, nil
 	}
+}
+
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
 }

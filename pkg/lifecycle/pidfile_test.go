@@ -632,3 +632,30 @@ func TestPIDFileStartStopDaemon(t *testing.T) {
 		t.Errorf("start-stop-daemon --status after Remove: exit %d %q, want 3 (not running)", code, out)
 	}
 }
+
+// A FIFO at the path is refused at once rather than blocking the open
+// (a job running as the daemon's user could plant one in its directory);
+// a missing directory is named.
+func TestPIDFileFIFOAndMissingDir(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fifo.pid")
+	if err := unix.Mkfifo(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 2)
+	go func() { _, err := LockPIDFile(path); done <- err }()
+	go func() { _, _, err := ReadPIDFile(path); done <- err }()
+	for range 2 {
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+				t.Errorf("FIFO: %v, want \"not a regular file\"", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("blocked on a FIFO")
+		}
+	}
+	missing := filepath.Join(t.TempDir(), "no-such-dir", "jobdaemon.pid")
+	if _, err := LockPIDFile(missing); err == nil || !strings.Contains(err.Error(), "the directory "+filepath.Dir(missing)+" does not exist") {
+		t.Errorf("missing directory: %v", err)
+	}
+}

@@ -341,3 +341,64 @@ func TestLogFileAndSignals(t *testing.T) {
 		t.Errorf("with target = \"file\", stderr got:\n%s", tail(d.out.String()))
 	}
 }
+
+// A pool size set at run time survives a reload that does not change the
+// file's max_children, and yields to one that does.
+func TestReloadKeepsRuntimeScale(t *testing.T) {
+	e := newEnv(t, "")
+	d := e.start()
+	e.waitFor("ready", d, func() bool { code, _ := e.run("status"); return code == 0 })
+	if code, out := e.run("scale", "3"); code != 0 {
+		t.Fatalf("scale: exit %d\n%s", code, out)
+	}
+	if code, out := e.run("reload"); code != 0 {
+		t.Fatalf("reload: exit %d\n%s", code, out)
+	}
+	if s := e.status(); s.MaxChildren != 3 {
+		t.Errorf("a reload with the same max_children undid scale 3: %d", s.MaxChildren)
+	}
+	cfg, _ := os.ReadFile(e.config)
+	os.WriteFile(e.config, []byte(strings.Replace(string(cfg), "max_children = 8", "max_children = 6", 1)), 0o644)
+	if code, out := e.run("reload"); code != 0 {
+		t.Fatalf("reload: exit %d\n%s", code, out)
+	}
+	if s := e.status(); s.MaxChildren != 6 {
+		t.Errorf("a reload with a new max_children: %d, want 6", s.MaxChildren)
+	}
+}
+
+// A start-up failure is reported where someone looks, whatever the log
+// target: here a log file, and stderr too; and the daemon leaves nothing.
+func TestStartupFailureIsReported(t *testing.T) {
+	e := newEnv(t, "")
+	cfg, _ := os.ReadFile(e.config)
+	s := strings.Replace(string(cfg), `socket = "control.sock"`, `socket = "no-such-dir/control.sock"`, 1)
+	s = strings.Replace(s, "[log]\n", "[log]\ntarget = \"file\"\nfile = \"daemon.log\"\n", 1)
+	os.WriteFile(e.config, []byte(s), 0o644)
+	code, out := e.run("run")
+	if code != 1 || !strings.Contains(out, "no-such-dir does not exist") {
+		t.Errorf("run: exit %d; stderr:\n%s", code, out)
+	}
+	log, _ := os.ReadFile(filepath.Join(e.dir, "daemon.log"))
+	if !strings.Contains(string(log), "cannot start") || !strings.Contains(string(log), "no-such-dir does not exist") {
+		t.Errorf("the log file does not say why:\n%s", log)
+	}
+	if _, err := os.Stat(filepath.Join(e.dir, "jobdaemon.pid")); err == nil {
+		t.Error("the PID file is left behind")
+	}
+}
+
+// "start" exits with the daemon's own exit status: 78 when the daemon
+// finds its configuration unusable (here: syslog, on a host without one).
+func TestStartPassesTheDaemonsExitCode(t *testing.T) {
+	if _, err := os.Stat("/dev/log"); err == nil {
+		t.Skip("a syslog daemon listens on /dev/log here")
+	}
+	e := newEnv(t, "")
+	cfg, _ := os.ReadFile(e.config)
+	os.WriteFile(e.config, []byte(strings.Replace(string(cfg), "[log]\n", "[log]\ntarget = \"syslog\"\n", 1)), 0o644)
+	code, out := e.run("start")
+	if code != 78 || !strings.Contains(out, "syslog") || !strings.Contains(out, "/dev/log") {
+		t.Errorf("start: exit %d, want 78 with the reason\n%s", code, out)
+	}
+}

@@ -350,19 +350,32 @@ func TestSystemd(t *testing.T) {
 		if st := b.show("ActiveState"); st != "inactive" {
 			t.Fatalf("the service is %s before anyone connected", st)
 		}
-		s := b.status() // connects: systemd starts the service, which answers
-		if s.State != "running" || s.Manager != "systemd" {
-			t.Errorf("status through the activated socket: %+v", s)
+		// jobdaemon status sees that no daemon holds the PID file, and
+		// does not wake one.
+		if code, out := b.ctl("status"); code != 3 || !strings.Contains(out, "not running") {
+			t.Errorf("status of a stopped, socket-activatable service: exit %d\n%s", code, out)
 		}
+		if st := b.show("ActiveState"); st != "inactive" {
+			t.Errorf("jobdaemon status started the service: %s", st)
+		}
+		// A client that connects (curl, a monitoring probe) starts it,
+		// and its first request is answered by the ready daemon.
+		activate := func() {
+			t.Helper()
+			out := b.must("curl", "-sS", "--unix-socket", "/run/jobdaemon/control.sock", "http://localhost/v1/status")
+			var s statusReply
+			if err := json.Unmarshal([]byte(out), &s); err != nil || s.State != "running" || s.Manager != "systemd" {
+				t.Errorf("status through the activated socket: %v\n%s", err, out)
+			}
+		}
+		activate()
 		if st := b.show("ActiveState"); st != "active" {
 			t.Errorf("after a connection the service is %s", st)
 		}
 		b.must("systemctl", "stop", "jobdaemon.service")
 		// The socket file survives the service's stop, so that the next
 		// connection starts it again.
-		if s := b.status(); s.State != "running" {
-			t.Errorf("second activation: %+v", s)
-		}
+		activate()
 		b.must("systemctl", "stop", "jobdaemon.service", "jobdaemon.socket")
 	})
 
