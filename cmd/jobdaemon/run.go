@@ -64,7 +64,7 @@ func runDaemon(cfgPath string, drain bool, stderr io.Writer) int {
 	// the daemon half started (PID file and socket left behind): take them
 	// now, and act on them once the daemon is ready.
 	early := make(chan os.Signal, 8)
-	signal.Notify(early, handledSignals...)
+	signal.Notify(early, jobs.Signals...)
 	defer signal.Stop(early)
 
 	manager := lifecycle.Detect()
@@ -101,10 +101,6 @@ func runDaemon(cfgPath string, drain bool, stderr io.Writer) int {
 	}
 	return r.run(drain)
 }
-
-// handledSignals are the signals jobs.Run acts on (see its doc).
-var handledSignals = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP,
-	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGCONT, syscall.SIGTTIN, syscall.SIGTTOU}
 
 // failed reports a start-up failure everywhere someone may look: the log,
 // stderr (unless the log is there already), "jobdaemon start" waiting on
@@ -271,12 +267,7 @@ func (r *daemonRun) ready() {
 	// start-up.
 	signal.Stop(r.early)
 	for len(r.early) > 0 {
-		switch <-r.early {
-		case syscall.SIGTERM, syscall.SIGINT:
-			r.d.Stop(jobs.Graceful)
-		case syscall.SIGQUIT:
-			r.d.Stop(jobs.Drain)
-		}
+		r.d.Signal(<-r.early)
 	}
 	r.log.Info("ready", "manager", r.manager.String(), "control_socket", r.cfg.Control.Socket,
 		"max_children", r.cfg.Pool.MaxChildren)

@@ -202,6 +202,19 @@ func (d *Daemon) beginStop(mode pool.StopMode) {
 	go func() { _ = d.pool.Stop(context.Background(), mode, opt) }()
 }
 
+// Signals are the signals Run handles, unless Options.NoSignals is set.
+var Signals = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP,
+	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGCONT, syscall.SIGTTIN, syscall.SIGTTOU}
+
+// Signal acts on sig as if the daemon had received it (see Run): for a
+// program that catches signals itself, or before Run does, as a daemon
+// does during its start-up. It returns at once and is safe to call from
+// any goroutine and before Run; the signal is acted on by the dispatcher,
+// before it looks for jobs. Signals other than Signals are ignored.
+func (d *Daemon) Signal(sig os.Signal) {
+	d.push(event{apply: func() { d.onSignal(d.hctx, sig) }})
+}
+
 func (d *Daemon) onSignal(hctx context.Context, sig os.Signal) {
 	d.log.Info("signal received", "signal", sig.String())
 	switch sig {

@@ -9,7 +9,6 @@ import (
 	"os/signal"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/jobdaemon/jobdaemon/pkg/pool"
@@ -80,6 +79,7 @@ type Daemon struct {
 	output  pool.Sink // Options.Output
 	tailMax int       // Options.TailSize
 
+	hctx     context.Context // the hooks' context, set by Run; dispatcher only
 	ctl      chan func()
 	finished chan struct{}
 
@@ -166,6 +166,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// Hooks get a context that outlives ctx: after a cancel the daemon
 	// still has to acknowledge the jobs that finish while it stops.
 	hctx := WithVars(context.WithoutCancel(ctx), d.vars)
+	d.hctx = hctx
 	if d.loader != nil {
 		if err := d.callHook("LoadConfig", func() error { return d.loader.LoadConfig(hctx) }); err != nil {
 			return fmt.Errorf("load config: %w", err)
@@ -190,8 +191,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	var sigs chan os.Signal
 	if !d.opts.NoSignals {
 		sigs = make(chan os.Signal, 8)
-		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP,
-			syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGCONT, syscall.SIGTTIN, syscall.SIGTTOU)
+		signal.Notify(sigs, Signals...)
 		defer signal.Stop(sigs)
 	}
 	d.log.Info("daemon started", "pid", os.Getpid(), "max_children", d.opts.MaxChildren,

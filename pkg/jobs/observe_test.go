@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"context"
 	"errors"
 	"os"
 	"sync"
@@ -221,4 +222,31 @@ func TestReloadWhileStoppingAndScaleLimits(t *testing.T) {
 	if reloads != 0 || d.Status().ReloadsFailed != 0 {
 		t.Errorf("the refused reload called OnReload %d times, counted %d failures", reloads, d.Status().ReloadsFailed)
 	}
+}
+
+// Signal acts like the signal itself, even when sent before Run: the
+// dispatcher acts on it before it takes a job.
+func TestSignalMethod(t *testing.T) {
+	a := newTestApp("ok", "ok")
+	d, err := New(a, Options{MaxChildren: 2, NoSignals: true, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Signal(syscall.SIGUSR2) // pause, before Run
+	errc := make(chan error, 1)
+	go func() { errc <- d.Run(context.Background()) }()
+	waitFor(t, "paused", func() bool { return d.Status().State == StatePaused })
+	if s := d.Status(); s.Started != 0 {
+		t.Fatalf("a job started before the queued pause took effect: %+v", s)
+	}
+	d.Signal(syscall.SIGTTIN)
+	waitFor(t, "TTIN", func() bool { return d.Status().MaxChildren == 3 })
+	d.Signal(syscall.SIGCONT)
+	select {
+	case <-a.allDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("jobs did not run after SIGCONT")
+	}
+	d.Signal(syscall.SIGQUIT)
+	waitRun(t, errc, "QUIT")
 }

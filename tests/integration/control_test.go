@@ -402,3 +402,39 @@ func TestStartPassesTheDaemonsExitCode(t *testing.T) {
 		t.Errorf("start: exit %d, want 78 with the reason\n%s", code, out)
 	}
 }
+
+// A TERM that arrives during start-up (here: while the spool puts back
+// thousands of jobs a crashed daemon left in running/) does not kill the
+// daemon half started: it starts, then stops gracefully, and removes its
+// PID file and socket.
+func TestTermDuringStartup(t *testing.T) {
+	e := newEnv(t, "")
+	running := filepath.Join(e.spool, "running")
+	if err := os.MkdirAll(running, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5000 {
+		if err := os.WriteFile(filepath.Join(running, fmt.Sprintf("left-%d", i)), []byte("ok\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := e.start()
+	pidFile := filepath.Join(e.dir, "jobdaemon.pid")
+	// The PID file is taken before the spool is opened.
+	e.waitFor("PID file", d, func() bool { _, err := os.Stat(pidFile); return err == nil })
+	d.Process.Signal(syscall.SIGTERM)
+	<-d.waited
+	out := d.out.String()
+	if !d.ProcessState.Success() {
+		t.Fatalf("a TERM during start-up: %v\n%s", d.ProcessState, tail(out))
+	}
+	if strings.Contains(out, `"msg":"ready"`) && !strings.Contains(out, `"msg":"signal received"`) {
+		t.Errorf("the TERM was not acted on:\n%s", tail(out))
+	}
+	for _, p := range []string{pidFile, filepath.Join(e.dir, "control.sock")} {
+		if _, err := os.Lstat(p); err == nil {
+			t.Errorf("%s left behind", p)
+		}
+	}
+	t.Logf("start-up log: %d lines", strings.Count(out, "\n"))
+}
