@@ -21,6 +21,7 @@ type backend struct {
 	d       *jobs.Daemon
 	spool   *spool.Spool
 	manager string
+	user    string // the daemon's user, after any privilege drop
 
 	mu       sync.Mutex
 	warnings []string
@@ -36,14 +37,17 @@ func (b *backend) Status() control.StatusReply {
 	b.mu.Lock()
 	warnings := append([]string(nil), b.warnings...)
 	b.mu.Unlock()
-	r := control.StatusReply{Status: b.d.Status(), Version: version, Manager: b.manager, Warnings: warnings}
+	return control.StatusReply{Status: b.d.Status(), Version: version, Manager: b.manager, User: b.user, Warnings: warnings}
+}
+
+// userName names the user the process runs as; it does not change once
+// the privileges are dropped, so the lookup is made once.
+func userName() string {
 	uid := strconv.Itoa(syscall.Geteuid())
 	if u, err := user.LookupId(uid); err == nil {
-		r.User = u.Username
-	} else {
-		r.User = uid
+		return u.Username
 	}
-	return r
+	return uid
 }
 
 func (b *backend) Reload(ctx context.Context) (int, error) {
@@ -54,6 +58,7 @@ func (b *backend) Reload(ctx context.Context) (int, error) {
 }
 
 func (b *backend) Stop(mode jobs.StopMode)        { b.d.Stop(mode) }
+func (b *backend) MaxChildren() int               { return b.d.MaxChildren() }
 func (b *backend) SetMaxChildren(n int) int       { return b.d.SetMaxChildren(n) }
 func (b *backend) ScaleMaxChildren(delta int) int { return b.d.ScaleMaxChildren(delta) }
 func (b *backend) Pause()                         { b.d.Pause() }

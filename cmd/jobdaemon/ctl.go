@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,7 +10,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -429,35 +429,27 @@ func cmdSignal(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "jobdaemon signal: give a job id, and optionally a signal")
 		return exitUsage
 	}
-	sig := fs.Arg(1)
-	if _, err := control.ParseSignal(sig); err != nil {
+	sig, err := control.ParseSignal(fs.Arg(1))
+	if err != nil {
 		fmt.Fprintf(stderr, "jobdaemon signal: %v\n", err)
 		return exitUsage
 	}
+	name := config.Signal(sig).String()
 	c, _, code := dialDaemon("signal", *cfgPath, stderr)
 	if c == nil {
 		return code
 	}
 	ctx, cancel := clientContext()
 	defer cancel()
-	if err := c.Signal(ctx, fs.Arg(0), sig); err != nil {
+	if err := c.Signal(ctx, fs.Arg(0), name); err != nil {
 		return clientError("signal", err, stderr)
 	}
-	s, _ := control.ParseSignal(sig)
-	fmt.Fprintf(stdout, "sent %s to job %s\n", unixSignalName(s), fs.Arg(0))
+	fmt.Fprintf(stdout, "sent %s to job %s\n", name, fs.Arg(0))
 	return exitOK
 }
 
-func unixSignalName(s syscall.Signal) string {
-	return config.Signal(s).String()
-}
-
 // noArgs refuses positional arguments.
-func noArgs(fs interface {
-	NArg() int
-	Arg(int) string
-	Name() string
-}, stderr io.Writer) int {
+func noArgs(fs *flag.FlagSet, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "jobdaemon %s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
 		return exitUsage

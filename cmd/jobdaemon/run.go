@@ -90,9 +90,8 @@ func runDaemon(cfgPath string, drain bool, stderr io.Writer) int {
 	r.notifier = lifecycle.NewNotifier(r.log)
 	if drain {
 		r.progress = newProgress(stderr, r.log, func() progressCounts {
-			st := r.d.Status()
-			queued, _ := r.spool.Depth()
-			return progressCounts{done: int(st.Succeeded), failed: r.spool.Failed(), running: len(st.Slots), queued: queued}
+			st := r.d.Status() // its Queued is the spool's Depth
+			return progressCounts{done: int(st.Succeeded), failed: r.spool.Failed(), running: st.Busy, queued: max(st.Queued, 0)}
 		})
 	}
 	defer r.close()
@@ -220,7 +219,7 @@ func (r *daemonRun) start(drain bool, sink pool.Sink) (code int, err error) {
 	if r.d, err = jobs.New(r.app, opts); err != nil {
 		return exitConfig, err
 	}
-	r.backend = &backend{d: r.d, spool: r.spool, manager: r.manager.String()}
+	r.backend = &backend{d: r.d, spool: r.spool, manager: r.manager.String(), user: userName()}
 	for _, w := range warnings {
 		r.backend.warn(w)
 	}

@@ -70,6 +70,12 @@ func (f *fakeBackend) Reload(ctx context.Context) (int, error) {
 
 func (f *fakeBackend) Stop(mode jobs.StopMode) { f.record("stop " + mode.String()) }
 
+func (f *fakeBackend) MaxChildren() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.max
+}
+
 func (f *fakeBackend) SetMaxChildren(n int) int {
 	f.record("set " + strconv.Itoa(n))
 	f.mu.Lock()

@@ -26,8 +26,9 @@ type Backend interface {
 	Reload(ctx context.Context) (generation int, err error)
 	// Stop begins a stop and returns at once.
 	Stop(mode jobs.StopMode)
-	// SetMaxChildren and ScaleMaxChildren change the pool's size and
-	// return the new one.
+	// MaxChildren returns the pool's size; SetMaxChildren and
+	// ScaleMaxChildren change it and return the new one.
+	MaxChildren() int
 	SetMaxChildren(n int) int
 	ScaleMaxChildren(delta int) int
 	// Pause and Resume stop and restart taking new jobs.
@@ -212,13 +213,13 @@ func (s *Server) scale(w http.ResponseWriter, r *http.Request) {
 func (s *Server) pause(w http.ResponseWriter, r *http.Request) {
 	s.logRequest(r)
 	s.b.Pause()
-	reply(w, http.StatusOK, ScaleReply{MaxChildren: s.b.Status().MaxChildren, State: jobs.StatePaused})
+	reply(w, http.StatusOK, ScaleReply{MaxChildren: s.b.MaxChildren(), State: jobs.StatePaused})
 }
 
 func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
 	s.logRequest(r)
 	s.b.Resume()
-	reply(w, http.StatusOK, ScaleReply{MaxChildren: s.b.Status().MaxChildren, State: jobs.StateRunning})
+	reply(w, http.StatusOK, ScaleReply{MaxChildren: s.b.MaxChildren(), State: jobs.StateRunning})
 }
 
 func (s *Server) submit(w http.ResponseWriter, r *http.Request) {

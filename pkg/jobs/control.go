@@ -110,6 +110,17 @@ func (d *Daemon) SetMaxChildren(n int) int {
 	return d.scale(func(int) int { return n })
 }
 
+// MaxChildren returns how many jobs may run at once. It is safe to call
+// from any goroutine.
+func (d *Daemon) MaxChildren() int {
+	d.stateMu.Lock()
+	defer d.stateMu.Unlock()
+	if d.pool == nil {
+		return d.maxBeforeRun
+	}
+	return d.pool.Max()
+}
+
 // ScaleMaxChildren changes MaxChildren by delta and returns the new
 // value, at least 1. It is safe to call from a hook.
 func (d *Daemon) ScaleMaxChildren(delta int) int {

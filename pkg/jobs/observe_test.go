@@ -209,8 +209,8 @@ func TestReloadWhileStoppingAndScaleLimits(t *testing.T) {
 	if n := d.ScaleMaxChildren(MaxChildrenLimit); n != MaxChildrenLimit {
 		t.Errorf("scaled past the limit: %d", n)
 	}
-	if n := d.SetMaxChildren(-5); n != 1 {
-		t.Errorf("SetMaxChildren(-5) = %d, want 1", n)
+	if n := d.SetMaxChildren(-5); n != 1 || d.MaxChildren() != 1 {
+		t.Errorf("SetMaxChildren(-5) = %d, MaxChildren() = %d, want 1", n, d.MaxChildren())
 	}
 	d.Stop(Graceful)
 	waitFor(t, "stopping", func() bool { return d.Status().State == StateStopping })
