@@ -104,9 +104,8 @@ type journalCommon struct {
 }
 
 type journalHandler struct {
-	c      *journalCommon
-	groups []string       // open groups, from WithGroup
-	pre    []journalField // from WithAttrs, named already
+	c     *journalCommon
+	attrs attrs[journalField] // from WithAttrs and WithGroup
 }
 
 type journalField struct{ name, value string }
@@ -119,29 +118,18 @@ func (h *journalHandler) WithAttrs(as []slog.Attr) slog.Handler {
 	if len(as) == 0 {
 		return h
 	}
-	h2 := *h
-	h2.pre = slices.Clip(h.pre)
-	for _, a := range as {
-		h2.pre = h.c.appendFields(h2.pre, h.groups, a)
-	}
-	return &h2
+	return &journalHandler{c: h.c, attrs: h.attrs.with(as, h.c.appendFields)}
 }
 
 func (h *journalHandler) WithGroup(name string) slog.Handler {
 	if name == "" {
 		return h
 	}
-	h2 := *h
-	h2.groups = append(slices.Clip(h.groups), name)
-	return &h2
+	return &journalHandler{c: h.c, attrs: h.attrs.group(name)}
 }
 
 func (h *journalHandler) Handle(_ context.Context, r slog.Record) error {
-	fs := slices.Clip(h.pre)
-	r.Attrs(func(a slog.Attr) bool {
-		fs = h.c.appendFields(fs, h.groups, a)
-		return true
-	})
+	fs := h.attrs.appendRecord(nil, r, h.c.appendFields)
 	vars := make(map[string]string, len(fs)+2)
 	for _, f := range fs {
 		vars[f.name] = f.value

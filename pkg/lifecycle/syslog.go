@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -104,9 +103,8 @@ type syslogCommon struct {
 }
 
 type syslogHandler struct {
-	c      *syslogCommon
-	groups []string // open groups, from WithGroup
-	pre    []byte   // from WithAttrs, formatted already with a leading space
+	c     *syslogCommon
+	attrs attrs[byte] // from WithAttrs and WithGroup
 }
 
 func (h *syslogHandler) Enabled(_ context.Context, l slog.Level) bool {
@@ -117,21 +115,14 @@ func (h *syslogHandler) WithAttrs(as []slog.Attr) slog.Handler {
 	if len(as) == 0 {
 		return h
 	}
-	h2 := *h
-	h2.pre = slices.Clip(h.pre)
-	for _, a := range as {
-		h2.pre = appendTextAttr(h2.pre, h.groups, a)
-	}
-	return &h2
+	return &syslogHandler{c: h.c, attrs: h.attrs.with(as, appendTextAttr)}
 }
 
 func (h *syslogHandler) WithGroup(name string) slog.Handler {
 	if name == "" {
 		return h
 	}
-	h2 := *h
-	h2.groups = append(slices.Clip(h.groups), name)
-	return &h2
+	return &syslogHandler{c: h.c, attrs: h.attrs.group(name)}
 }
 
 func (h *syslogHandler) Handle(_ context.Context, r slog.Record) error {
@@ -139,7 +130,7 @@ func (h *syslogHandler) Handle(_ context.Context, r slog.Record) error {
 	if t.IsZero() {
 		t = time.Now()
 	}
-	b := make([]byte, 0, 128+len(r.Message)+len(h.pre))
+	b := make([]byte, 0, 128+len(r.Message)+len(h.attrs.pre))
 	b = append(b, '<')
 	b = strconv.AppendInt(b, int64(h.c.facility*8+severity(r.Level)), 10)
 	b = append(b, '>')
@@ -150,11 +141,7 @@ func (h *syslogHandler) Handle(_ context.Context, r slog.Record) error {
 	b = strconv.AppendInt(b, int64(h.c.pid), 10)
 	b = append(b, "]: "...)
 	b = append(b, escapeControl(r.Message)...)
-	b = append(b, h.pre...)
-	r.Attrs(func(a slog.Attr) bool {
-		b = appendTextAttr(b, h.groups, a)
-		return true
-	})
+	b = h.attrs.appendRecord(b, r, appendTextAttr)
 	return h.c.write(b)
 }
 
