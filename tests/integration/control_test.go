@@ -204,7 +204,9 @@ func TestControlCommands(t *testing.T) {
 	}
 	metrics := e.curl("http://x/metrics")
 	for _, want := range []string{`jobdaemon_reloads_total{result="failed"} 1`, `jobdaemon_reloads_total{result="ok"} 1`,
-		"jobdaemon_children_max 5", `jobdaemon_jobs_failed_total{reason="signal"} 1`, "jobdaemon_jobs_succeeded_total 1"} {
+		"jobdaemon_children_max 5", `jobdaemon_jobs_failed_total{reason="signal"} 1`, "jobdaemon_jobs_succeeded_total 1",
+		// The killed job had an attempt left (max_attempts = 2): queued again.
+		`jobdaemon_jobs_retried_total{reason="signal"} 1`} {
 		if !strings.Contains(metrics, want+"\n") {
 			t.Errorf("metrics lack %q", want)
 		}
@@ -221,10 +223,8 @@ func TestControlCommands(t *testing.T) {
 		t.Errorf("stop --wait: exit %d\n%s", code, out)
 	}
 	// It has exited: gone, or a zombie that this test has yet to reap.
-	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", d.Process.Pid)); err == nil {
-		if f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:])); f[0] != "Z" {
-			t.Fatalf("stop --wait returned while the daemon runs (state %s)", f[0])
-		}
+	if processExists(d.Process.Pid) {
+		t.Fatal("stop --wait returned while the daemon runs")
 	}
 	if code, out := e.run("status"); code != 3 || !strings.Contains(out, "not running") {
 		t.Errorf("status of a stopped daemon: exit %d\n%s", code, out)
@@ -437,4 +437,59 @@ func TestTermDuringStartup(t *testing.T) {
 		}
 	}
 	t.Logf("start-up log: %d lines", strings.Count(out, "\n"))
+}
+
+// restart replaces a classic daemon with a new one; stop --timeout gives
+// up, exit 1, on a daemon whose job ignores TERM, and the stop goes on.
+func TestRestartAndStopTimeout(t *testing.T) {
+	e := newEnv(t, "")
+	e.longJobs()
+	os.WriteFile(filepath.Join(e.dir, "job.sh"), []byte(strings.Replace(jobScript, "*)",
+		"stubborn) trap '' TERM; sleep 300 & wait ;;\n*)", 1)), 0o755)
+	cfg, _ := os.ReadFile(e.config)
+	os.WriteFile(e.config, []byte(strings.Replace(string(cfg), "[log]\n", "[log]\ntarget = \"file\"\nfile = \"daemon.log\"\n", 1)), 0o644)
+	t.Cleanup(func() { e.run("stop", "--now", "--timeout", "10s") })
+
+	if code, out := e.run("restart"); code != 0 || !strings.Contains(out, "jobdaemon started") {
+		t.Fatalf("restart with no daemon: exit %d\n%s", code, out)
+	}
+	first := e.status().Pid
+	code, out := e.run("restart")
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("jobdaemon (pid %d) stopped", first)) || !strings.Contains(out, "jobdaemon started") {
+		t.Fatalf("restart: exit %d\n%s", code, out)
+	}
+	second := e.status().Pid
+	if second == first || processExists(first) {
+		t.Errorf("restart: pid %d then %d; the first still exists: %v", first, second, processExists(first))
+	}
+
+	e.put("stubborn", "stubborn\n")
+	deadline := time.Now().Add(10 * time.Second)
+	for e.status().Busy != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the job did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	code, out = e.run("stop", "--timeout", "300ms")
+	if code != 1 || !strings.Contains(out, fmt.Sprintf("pid %d still runs after 300ms", second)) {
+		t.Errorf("stop --timeout on a job that ignores TERM: exit %d\n%s", code, out)
+	}
+	// The stop goes on: stop_timeout (5s) then SIGKILL ends it.
+	if code, out := e.run("stop", "--timeout", "20s"); code != 0 && code != 3 {
+		t.Errorf("second stop: exit %d\n%s", code, out)
+	}
+	if processExists(second) {
+		t.Errorf("pid %d still runs after its stop_timeout", second)
+	}
+}
+
+// processExists reports whether pid runs (a zombie has exited).
+func processExists(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	return f[0] != "Z" && f[0] != "X"
 }
