@@ -6,7 +6,6 @@ import (
 	"os"
 	"strconv"
 	"sync"
-	"syscall"
 
 	"github.com/jobdaemon/jobdaemon/internal/config"
 	"github.com/jobdaemon/jobdaemon/internal/metrics"
@@ -20,8 +19,7 @@ import (
 type spoolApp struct {
 	cfg   *config.Config
 	spool *spool.Spool
-	env   []string            // the jobs' environment, without the JOB_* variables; the dispatcher's
-	cred  *syscall.Credential // the jobs' user, when the daemon runs as root
+	env   []string // the jobs' environment, without the JOB_* variables; the dispatcher's
 
 	joblog   *jobLog          // nil without [log] joblog
 	metrics  *metrics.Metrics // nil in tests
@@ -37,10 +35,10 @@ type started struct {
 	args  []string
 }
 
-func newSpoolApp(cfg *config.Config, sp *spool.Spool) (*spoolApp, error) {
-	a := &spoolApp{cfg: cfg, spool: sp, running: make(map[string]*started), env: jobEnv(cfg.Job)}
-	a.cred = jobCredential(&cfg.Daemon)
-	return a, nil
+// newSpoolApp returns the app. Jobs run as the daemon does: as [daemon]
+// user once the daemon has dropped its privileges (see dropPrivileges).
+func newSpoolApp(cfg *config.Config, sp *spool.Spool) *spoolApp {
+	return &spoolApp{cfg: cfg, spool: sp, running: make(map[string]*started), env: jobEnv(cfg.Job)}
 }
 
 // jobEnv returns the environment of every job, before the JOB_* variables:
@@ -56,15 +54,6 @@ func jobEnv(job config.Job) []string {
 		env = append(env, k+"="+v)
 	}
 	return env
-}
-
-// jobCredential returns the user and group jobs run as. Only root can
-// switch users; otherwise jobs run as the daemon does.
-func jobCredential(d *config.Daemon) *syscall.Credential {
-	if os.Geteuid() != 0 {
-		return nil
-	}
-	return d.Credential()
 }
 
 // NextJob implements jobs.Source.
@@ -112,12 +101,11 @@ func (a *spoolApp) Command(ctx context.Context, job *jobs.Job) (*pool.Spec, erro
 	env := append(a.env[:len(a.env):len(a.env)],
 		"JOB_ID="+job.ID, "JOB_PATH="+path, "JOB_SLOT="+slot, "JOB_ATTEMPT="+attempt)
 	return &pool.Spec{
-		Path:       args[0],
-		Args:       args,
-		Env:        env,
-		Dir:        a.cfg.Job.WorkingDir,
-		Stdin:      f,
-		Credential: a.cred,
+		Path:  args[0],
+		Args:  args,
+		Env:   env,
+		Dir:   a.cfg.Job.WorkingDir,
+		Stdin: f,
 	}, nil
 }
 

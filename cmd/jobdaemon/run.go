@@ -185,9 +185,7 @@ func (r *daemonRun) start(drain bool, sink pool.Sink) (code int, err error) {
 	if r.spool, err = openSpool(cfg, log); err != nil {
 		return exitFailure, fmt.Errorf("open the spool: %w", err)
 	}
-	if r.app, err = newSpoolApp(cfg, r.spool); err != nil {
-		return exitConfig, err
-	}
+	r.app = newSpoolApp(cfg, r.spool)
 	r.app.attempts = &r.ls.attempts
 	if cfg.Log.JobLog != "" {
 		if r.app.joblog, err = openJobLog(cfg.Log.JobLog); err != nil {
