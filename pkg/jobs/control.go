@@ -41,7 +41,7 @@ func (d *Daemon) do(f func()) error {
 // stopping refuses with ErrStopping, and calls neither.
 func (d *Daemon) Reload(ctx context.Context) error {
 	var err error
-	if derr := d.do(func() { err = d.reload(WithVars(context.WithoutCancel(ctx), d.vars)) }); derr != nil {
+	if derr := d.do(func() { err = d.reload(d.hookContext(ctx)) }); derr != nil {
 		return derr
 	}
 	return err
@@ -421,3 +421,30 @@ func (d *Daemon) snapshot(s *Status) []*pool.Child {
 	}
 	return children
 }
+
+type daemonKey struct{}
+
+// hookContext returns the context of the parent's hooks: ctx's values
+// without its cancellation (a stopping daemon still acknowledges the jobs
+// that end), the shared variables, and the daemon itself.
+func (d *Daemon) hookContext(ctx context.Context) context.Context {
+	ctx = WithVars(context.WithoutCancel(ctx), d.vars)
+	return context.WithValue(ctx, daemonKey{}, d)
+}
+
+// DaemonFrom returns the daemon that called the hook whose context is ctx,
+// so that a hook can change the pool's size (LoadConfig, as the PHP
+// original's loadConfig called setMaxChildren) or look at its state. It
+// returns nil in a child and for a context that did not come from a
+// daemon's hook (jobstest's, say).
+func DaemonFrom(ctx context.Context) *Daemon {
+	d, _ := ctx.Value(daemonKey{}).(*Daemon)
+	return d
+}
+
+// FreeSlots returns, during a call of NextJob, how many jobs could start
+// now: the slot NextJob is asked to fill and every other free one, idle
+// workers' included. A source that claims jobs in batches claims at most
+// that many, so that no job waits claimed here while another host could
+// run it. Outside NextJob it returns 0.
+func (d *Daemon) FreeSlots() int { return int(d.free.Load()) }

@@ -95,6 +95,8 @@ type Daemon struct {
 	// what had arrived by then; for one that exits after the job, all of it.
 	tails map[string]*pool.Tail
 
+	free atomic.Int32 // FreeSlots, set around each NextJob
+
 	started, succeeded, failed, retried atomic.Uint64
 	reloads, reloadsFailed              atomic.Uint64
 
@@ -165,7 +167,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	start := time.Now()
 	// Hooks get a context that outlives ctx: after a cancel the daemon
 	// still has to acknowledge the jobs that finish while it stops.
-	hctx := WithVars(context.WithoutCancel(ctx), d.vars)
+	hctx := d.hookContext(ctx)
 	d.hctx = hctx
 	if d.loader != nil {
 		if err := d.callHook("LoadConfig", func() error { return d.loader.LoadConfig(hctx) }); err != nil {
@@ -288,10 +290,18 @@ func (d *Daemon) dispatch(hctx context.Context) time.Duration {
 		}
 		var job *Job
 		asked := time.Now()
+		// The slot being filled counts as free; an idle worker popped for
+		// it is still among the running children.
+		running := d.busy()
+		if idle != nil {
+			running--
+		}
+		d.free.Store(int32(max(d.pool.Max()-running, 1)))
 		err := d.callHook("NextJob", func() (err error) {
 			job, err = d.app.NextJob(hctx, slot)
 			return err
 		})
+		d.free.Store(0)
 		if err != nil || job == nil {
 			if idle != nil {
 				d.idle = append(d.idle, idle)

@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -249,4 +250,45 @@ func TestSignalMethod(t *testing.T) {
 	}
 	d.Signal(syscall.SIGQUIT)
 	waitRun(t, errc, "QUIT")
+}
+
+// freeApp records, in NextJob, what the daemon behind its context says of
+// the free slots.
+type freeApp struct {
+	*testApp
+	seen []int // FreeSlots at each NextJob that returned a job
+}
+
+func (f *freeApp) NextJob(ctx context.Context, slot int) (*Job, error) {
+	d := DaemonFrom(ctx)
+	if d == nil {
+		return nil, errors.New("no daemon in the hook's context")
+	}
+	n := d.FreeSlots()
+	job, err := f.testApp.NextJob(ctx, slot)
+	if job != nil {
+		f.seen = append(f.seen, n)
+	}
+	return job, err
+}
+
+// A hook reaches its daemon through its context, and FreeSlots counts the
+// slot being filled and every other free one, and nothing outside
+// NextJob.
+func TestFreeSlotsInNextJob(t *testing.T) {
+	a := newTestApp("sleep", "sleep", "sleep")
+	f := &freeApp{testApp: a}
+	d, errc := startSource(t, f, a, Options{MaxChildren: 3, NoSignals: true})
+	waitFor(t, "three jobs running", func() bool { return d.Status().Busy == 3 })
+	if n := d.FreeSlots(); n != 0 {
+		t.Errorf("FreeSlots outside NextJob = %d, want 0", n)
+	}
+	d.Stop(Immediate)
+	waitRun(t, errc, "stop")
+	if fmt.Sprint(f.seen) != "[3 2 1]" {
+		t.Errorf("FreeSlots in NextJob: %v, want [3 2 1]", f.seen)
+	}
+	if DaemonFrom(context.Background()) != nil {
+		t.Error("DaemonFrom of a context not made by a daemon is not nil")
+	}
 }
