@@ -1,44 +1,129 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 	"strconv"
-	"sync"
+	"strings"
 
 	"github.com/jobdaemon/jobdaemon/internal/config"
-	"github.com/jobdaemon/jobdaemon/internal/metrics"
 	"github.com/jobdaemon/jobdaemon/pkg/jobs"
-	"github.com/jobdaemon/jobdaemon/pkg/jobs/spool"
-	"github.com/jobdaemon/jobdaemon/pkg/pool"
+	"github.com/jobdaemon/jobdaemon/pkg/service"
 )
 
-// spoolApp is the binary's application: its jobs are the files of a spool
-// directory, and each runs the configured command.
-type spoolApp struct {
-	cfg   *config.Config
-	spool *spool.Spool
-	env   []string // the jobs' environment, without the JOB_* variables; the dispatcher's
+// app is the binary's application: config.toml gives the service its
+// settings, the jobs come from the configured source, and each runs the
+// configured command. The hooks run on the dispatcher goroutine, one at a
+// time; Configure also runs in the client commands.
+type app struct {
+	cfg     *config.Config // in force, from the first LoadConfig on
+	pending *config.Config // read by Configure, applied by the next LoadConfig
+	src     source         // opened by the first LoadConfig
+	env     []string       // the jobs' environment, without the JOB_* variables
+	joblog  *jobLog        // nil without [log] joblog
 
-	joblog   *jobLog          // nil without [log] joblog
-	metrics  *metrics.Metrics // nil in tests
-	attempts *sync.Map        // job id → attempt of the running jobs, for their log lines; may be nil
-
-	// Touched by the hooks only, all called from the dispatcher goroutine.
-	running map[string]*started // by job id, from Command to Done
+	running map[string]*started // by job id, from Command to Finish
 }
 
-// started is what the app keeps of a job between Command and Done.
+// started is what the app keeps of a job between Command and Finish.
 type started struct {
-	stdin *os.File // the job file, open as the child's standard input
+	stdin io.Closer // the job's payload file, when it has one
 	args  []string
 }
 
-// newSpoolApp returns the app. Jobs run as the daemon does: as [daemon]
-// user once the daemon has dropped its privileges (see dropPrivileges).
-func newSpoolApp(cfg *config.Config, sp *spool.Spool) *spoolApp {
-	return &spoolApp{cfg: cfg, spool: sp, running: make(map[string]*started), env: jobEnv(cfg.Job)}
+func newApp() *app { return &app{running: make(map[string]*started)} }
+
+// Configure implements service.Configurer: the settings are config.toml's
+// [daemon], [pool], [control] and [log] tables. The daemon checks the
+// whole file (Load); a client command needs only the socket and the PID
+// file, and must work where the job's program or user do not exist.
+func (a *app) Configure(ctx context.Context, s *service.Settings) error {
+	load := config.Parse
+	if s.Command == "run" {
+		load = readConfig
+	}
+	cfg, err := load(s.ConfigFile)
+	if err != nil {
+		return err
+	}
+	file, command := s.ConfigFile, s.Command
+	*s = cfg.Settings()
+	s.ConfigFile, s.Command = file, command
+	if s.Log.JobIdentifier == "" && len(cfg.Job.Command) > 0 {
+		s.Log.JobIdentifier = filepath.Base(cfg.Job.Command[0])
+	}
+	if command == "run" {
+		a.pending = cfg
+	}
+	return nil
+}
+
+// readConfig loads the config file and checks what the binary needs beyond
+// config.Load: at start and on every reload.
+func readConfig(path string) (*config.Config, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Pool.JobsPerChild > 1 {
+		return nil, fmt.Errorf("%s: [pool] jobs_per_child = %d: the jobdaemon binary runs one command per job; "+
+			"set it to 1 (worker children are for Go programs built on pkg/jobs)", path, cfg.Pool.JobsPerChild)
+	}
+	return cfg, nil
+}
+
+// LoadConfig implements jobs.ConfigLoader. At start it opens the source,
+// after the service dropped its privileges, so that what the source
+// creates belongs to the daemon's user; on a reload it applies the parts
+// of [job] that take effect per job, and names in a warning what needs a
+// restart (the service does so for its own settings).
+func (a *app) LoadConfig(ctx context.Context) error {
+	next := a.pending
+	if next == nil {
+		return errors.New("no configuration read")
+	}
+	d := jobs.DaemonFrom(ctx)
+	if a.cfg == nil {
+		src, err := openSource(ctx, next, d.Logger())
+		if err != nil {
+			return err
+		}
+		if next.Log.JobLog != "" {
+			if a.joblog, err = openJobLog(next.Log.JobLog); err != nil {
+				src.Close()
+				return fmt.Errorf("open the job log: %w", err)
+			}
+		}
+		a.cfg, a.src = next, src
+	} else {
+		if keys := service.RestartKeys(ownTables(a.cfg), ownTables(next)); len(keys) > 0 {
+			d.Logger().Warn("these changes need a restart and are ignored until then", "keys", strings.Join(keys, ", "))
+		}
+		service.CopyLive(&a.cfg.Job, &next.Job)
+	}
+	a.env = jobEnv(a.cfg.Job)
+	return nil
+}
+
+// binaryTables are the tables of config.toml that are the binary's own,
+// not the service's settings.
+type binaryTables struct {
+	Job    config.Job    `toml:"job"`
+	Source config.Source `toml:"source"`
+	Log    struct {
+		JobLog string `toml:"joblog"`
+	} `toml:"log"`
+}
+
+func ownTables(c *config.Config) binaryTables {
+	t := binaryTables{Job: c.Job, Source: c.Source}
+	t.Log.JobLog = c.Log.JobLog
+	return t
 }
 
 // jobEnv returns the environment of every job, before the JOB_* variables:
@@ -57,22 +142,28 @@ func jobEnv(job config.Job) []string {
 }
 
 // NextJob implements jobs.Source.
-func (a *spoolApp) NextJob(ctx context.Context, slot int) (*jobs.Job, error) {
-	return a.spool.NextJob(ctx, slot)
+func (a *app) NextJob(ctx context.Context, slot int) (*jobs.Job, error) {
+	return a.src.NextJob(ctx, slot)
 }
 
-// Depth implements jobs.Depther: the jobs waiting in incoming/.
-func (a *spoolApp) Depth() (int, error) { return a.spool.Depth() }
-
 // Wake implements jobs.Waker.
-func (a *spoolApp) Wake() <-chan struct{} { return a.spool.Wake() }
+func (a *app) Wake() <-chan struct{} { return a.src.Wake() }
+
+// Depth implements jobs.Depther: the jobs waiting in the source. Status
+// may ask before the source is open.
+func (a *app) Depth() (int, error) {
+	if a.src == nil {
+		return 0, errors.New("the source is not open yet")
+	}
+	return a.src.Depth()
+}
 
 // Command implements jobs.Commander: the configured command, with the
-// placeholders replaced as whole arguments, the job file as standard
-// input, and nothing else of the daemon's environment.
-func (a *spoolApp) Command(ctx context.Context, job *jobs.Job) (*pool.Spec, error) {
-	path := a.spool.Path(job)
-	name := job.Meta["name"]
+// placeholders replaced as whole arguments, the job's payload as standard
+// input (its file, for a source whose jobs are files), and nothing else of
+// the daemon's environment.
+func (a *app) Command(ctx context.Context, job *jobs.Job) (*jobs.Spec, error) {
+	path := job.Meta["path"]
 	slot, attempt := strconv.Itoa(job.Slot), strconv.Itoa(job.Attempt)
 	args := make([]string, len(a.cfg.Job.Command))
 	for i, arg := range a.cfg.Job.Command {
@@ -80,7 +171,7 @@ func (a *spoolApp) Command(ctx context.Context, job *jobs.Job) (*pool.Spec, erro
 		case config.PlaceholderPath:
 			arg = path
 		case config.PlaceholderName:
-			arg = name
+			arg = job.Meta["name"]
 		case config.PlaceholderID:
 			arg = job.ID
 		case config.PlaceholderSlot:
@@ -90,42 +181,62 @@ func (a *spoolApp) Command(ctx context.Context, job *jobs.Job) (*pool.Spec, erro
 		}
 		args[i] = arg
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("open job file: %w", err)
+	env := append(a.env[:len(a.env):len(a.env)], "JOB_ID="+job.ID, "JOB_SLOT="+slot, "JOB_ATTEMPT="+attempt)
+	st := &started{args: args}
+	var stdin io.Reader = bytes.NewReader(job.Payload)
+	if path != "" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("open job file: %w", err)
+		}
+		stdin, st.stdin = f, f
+		env = append(env, "JOB_PATH="+path)
 	}
-	a.running[job.ID] = &started{stdin: f, args: args}
-	if a.attempts != nil {
-		a.attempts.Store(job.ID, job.Attempt)
-	}
-	env := append(a.env[:len(a.env):len(a.env)],
-		"JOB_ID="+job.ID, "JOB_PATH="+path, "JOB_SLOT="+slot, "JOB_ATTEMPT="+attempt)
-	return &pool.Spec{
-		Path:  args[0],
-		Args:  args,
-		Env:   env,
-		Dir:   a.cfg.Job.WorkingDir,
-		Stdin: f,
-	}, nil
+	a.running[job.ID] = st
+	return &jobs.Spec{Path: args[0], Args: args, Env: env, Dir: a.cfg.Job.WorkingDir, Stdin: stdin}, nil
 }
 
-// Done implements jobs.Acker: the spool moves the job on.
-func (a *spoolApp) Done(ctx context.Context, job *jobs.Job, res jobs.Result) error {
-	st := a.running[job.ID]
-	delete(a.running, job.ID)
-	if a.attempts != nil {
-		a.attempts.Delete(job.ID)
-	}
-	if a.metrics != nil && !res.OK() && !res.Interrupted && job.Attempt < a.cfg.Job.MaxAttempts {
-		a.metrics.Retried(res) // the spool queues it again: see spool.Done
-	}
-	if st != nil {
-		st.stdin.Close()
+// Finish implements jobs.Finisher: the source files the job.
+func (a *app) Finish(ctx context.Context, job *jobs.Job, res jobs.Result) (jobs.Verdict, error) {
+	if st := a.running[job.ID]; st != nil {
+		delete(a.running, job.ID)
+		if st.stdin != nil {
+			st.stdin.Close()
+		}
 		if a.joblog != nil {
 			if err := a.joblog.write(res, st.args); err != nil {
-				return err
+				return jobs.Unknown, err
 			}
 		}
 	}
-	return a.spool.Done(ctx, job, res)
+	return a.src.Finish(ctx, job, res)
+}
+
+// Submit implements service.Submitter, for the control socket.
+func (a *app) Submit(ctx context.Context, id string, r io.Reader) (string, error) {
+	return a.src.Submit(ctx, id, r)
+}
+
+// MaxPayload bounds what the control socket accepts as a job. The server
+// asks before the source is open.
+func (a *app) MaxPayload() int64 { return maxPayload(a.pending) }
+
+// Failed implements service.FailedCounter: jobs filed as failed,
+// refused ones included.
+func (a *app) Failed() int {
+	if a.src == nil {
+		return 0
+	}
+	return a.src.Failed()
+}
+
+// Close closes the source and the job log, once the daemon has stopped.
+func (a *app) Close() error {
+	if a.joblog != nil {
+		a.joblog.Close()
+	}
+	if a.src == nil {
+		return nil
+	}
+	return a.src.Close()
 }

@@ -2,37 +2,48 @@ package main
 
 import (
 	"fmt"
-	"io"
+	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/spf13/cobra"
+
+	"github.com/jobdaemon/jobdaemon/pkg/service"
 )
 
-const checkConfigHelp = `
-Loads the config file as "run" would: every unknown key, out-of-range
+// timeout bounds a request to the daemon or the source: one that does
+// not answer within a minute is stuck.
+const timeout = time.Minute
+
+func checkConfigCommand() *cobra.Command {
+	var quiet bool
+	c := &cobra.Command{
+		Use:   "check-config [--quiet]",
+		Short: "validate a config file and print the settings in effect",
+		Long: `Loads the config file as "run" would: every unknown key, out-of-range
 value, missing user or group, and a command that does not exist or cannot
 be executed is reported with the file, line and key. On success it prints
 the settings in effect, defaults included and paths made absolute.
 
-Exits 0 when the file is valid, 78 when it is not.`
-
-func cmdCheckConfig(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("check-config", "--config FILE", checkConfigHelp, stderr)
-	cfgPath := configFlag(fs)
-	quiet := fs.Bool("quiet", false, "print nothing when the file is valid")
-	if code := parseFlags(fs, args, stdout); code >= 0 {
-		return code
+Exits 0 when the file is valid, 78 when it is not.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			path := service.ConfigFile(cmd)
+			cfg, err := readConfig(path)
+			if err != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "jobdaemon: invalid configuration:\n%v\n", err)
+				return service.Exit(service.ExitConfig)
+			}
+			if quiet {
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "# %s is valid; the settings in effect:\n", path)
+			if err := toml.NewEncoder(cmd.OutOrStdout()).Encode(cfg); err != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "jobdaemon: print config: %v\n", err)
+				return service.Exit(service.ExitSoftware)
+			}
+			return nil
+		},
 	}
-	cfg, code := loadConfig(*cfgPath, stderr)
-	if cfg == nil {
-		return code
-	}
-	if *quiet {
-		return exitOK
-	}
-	fmt.Fprintf(stdout, "# %s is valid; the settings in effect:\n", *cfgPath)
-	if err := toml.NewEncoder(stdout).Encode(cfg); err != nil {
-		fmt.Fprintf(stderr, "jobdaemon: print config: %v\n", err)
-		return exitSoftware
-	}
-	return exitOK
+	c.Flags().BoolVar(&quiet, "quiet", false, "print nothing when the file is valid")
+	return c
 }

@@ -1,102 +1,115 @@
 package main
 
 import (
-	"errors"
+	"context"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 
+	"github.com/spf13/cobra"
+
 	"github.com/jobdaemon/jobdaemon/internal/config"
-	"github.com/jobdaemon/jobdaemon/internal/control"
-	"github.com/jobdaemon/jobdaemon/pkg/jobs/spool"
+	"github.com/jobdaemon/jobdaemon/pkg/service"
 )
 
-const submitHelp = `
-Queues jobs in the spool's incoming/ directory: each FILE is copied under
-its base name, and "-" reads one job from standard input. Each job is
-written under a temporary name and renamed into place, so a daemon never
-sees half a job. It works whether or not a daemon is running. The id of
-each job is printed, one per line.
+func submitCommand() *cobra.Command {
+	var id string
+	c := &cobra.Command{
+		Use:   "submit [--id ID] FILE...|-",
+		Short: "queue jobs: files, or standard input",
+		Long: `Queues jobs: each FILE becomes a job, and "-" reads one from standard
+input. The id of each job is printed, one per line. It works whether or
+not a daemon is running.
 
---id names the job (with one FILE or -); by default a job takes the name of
-its file, and standard input gets a unique name. A name that already
-waits in incoming/ is refused (one that runs is no obstacle).
+With the spool source, each file is copied under its base name into the
+spool's incoming/ directory, under a temporary name and renamed into
+place, so a daemon never sees half a job. --id names the job (with one
+FILE or -); by default a job takes the name of its file, and standard
+input gets a unique name. A name that already waits in incoming/ is
+refused (one that runs is no obstacle).
 
 When a daemon runs, the jobs go through its control socket, which checks
-the user's rights and the job's size ([source.spool] max_payload);
-otherwise they are written into the spool directly, which needs write
-access to it.
+the user's rights and the job's size; otherwise they are written into the
+source directly, which needs write access to it.
 
 Examples:
   jobdaemon submit --config config.toml photos/*.jpg
-  pg_dump mydb | jobdaemon submit --config config.toml --id backup-mydb -`
-
-func cmdSubmit(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("submit", "--config FILE [--id ID] FILE...|-", submitHelp, stderr)
-	cfgPath := configFlag(fs)
-	id := fs.String("id", "", "the job's `name` (one job only)")
-	if code := parseFlags(fs, args, stdout); code >= 0 {
-		return code
+  pg_dump mydb | jobdaemon submit --config config.toml --id backup-mydb -`,
+		RunE: func(cmd *cobra.Command, files []string) error {
+			return service.Exit(submit(cmd, id, files))
+		},
 	}
-	files := fs.Args()
+	c.Flags().StringVar(&id, "id", "", "the job's `name` (one job only)")
+	return c
+}
+
+func submit(cmd *cobra.Command, id string, files []string) int {
+	stderr, stdout := cmd.ErrOrStderr(), cmd.OutOrStdout()
 	if len(files) == 0 {
 		fmt.Fprintln(stderr, "jobdaemon submit: no job given: name files, or - for standard input")
-		return exitUsage
+		return service.ExitUsage
 	}
-	if *id != "" && len(files) > 1 {
+	if id != "" && len(files) > 1 {
 		fmt.Fprintln(stderr, "jobdaemon submit: --id names one job, and more were given")
-		return exitUsage
+		return service.ExitUsage
 	}
-	// Only the spool's place is needed: the job's program and user need
-	// not exist on a host that only submits.
-	cfg, err := config.Parse(*cfgPath)
+	// Only where jobs go is needed: the job's program and user need not
+	// exist on a host that only submits.
+	cfg, err := config.Parse(service.ConfigFile(cmd))
 	if err != nil {
 		fmt.Fprintf(stderr, "jobdaemon: invalid configuration:\n%v\n", err)
-		return config.ExitConfig
+		return service.ExitConfig
 	}
-	dir := cfg.Source.Spool.Dir
-	submit := func(name string, r io.Reader) (string, error) { return spool.SubmitDir(dir, name, r) }
+	submit, err := directSubmit(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "jobdaemon submit: %v\n", err)
+		return service.ExitConfig
+	}
 	if cfg.Control.Socket != "" {
-		c := newClient(cfg)
-		ctx, cancel := clientContext()
+		st := cfg.Settings()
+		c := service.NewClient(&st)
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		_, err := c.Status(ctx)
 		cancel()
 		switch {
 		case err == nil:
-			submit = func(name string, r io.Reader) (string, error) {
-				ctx, cancel := clientContext()
-				defer cancel()
+			submit = func(ctx context.Context, name string, r io.Reader) (string, error) {
 				return c.Submit(ctx, name, r)
 			}
-		case !errors.Is(err, control.ErrNoDaemon):
+		case !service.IsNotRunning(err):
 			fmt.Fprintf(stderr, "jobdaemon submit: %v\n", err)
-			return clientError("submit", err, io.Discard)
+			return service.ClientExitCode(err)
 		}
 	}
-	status := exitOK
-	for _, file := range files {
-		name := *id
-		var r io.Reader
+	// Every file is opened before the first job is queued: a missing one
+	// queues nothing.
+	readers := make([]io.Reader, len(files))
+	for i, file := range files {
 		if file == "-" {
-			r = os.Stdin
-		} else {
-			f, err := os.Open(file)
-			if err != nil {
-				fmt.Fprintf(stderr, "jobdaemon submit: %v\n", err)
-				status = exitFailure
-				continue
-			}
-			if name == "" {
-				name = filepath.Base(file)
-			}
-			r = f
-			defer f.Close()
+			readers[i] = os.Stdin
+			continue
 		}
-		got, err := submit(name, r)
+		f, err := os.Open(file)
+		if err != nil {
+			fmt.Fprintf(stderr, "jobdaemon submit: %v\n", err)
+			return service.ExitFailure
+		}
+		defer f.Close()
+		readers[i] = f
+	}
+	status := service.ExitOK
+	for i, file := range files {
+		name := id
+		if name == "" && file != "-" {
+			name = filepath.Base(file)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		got, err := submit(ctx, name, readers[i])
+		cancel()
 		if err != nil {
 			fmt.Fprintf(stderr, "jobdaemon submit: %s: %v\n", file, err)
-			status = exitFailure
+			status = service.ExitFailure
 			continue
 		}
 		fmt.Fprintln(stdout, got)

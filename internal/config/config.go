@@ -13,72 +13,51 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/jobdaemon/jobdaemon/pkg/service"
 )
 
 // Config is the content of config.toml. Load returns it with the defaults
 // filled in, relative paths made absolute and every value checked.
+//
+// The [daemon], [pool], [control] and [log] tables are the service's
+// settings (package service), which any program built on it has; [job]
+// and [source] are the binary's own: the command to run and where jobs
+// come from.
 type Config struct {
 	// Daemon is the [daemon] table: the process itself.
-	Daemon Daemon `toml:"daemon"`
+	Daemon service.DaemonSettings `toml:"daemon"`
 	// Pool is the [pool] table: how many jobs run at once and how they stop.
-	Pool Pool `toml:"pool"`
+	Pool service.PoolSettings `toml:"pool"`
 	// Job is the [job] table: the command run for each job.
 	Job Job `toml:"job"`
 	// Source is the [source] table: where jobs come from.
 	Source Source `toml:"source"`
 	// Control is the [control] table: the control socket.
-	Control Control `toml:"control"`
+	Control service.ControlSettings `toml:"control"`
 	// Log is the log table: the daemon's own log and the job log.
 	Log Log `toml:"log"`
 
 	file string     // path as given to Load, for errors
 	idx  *lineIndex // finds the line of a key in file
+
+	cred *syscall.Credential // [daemon] user and group, resolved by Validate
+	gid  int                 // the control socket's group, resolved by Validate; -1 for none
 }
 
-// Daemon is the [daemon] table.
-type Daemon struct {
-	// PIDFile is the PID file written and locked by the daemon (default
-	// "/run/jobdaemon/jobdaemon.pid"); "" writes none, which suits systemd.
-	PIDFile string `toml:"pid_file"`
-	// User, if set, is the user (a name or a numeric uid) the daemon drops
-	// to after start-up, once the PID file and sockets are open. "" stays as
-	// started. It must exist on this host.
-	User string `toml:"user"`
-	// Group, if set, is the group (a name or a numeric gid) to drop to; ""
-	// with User set takes that user's primary group. It must exist.
-	Group string `toml:"group"`
-	// StopTimeout is how long a graceful stop waits for running jobs before
-	// it kills them with SIGKILL (default 30s; must be positive).
-	StopTimeout Duration `toml:"stop_timeout"`
-	// IdleInterval is the longest the daemon sleeps when no job is ready
-	// (default 2s; must be positive).
-	IdleInterval Duration `toml:"idle_interval"`
-
-	cred *syscall.Credential // User and Group, resolved by Validate
+// Settings returns the service's settings of c: its [daemon], [pool],
+// [control] and [log] tables.
+func (c *Config) Settings() service.Settings {
+	return service.Settings{Daemon: c.Daemon, Pool: c.Pool, Control: c.Control, Log: c.Log.LogSettings}
 }
 
-// Pool is the [pool] table.
-type Pool struct {
-	// MaxChildren is how many jobs run at once, 1 to 10000 (default 4).
-	MaxChildren int `toml:"max_children"`
-	// JobsPerChild, above 1, makes each child a worker that runs that many
-	// jobs before it exits; 1 to 1000000 (default 1). Whether the running
-	// program supports worker children is for the caller to check.
-	JobsPerChild int `toml:"jobs_per_child"`
-	// JobTimeout, if positive, stops a job that runs longer: StopSignal to
-	// its process group, then SIGKILL after KillGrace. 0 (the default)
-	// means no limit.
-	JobTimeout Duration `toml:"job_timeout"`
-	// KillGrace is the time from StopSignal to SIGKILL (default 10s; must
-	// be positive).
-	KillGrace Duration `toml:"kill_grace"`
-	// StopSignal is sent to a job's process group on timeout and on a
-	// graceful stop (default SIGTERM).
-	StopSignal Signal `toml:"stop_signal"`
-	// ForwardSignals, if true (the default), sends StopSignal to running
-	// jobs on a graceful stop; if false they run on until
-	// daemon.stop_timeout and are then killed.
-	ForwardSignals bool `toml:"forward_signals"`
+// Log is the [log] table: the service's log settings, and the binary's job
+// log.
+type Log struct {
+	service.LogSettings
+	// JobLog, if set, is a file that gets one line per finished job, like
+	// GNU parallel's --joblog. "" (the default) writes none.
+	JobLog string `toml:"joblog"`
 }
 
 // Job is the [job] table.
@@ -91,17 +70,17 @@ type Job struct {
 	// longer argument ("{path}.png") is an error, since nothing is
 	// interpolated. An argument with whitespace inside its braces (an awk
 	// program, say) is not taken for a placeholder.
-	Command []string `toml:"command"`
+	Command []string `toml:"command" reload:"live"`
 	// WorkingDir is the directory jobs run in; "" (the default) is the
 	// daemon's own working directory. It must exist.
-	WorkingDir string `toml:"working_dir"`
+	WorkingDir string `toml:"working_dir" reload:"live"`
 	// Env is added to each job's environment, after InheritEnv. The daemon
 	// also sets JOB_ID, JOB_PATH, JOB_SLOT and JOB_ATTEMPT, which Env may not set.
-	Env map[string]string `toml:"env"`
+	Env map[string]string `toml:"env" reload:"live"`
 	// InheritEnv names variables of the daemon's environment passed on to
 	// jobs. By default nothing of the daemon's environment is passed on.
 	// systemd's NOTIFY_SOCKET, LISTEN_* and WATCHDOG_* never are.
-	InheritEnv []string `toml:"inherit_env"`
+	InheritEnv []string `toml:"inherit_env" reload:"live"`
 	// MaxAttempts is how often a job is tried before it is marked failed,
 	// 1 to 1000000 (default 3; 1 means no retries).
 	MaxAttempts int `toml:"max_attempts"`
@@ -132,68 +111,15 @@ type Spool struct {
 	RescanInterval Duration `toml:"rescan_interval"`
 }
 
-// Control is the [control] table.
-type Control struct {
-	// Socket is the path of the control socket (default
-	// "/run/jobdaemon/control.sock"); "" opens none. A Unix socket path
-	// holds at most 107 bytes.
-	Socket string `toml:"socket"`
-	// Group, if set, is the group (a name or a numeric gid) that owns the
-	// socket file and whose members may connect, besides root and the
-	// daemon's own user. "" takes daemon.group, or daemon.user's primary
-	// group, or else the daemon's own group.
-	Group string `toml:"group"`
-
-	gid int // Group resolved by Validate; -1 for none
-}
-
-// Log is the log table of config.toml.
-type Log struct {
-	// Level is the daemon's own verbosity: "trace", "debug", "info" (the
-	// default), "warn" or "error". See ParseLevel.
-	Level string `toml:"level"`
-	// JobOutput is the level at which lines that jobs write are logged
-	// (default "info"); same values as Level.
-	JobOutput string `toml:"job_output"`
-	// Format is "auto" (the default: the journal's native protocol under
-	// systemd, text otherwise), "text" or "json".
-	Format string `toml:"format"`
-	// JobLog, if set, is a file that gets one line per finished job, like
-	// GNU parallel's --joblog. "" (the default) writes none.
-	JobLog string `toml:"joblog"`
-	// Target is where the daemon logs: "auto" (the default: the journal
-	// when stderr is connected to it, syslog for a classic daemon started
-	// with "jobdaemon start", stderr otherwise), "stderr", "journal",
-	// "syslog" or "file".
-	Target string `toml:"target"`
-	// File is the log file for target = "file"; it is reopened on SIGUSR1
-	// (logrotate's postrotate). Relative to the config file's directory.
-	File string `toml:"file"`
-	// JobFacility is the syslog facility of job output lines, for the
-	// journal and syslog targets (default "user"; the daemon's own lines
-	// always use "daemon").
-	JobFacility string `toml:"job_facility"`
-	// JobIdentifier is the SYSLOG_IDENTIFIER (syslog tag) of job output
-	// lines; "" (the default) takes the base name of job.command[0].
-	JobIdentifier string `toml:"job_identifier"`
-}
-
 // Default returns the configuration that an empty config.toml gives,
 // without a job command (which has no default).
 func Default() *Config {
+	def := service.Defaults("jobdaemon")
 	return &Config{
-		Daemon: Daemon{
-			PIDFile:      "/run/jobdaemon/jobdaemon.pid",
-			StopTimeout:  Duration(30 * time.Second),
-			IdleInterval: Duration(2 * time.Second),
-		},
-		Pool: Pool{
-			MaxChildren:    4,
-			JobsPerChild:   1,
-			KillGrace:      Duration(10 * time.Second),
-			StopSignal:     Signal(syscall.SIGTERM),
-			ForwardSignals: true,
-		},
+		Daemon:  def.Daemon,
+		Pool:    def.Pool,
+		Control: def.Control,
+		Log:     Log{LogSettings: def.Log},
 		Job: Job{
 			MaxAttempts: 3,
 			Backoff:     Duration(10 * time.Second),
@@ -206,8 +132,7 @@ func Default() *Config {
 				RescanInterval: Duration(10 * time.Second),
 			},
 		},
-		Control: Control{Socket: "/run/jobdaemon/control.sock"},
-		Log:     Log{Level: "info", JobOutput: "info", Format: "auto", Target: "auto", JobFacility: "user"},
+		gid: -1,
 	}
 }
 

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"github.com/jobdaemon/jobdaemon/pkg/service"
+
 	"errors"
 	"fmt"
 	"os"
@@ -93,7 +95,6 @@ func TestEmptyFileGetsDefaults(t *testing.T) {
 	}
 	want := Default()
 	want.Job.Command = []string{prog, "{path}"}
-	want.Control.gid = -1
 	c.file, c.idx = "", nil
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load(minimal) =\n%+v\nwant\n%+v", c, want)
@@ -152,23 +153,25 @@ job_identifier = "tool"
 		t.Fatal(err)
 	}
 	want := &Config{
-		Daemon: Daemon{PIDFile: "/run/jd/jd.pid", User: "root", Group: "0",
-			StopTimeout: Duration(time.Minute), IdleInterval: Duration(500 * time.Millisecond)},
-		Pool: Pool{MaxChildren: 8, JobsPerChild: 100, JobTimeout: Duration(90 * time.Minute),
-			KillGrace: Duration(5 * time.Second), StopSignal: Signal(syscall.SIGINT), ForwardSignals: false},
+		Daemon: service.DaemonSettings{PIDFile: "/run/jd/jd.pid", User: "root", Group: "0",
+			StopTimeout: time.Minute, IdleInterval: 500 * time.Millisecond},
+		Pool: service.PoolSettings{MaxChildren: 8, JobsPerChild: 100, JobTimeout: 90 * time.Minute,
+			KillGrace: 5 * time.Second, StopSignal: syscall.SIGINT, ForwardSignals: false},
 		Job: Job{Command: []string{prog, "{path}", "--slot", "{slot}", "awk '{print $1}'"}, WorkingDir: "/tmp",
 			Env: map[string]string{"LANG": "C.UTF-8", "DOTTED.NAME": "x"}, InheritEnv: []string{"HOME", "TZ"},
 			MaxAttempts: 5, Backoff: 0},
 		Source:  Source{Type: "spool", Spool: Spool{Dir: "/srv/spool", MaxPayload: 10 << 10, RescanInterval: Duration(time.Minute)}},
-		Control: Control{Socket: "/run/jd/control.sock", gid: 0}, // daemon.group
-		Log: Log{Level: "trace", JobOutput: "debug", Format: "json", JobLog: "/var/log/jd/jobs.log",
+		Control: service.ControlSettings{Socket: "/run/jd/control.sock"},
+		Log: Log{LogSettings: service.LogSettings{Level: "trace", JobOutput: "debug", Format: "json",
 			Target: "file", File: "/var/log/jd/daemon.log", JobFacility: "local3", JobIdentifier: "tool"},
+			JobLog: "/var/log/jd/jobs.log"},
+		gid: 0, // daemon.group
 	}
 	c.file, c.idx = "", nil
-	if cr := c.Daemon.Credential(); cr == nil || cr.Uid != 0 || cr.Gid != 0 {
+	if cr := c.Credential(); cr == nil || cr.Uid != 0 || cr.Gid != 0 {
 		t.Errorf("credential of root:0 = %+v", cr)
 	}
-	c.Daemon.cred = nil // compared above
+	c.cred = nil // compared above
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load =\n%+v\nwant\n%+v", c, want)
 	}
@@ -299,20 +302,6 @@ func TestSignal(t *testing.T) {
 	}
 	if got := Signal(40).String(); got != "40" {
 		t.Errorf("String = %q", got)
-	}
-}
-
-func TestParseLevel(t *testing.T) {
-	for in, want := range map[string]string{"trace": "DEBUG-4", "debug": "DEBUG", "INFO": "INFO", "warn": "WARN", "error": "ERROR"} {
-		l, err := ParseLevel(in)
-		if err != nil || l.String() != want {
-			t.Errorf("ParseLevel(%q) = %v, %v; want %s", in, l, err, want)
-		}
-	}
-	for _, in := range []string{"", "warning", "verbose"} {
-		if _, err := ParseLevel(in); err == nil || !strings.Contains(err.Error(), `"trace", "debug"`) {
-			t.Errorf("ParseLevel(%q) error = %v", in, err)
-		}
 	}
 }
 
@@ -716,13 +705,13 @@ func TestCredential(t *testing.T) {
 		}
 		return c
 	}
-	if c := load(""); c.Daemon.Credential() != nil {
-		t.Errorf("no user: %+v, want nil", c.Daemon.Credential())
+	if c := load(""); c.Credential() != nil {
+		t.Errorf("no user: %+v, want nil", c.Credential())
 	}
-	if c := Default(); c.Daemon.Credential() != nil {
+	if c := Default(); c.Credential() != nil {
 		t.Error("Default has a credential before Validate")
 	}
-	cr := load(`user = "root"`).Daemon.Credential()
+	cr := load(`user = "root"`).Credential()
 	if cr == nil || cr.Uid != 0 || cr.Gid != 0 || !slices.Contains(cr.Groups, 0) {
 		t.Errorf("root: %+v", cr)
 	}
@@ -730,7 +719,7 @@ func TestCredential(t *testing.T) {
 	if err != nil {
 		t.Fatalf("this test needs the group nogroup: %v", err)
 	}
-	cr = load("user = \"0\"\ngroup = \"nogroup\"").Daemon.Credential()
+	cr = load("user = \"0\"\ngroup = \"nogroup\"").Credential()
 	if cr == nil || cr.Uid != 0 || strconv.Itoa(int(cr.Gid)) != nogroup.Gid {
 		t.Errorf("uid 0 with group nogroup (%s): %+v", nogroup.Gid, cr)
 	}

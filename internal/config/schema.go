@@ -5,13 +5,15 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
 
 // node is one table of the schema, built from Config's toml tags.
 type node struct {
-	field    int              // index of the struct field in its parent
+	field    []int            // index path of the struct field in its parent
 	names    []string         // keys in declaration order
 	children map[string]*node // nil for a value
 	anyKeys  bool             // a map: every key is allowed
@@ -28,13 +30,15 @@ func buildSchema(t reflect.Type) *node {
 		return &node{anyKeys: true}
 	case reflect.Struct:
 		n := &node{children: make(map[string]*node)}
-		for f := range t.Fields() {
+		// Visible fields include those of embedded tables (config.Log
+		// embeds service.LogSettings), with their index paths.
+		for _, f := range reflect.VisibleFields(t) {
 			name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
-			if name == "" || name == "-" || !f.IsExported() {
+			if f.Anonymous || name == "" || name == "-" || !f.IsExported() {
 				continue
 			}
 			c := buildSchema(f.Type)
-			c.field = f.Index[0]
+			c.field = f.Index
 			n.names = append(n.names, name)
 			n.children[name] = c
 		}
@@ -147,7 +151,7 @@ func decodeTable(p *problems, md *toml.MetaData, tbl map[string]toml.Primitive, 
 			continue
 		}
 		c := n.children[name]
-		fv := rv.Field(c.field)
+		fv := rv.FieldByIndex(c.field)
 		key := append(prefix[:len(prefix):len(prefix)], name)
 		t := md.Type(key...)
 		if c.anyKeys && t != "Hash" && t != "" {
@@ -156,7 +160,7 @@ func decodeTable(p *problems, md *toml.MetaData, tbl map[string]toml.Primitive, 
 			continue
 		}
 		if c.children == nil {
-			if err := md.PrimitiveDecode(prim, fv.Addr().Interface()); err != nil {
+			if err := md.PrimitiveDecode(prim, decodeTarget(fv)); err != nil {
 				p.add(decodeError(err))
 			}
 			continue
@@ -183,4 +187,18 @@ func typeWord(t string) string {
 		return "a value"
 	}
 	return article(t)
+}
+
+// decodeTarget returns what a value is decoded into: the field itself, or,
+// for the plain Go types of the service's settings, this package's types
+// that read the same values with clearer messages ("30" has no unit;
+// "SIGTREM" is not a signal, did you mean "SIGTERM"?).
+func decodeTarget(fv reflect.Value) any {
+	switch fv.Type() {
+	case reflect.TypeFor[time.Duration]():
+		return (*Duration)(fv.Addr().Interface().(*time.Duration))
+	case reflect.TypeFor[syscall.Signal]():
+		return (*Signal)(fv.Addr().Interface().(*syscall.Signal))
+	}
+	return fv.Addr().Interface()
 }

@@ -6,15 +6,15 @@ import (
 	"maps"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/jobdaemon/jobdaemon/pkg/service"
 )
 
 // The placeholders of job.command. Each is replaced per job when it is a
@@ -38,10 +38,6 @@ var placeholders = []string{PlaceholderPath, PlaceholderName, PlaceholderID, Pla
 // "{print $1}" (awk) does not; "{}" and "{.}" (GNU parallel) do.
 var braces = regexp.MustCompile(`\{[^{}\s]*\}`)
 
-// maxSocketPath is the longest Unix socket path: sun_path holds 108 bytes
-// with the terminating NUL.
-const maxSocketPath = 107
-
 // reservedEnv are set by the daemon for each job; job.env may not set them.
 var reservedEnv = []string{"JOB_ID", "JOB_PATH", "JOB_SLOT", "JOB_ATTEMPT"}
 
@@ -55,20 +51,20 @@ var reservedEnv = []string{"JOB_ID", "JOB_PATH", "JOB_SLOT", "JOB_ATTEMPT"}
 func (c *Config) Validate() error {
 	v := &validator{problems{file: c.file, idx: c.idx}}
 
-	d := &c.Daemon
-	v.path("daemon.pid_file", d.PIDFile, true)
-	d.cred = v.credential(d)
-	v.positive("daemon.stop_timeout", d.StopTimeout, "30s")
-	v.positive("daemon.idle_interval", d.IdleInterval, "2s")
-
-	p := &c.Pool
-	v.intRange("pool.max_children", p.MaxChildren, 1, 10000)
-	v.intRange("pool.jobs_per_child", p.JobsPerChild, 1, 1_000_000)
-	v.nonNegative("pool.job_timeout", p.JobTimeout)
-	v.positive("pool.kill_grace", p.KillGrace, "10s")
-	if p.StopSignal < 1 || p.StopSignal > maxSignal {
-		v.fail("pool.stop_signal", nil, "%d is not a signal: use a name such as \"SIGTERM\"", int(p.StopSignal))
+	// The service's tables: the service checks them as it would for any
+	// program; this adds the file's lines.
+	st := c.Settings()
+	for _, err := range unjoin(st.Validate()) {
+		var se *service.SettingError
+		if errors.As(err, &se) {
+			v.add(&Error{Key: se.Key, Msg: se.Msg, Err: se.Err})
+		} else {
+			v.add(&Error{Msg: err.Error(), Err: err})
+		}
 	}
+	c.cred, _ = st.Credential()
+	c.gid, _ = st.ControlGid()
+	v.path("log.joblog", c.Log.JobLog, true)
 
 	v.job(&c.Job)
 
@@ -85,49 +81,18 @@ func (c *Config) Validate() error {
 	default:
 		v.fail("source.type", nil, "unknown source %q: use \"spool\"", c.Source.Type)
 	}
-
-	v.path("control.socket", c.Control.Socket, true)
-	c.Control.gid = v.controlGroup(c)
-	if n := len(c.Control.Socket); n > maxSocketPath {
-		v.fail("control.socket", nil, "%q is %d bytes long, but a Unix socket path holds at most %d: choose a shorter path", c.Control.Socket, n, maxSocketPath)
-	}
-
-	l := &c.Log
-	for _, lv := range []struct {
-		val string
-		key string
-	}{{l.Level, "level"}, {l.JobOutput, "job_output"}} {
-		if _, err := ParseLevel(lv.val); err != nil {
-			v.fail("log."+lv.key, err, "%v", err) // ParseLevel names the levels
-		}
-	}
-	switch l.Format {
-	case "auto", "text", "json":
-	default:
-		v.fail("log.format", nil, "unknown format %q: use \"auto\", \"text\" or \"json\"", l.Format)
-	}
-	v.path("log.joblog", l.JobLog, true)
-	switch l.Target {
-	case "auto", "stderr", "journal", "syslog":
-		if l.File != "" {
-			v.fail("log.file", nil, "log.file is set, but log.target is %q: set target = \"file\" to log there, or remove log.file", l.Target)
-		}
-	case "file":
-		if l.File == "" {
-			v.fail("log.file", nil, "log.target is \"file\" and needs log.file, such as \"/var/log/jobdaemon.log\"")
-		}
-		v.path("log.file", l.File, true)
-	default:
-		v.fail("log.target", nil, "unknown target %q: use \"auto\", \"stderr\", \"journal\", \"syslog\" or \"file\"", l.Target)
-	}
-	if _, ok := Facilities[l.JobFacility]; !ok {
-		v.fail("log.job_facility", nil, "unknown syslog facility %q: use one of %s", l.JobFacility, strings.Join(slices.Sorted(maps.Keys(Facilities)), ", "))
-	}
-	if strings.ContainsAny(l.JobIdentifier, " \t\n=") {
-		v.fail("log.job_identifier", nil, "%q: a syslog identifier has no spaces and no '='", l.JobIdentifier)
-	}
-
 	return v.err()
+}
+
+// unjoin returns the errors that errors.Join put together in err.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	if err != nil {
+		return []error{err}
+	}
+	return nil
 }
 
 func (v *validator) job(j *Job) {
@@ -261,28 +226,6 @@ func envNameError(name string) string {
 	return ""
 }
 
-// lookupUser finds a user by name, or by uid when name is a number.
-func lookupUser(name string) (*user.User, error) {
-	u, err := user.Lookup(name)
-	if err != nil && isNumber(name) {
-		return user.LookupId(name)
-	}
-	return u, err
-}
-
-// lookupGroup finds a group by name, or by gid when name is a number.
-func lookupGroup(name string) (*user.Group, error) {
-	g, err := user.LookupGroup(name)
-	if err != nil && isNumber(name) {
-		return user.LookupGroupId(name)
-	}
-	return g, err
-}
-
-func isNumber(s string) bool {
-	return s != "" && strings.Trim(s, "0123456789") == ""
-}
-
 // validator collects the problems Validate finds.
 type validator struct{ problems }
 
@@ -326,82 +269,10 @@ func (v *validator) path(key, p string, optional bool) {
 // [daemon] user and group name, as Validate (and so Load) resolved them,
 // for starting processes as them; nil when no user is configured, or
 // before Validate. Group "" means the user's primary group.
-func (d *Daemon) Credential() *syscall.Credential { return d.cred }
+func (c *Config) Credential() *syscall.Credential { return c.cred }
 
-// Gid returns the group of the control socket, resolved by Validate from
-// control.group, daemon.group or daemon.user's primary group; -1 when none
-// is set (the socket keeps the daemon's own group, and only root and the
-// daemon's user may use it).
-func (c *Control) Gid() int { return c.gid }
-
-// Facilities are the syslog facilities by name, with their numbers.
-var Facilities = map[string]int{
-	"kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7,
-	"uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11,
-	"local0": 16, "local1": 17, "local2": 18, "local3": 19, "local4": 20, "local5": 21, "local6": 22, "local7": 23,
-}
-
-// controlGroup resolves control.group, falling back on the daemon's
-// group: daemon.group, or daemon.user's primary group.
-func (v *validator) controlGroup(c *Config) int {
-	switch {
-	case c.Control.Group != "":
-		g, err := lookupGroup(c.Control.Group)
-		if err != nil {
-			v.fail("control.group", err, "no group %q on this host: create it, or set control.group to an existing group", c.Control.Group)
-			return -1
-		}
-		gid, err := strconv.Atoi(g.Gid)
-		if err != nil {
-			v.fail("control.group", err, "group %q has the non-numeric id %q", c.Control.Group, g.Gid)
-			return -1
-		}
-		return gid
-	case c.Daemon.cred != nil:
-		return int(c.Daemon.cred.Gid) // daemon.group, or the user's primary group
-	}
-	return -1
-}
-
-// credential resolves daemon.user and daemon.group, once: what it finds
-// is what Credential returns.
-func (v *validator) credential(d *Daemon) *syscall.Credential {
-	if d.User == "" {
-		if d.Group != "" {
-			v.fail("daemon.group", nil, "daemon.group %q is set without daemon.user: set daemon.user too (a group alone would be ignored)", d.Group)
-		}
-		return nil
-	}
-	u, err := lookupUser(d.User)
-	if err != nil {
-		v.fail("daemon.user", err, "no user %q on this host: create it, or set daemon.user to an existing user (\"\" stays as started)", d.User)
-		return nil
-	}
-	gid := u.Gid
-	if d.Group != "" {
-		g, err := lookupGroup(d.Group)
-		if err != nil {
-			v.fail("daemon.group", err, "no group %q on this host: create it, or set daemon.group to an existing group (\"\" takes the user's primary group)", d.Group)
-			return nil
-		}
-		gid = g.Gid
-	}
-	groups, err := u.GroupIds()
-	if err != nil {
-		v.fail("daemon.user", err, "cannot list the groups of user %q: %v", d.User, err)
-		return nil
-	}
-	cred := &syscall.Credential{}
-	ids := append([]string{u.Uid, gid}, groups...)
-	nums := make([]uint32, len(ids))
-	for i, id := range ids {
-		n, err := strconv.ParseUint(id, 10, 32)
-		if err != nil { // never on Linux; and 0 would mean root
-			v.fail("daemon.user", err, "user %q has an id %q that is not a number", d.User, id)
-			return nil
-		}
-		nums[i] = uint32(n)
-	}
-	cred.Uid, cred.Gid, cred.Groups = nums[0], nums[1], nums[2:]
-	return cred
-}
+// ControlGid returns the group of the control socket, resolved by Validate
+// from control.group, daemon.group or daemon.user's primary group; -1 when
+// none is set (the socket keeps the daemon's own group, and only root and
+// the daemon's user may use it).
+func (c *Config) ControlGid() int { return c.gid }

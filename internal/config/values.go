@@ -1,16 +1,14 @@
 package config
 
 import (
-	"errors"
 	"fmt"
-	"log/slog"
 	"math"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/jobdaemon/jobdaemon/pkg/lifecycle"
 )
 
 // Duration is a time.Duration written in config.toml as a string that
@@ -139,55 +137,27 @@ func (s *Size) UnmarshalTOML(v any) error {
 	return fmt.Errorf("want a size such as \"64MiB\", not %s", tomlTypeName(v))
 }
 
-// maxSignal is the highest signal number on Linux (SIGRTMAX).
-const maxSignal = 64
-
 // Signal is a signal written in config.toml by name or number: "SIGTERM",
 // "TERM", "sigterm" and "15" are the same signal. Numbers from 1 to 64 are
 // accepted, which includes the real-time signals (for which there are no
-// names here).
+// names here). See lifecycle.ParseSignal.
 type Signal syscall.Signal
 
 // String returns the signal's name ("SIGTERM"), or its number when it has
 // no name.
-func (s Signal) String() string {
-	if name := unix.SignalName(syscall.Signal(s)); name != "" {
-		return name
-	}
-	return strconv.Itoa(int(s))
-}
+func (s Signal) String() string { return lifecycle.SignalName(syscall.Signal(s)) }
 
 // MarshalText writes s in the form UnmarshalText reads.
 func (s Signal) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 // UnmarshalText parses a signal name or number. See Signal.
 func (s *Signal) UnmarshalText(text []byte) error {
-	str := strings.TrimSpace(string(text))
-	if n, err := strconv.Atoi(str); err == nil {
-		if n < 1 || n > maxSignal {
-			return fmt.Errorf("signal number %d is out of range: use 1 to %d or a name such as \"SIGTERM\"", n, maxSignal)
-		}
-		*s = Signal(n)
-		return nil
+	sig, err := lifecycle.ParseSignal(strings.TrimSpace(string(text)))
+	if err != nil {
+		return err
 	}
-	name := strings.ToUpper(str)
-	if !strings.HasPrefix(name, "SIG") {
-		name = "SIG" + name
-	}
-	if n := unix.SignalNum(name); n != 0 {
-		*s = Signal(n)
-		return nil
-	}
-	var names []string
-	for n := 1; n < 32; n++ {
-		if nm := unix.SignalName(syscall.Signal(n)); nm != "" {
-			names = append(names, nm)
-		}
-	}
-	if best := suggest(name, names); best != "" {
-		return fmt.Errorf("unknown signal %q (did you mean %q?)", str, best)
-	}
-	return fmt.Errorf("unknown signal %q: use a name such as \"SIGTERM\" or a number", str)
+	*s = Signal(sig)
+	return nil
 }
 
 // UnmarshalTOML is called by the TOML decoder with the raw value; it accepts
@@ -200,35 +170,6 @@ func (s *Signal) UnmarshalTOML(v any) error {
 		return s.UnmarshalText([]byte(strconv.FormatInt(v, 10)))
 	}
 	return fmt.Errorf("want a signal such as \"SIGTERM\", not %s", tomlTypeName(v))
-}
-
-// LevelTrace is the level of log.level = "trace": below slog.LevelDebug,
-// for messages about every wake-up and every job hand-over.
-const LevelTrace = slog.LevelDebug - 4
-
-var levels = []struct {
-	name  string
-	level slog.Level
-}{
-	{"trace", LevelTrace},
-	{"debug", slog.LevelDebug},
-	{"info", slog.LevelInfo},
-	{"warn", slog.LevelWarn},
-	{"error", slog.LevelError},
-}
-
-var errLevel = errors.New(`use "trace", "debug", "info", "warn" or "error"`)
-
-// ParseLevel returns the slog level for a log.level or log.job_output value:
-// "trace" (LevelTrace), "debug", "info", "warn" or "error", in any case. The
-// error for any other string wraps a message listing these.
-func ParseLevel(s string) (slog.Level, error) {
-	for _, l := range levels {
-		if strings.EqualFold(s, l.name) {
-			return l.level, nil
-		}
-	}
-	return 0, fmt.Errorf("unknown level %q: %w", s, errLevel)
 }
 
 // tomlTypeName names the TOML type of a decoded value for error messages.

@@ -6,13 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
-	"strings"
 	"syscall"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/jobdaemon/jobdaemon/pkg/jobs"
+	"github.com/jobdaemon/jobdaemon/pkg/lifecycle"
 )
 
 // StatusReply is the answer to GET /v1/status: the daemon's jobs.Status
@@ -124,23 +121,10 @@ func stopMode(s string) (jobs.StopMode, error) {
 }
 
 // ParseSignal parses a signal name ("SIGTERM", "TERM", "term") or
-// number; "" is SIGTERM.
+// number, as lifecycle.ParseSignal does; "" is SIGTERM.
 func ParseSignal(s string) (syscall.Signal, error) {
 	if s == "" {
 		return syscall.SIGTERM, nil
 	}
-	if n, err := strconv.Atoi(s); err == nil {
-		if n < 1 || n > 64 {
-			return 0, fmt.Errorf("%d is not a signal number", n)
-		}
-		return syscall.Signal(n), nil
-	}
-	name := strings.ToUpper(s)
-	if !strings.HasPrefix(name, "SIG") {
-		name = "SIG" + name
-	}
-	if sig := unix.SignalNum(name); sig != 0 {
-		return sig, nil
-	}
-	return 0, fmt.Errorf("unknown signal %q: use a name such as SIGTERM or SIGUSR1", s)
+	return lifecycle.ParseSignal(s)
 }

@@ -107,7 +107,7 @@ func (m *Metrics) JobStarted(_ *jobs.Job, wait time.Duration) {
 
 // JobFinished counts a job's outcome, duration and CPU time; it implements
 // jobs.Observer.
-func (m *Metrics) JobFinished(_ *jobs.Job, res jobs.Result) {
+func (m *Metrics) JobFinished(_ *jobs.Job, res jobs.Result, v jobs.Verdict) {
 	outcome := "succeeded"
 	if reason := Reason(res); reason != "" {
 		outcome = "failed"
@@ -118,12 +118,8 @@ func (m *Metrics) JobFinished(_ *jobs.Job, res jobs.Result) {
 	m.duration.WithLabelValues(outcome).Observe(res.Duration.Seconds())
 	m.cpu.WithLabelValues("user").Add(res.UserCPU.Seconds())
 	m.cpu.WithLabelValues("system").Add(res.SysCPU.Seconds())
-}
-
-// Retried counts a failed run that the source queued again.
-func (m *Metrics) Retried(res jobs.Result) {
-	if reason := Reason(res); reason != "" {
-		m.retried.WithLabelValues(reason).Inc()
+	if v == jobs.Retrying {
+		m.retried.WithLabelValues(Reason(res)).Inc()
 	}
 }
 

@@ -37,10 +37,9 @@ func TestScrape(t *testing.T) {
 	job := &jobs.Job{ID: "a"}
 	m.JobStarted(job, 2*time.Millisecond)
 	m.JobStarted(job, 3*time.Millisecond)
-	m.JobFinished(job, jobs.Result{Duration: time.Second, UserCPU: 250 * time.Millisecond, SysCPU: 50 * time.Millisecond})
+	m.JobFinished(job, jobs.Result{Duration: time.Second, UserCPU: 250 * time.Millisecond, SysCPU: 50 * time.Millisecond}, jobs.Completed)
 	failed := jobs.Result{ExitCode: 3, Duration: 2 * time.Second}
-	m.JobFinished(job, failed)
-	m.Retried(failed)
+	m.JobFinished(job, failed, jobs.Retrying)
 
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))

@@ -3,8 +3,6 @@ package jobs
 import (
 	"context"
 	"testing"
-
-	"github.com/jobdaemon/jobdaemon/pkg/pool"
 )
 
 // BenchmarkDispatchWorkers runs b.N trivial jobs through the whole daemon
@@ -27,7 +25,7 @@ func BenchmarkDispatchWorkers(b *testing.B) {
 	go func() { errc <- d.Run(context.Background()) }()
 	<-a.allDone
 	b.StopTimer()
-	d.Stop(pool.Drain)
+	d.Stop(Drain)
 	if err := <-errc; err != nil {
 		b.Fatal(err)
 	}

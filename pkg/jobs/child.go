@@ -24,11 +24,11 @@ const (
 func (d *Daemon) runChild(ctx context.Context) {
 	conn, err := pool.OpenChild()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "jobdaemon child:", err)
+		fmt.Fprintln(os.Stderr, "jobs child:", err)
 		os.Exit(exitSoftware)
 	}
 	if d.runner == nil {
-		fmt.Fprintf(os.Stderr, "jobdaemon child: %T has no RunJob\n", d.app)
+		fmt.Fprintf(os.Stderr, "jobs child: %T has no RunJob\n", d.app)
 		os.Exit(exitSoftware)
 	}
 	// The daemon stops a job with a signal to its process group (timeout,
@@ -39,7 +39,7 @@ func (d *Daemon) runChild(ctx context.Context) {
 	ctx = WithVars(ctx, remoteVars{conn: conn})
 	if d.loader != nil {
 		if err := d.callHook("LoadConfig", func() error { return d.loader.LoadConfig(ctx) }); err != nil {
-			fmt.Fprintln(os.Stderr, "jobdaemon child: load config:", err)
+			fmt.Fprintln(os.Stderr, "jobs child: load config:", err)
 			os.Exit(exitConfig)
 		}
 	}
@@ -51,14 +51,14 @@ func (d *Daemon) runChild(ctx context.Context) {
 			os.Exit(code)
 		}
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "jobdaemon child:", err)
+			fmt.Fprintln(os.Stderr, "jobs child:", err)
 			os.Exit(exitSoftware)
 		}
 		rep := d.runOne(ctx, msg)
 		code = rep.code
 		buf = encodeReply(buf, &rep)
 		if err := conn.Reply(buf); err != nil {
-			fmt.Fprintln(os.Stderr, "jobdaemon child: send result:", err)
+			fmt.Fprintln(os.Stderr, "jobs child: send result:", err)
 			os.Exit(exitSoftware)
 		}
 		if ctx.Err() != nil {

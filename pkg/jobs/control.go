@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"syscall"
@@ -68,7 +69,8 @@ func (d *Daemon) reload(hctx context.Context) error {
 
 func (d *Daemon) tryReload(hctx context.Context) error {
 	next := d.opts
-	next.MaxChildren = d.pool.Max()
+	size := d.pool.Max()
+	next.MaxChildren = size
 	if d.opts.OnReload != nil {
 		if err := d.callHook("OnReload", func() error { return d.opts.OnReload(&next) }); err != nil {
 			d.log.Error("reload refused", "err", err)
@@ -80,6 +82,12 @@ func (d *Daemon) tryReload(hctx context.Context) error {
 			d.log.Error("reload refused: LoadConfig failed", "err", err)
 			return fmt.Errorf("LoadConfig: %w", err)
 		}
+	}
+	if next.MaxChildren == size {
+		// OnReload left the size alone: keep the pool's, which LoadConfig
+		// may have just set with SetMaxChildren, as a PHP loadConfig calls
+		// setMaxChildren.
+		next.MaxChildren = d.pool.Max()
 	}
 	d.apply(next)
 	d.stateMu.Lock()
@@ -174,25 +182,30 @@ func (d *Daemon) Stop(mode StopMode) {
 	d.push(event{apply: func() { d.beginStop(mode) }})
 }
 
-// StopMode says how a stop treats running jobs: Drain lets them finish,
-// Graceful sends them StopSignal and kills them after StopTimeout,
-// Immediate kills them at once.
-type StopMode = pool.StopMode
+// StopMode says how a stop treats running jobs.
+type StopMode int
 
 // The stop modes, from the gentlest.
 const (
-	Drain     = pool.Drain
-	Graceful  = pool.Graceful
-	Immediate = pool.Immediate
+	// Drain lets running jobs finish, and retires idle workers.
+	Drain StopMode = StopMode(pool.Drain)
+	// Graceful sends running jobs StopSignal (unless NoForwardSignals)
+	// and kills them after StopTimeout.
+	Graceful StopMode = StopMode(pool.Graceful)
+	// Immediate kills running jobs at once.
+	Immediate StopMode = StopMode(pool.Immediate)
 )
+
+// String returns "drain", "graceful" or "immediate".
+func (m StopMode) String() string { return pool.StopMode(m).String() }
 
 // IsChild reports whether this process is a child that a daemon started
 // to run jobs: Run will run them and exit. Use it in LoadConfig to skip
 // what only the parent needs.
 func IsChild() bool { return pool.IsChild() }
 
-func (d *Daemon) beginStop(mode pool.StopMode) {
-	mode = max(mode, pool.Drain)
+func (d *Daemon) beginStop(mode StopMode) {
+	mode = max(mode, Drain)
 	if mode <= d.stopMode {
 		return
 	}
@@ -210,7 +223,7 @@ func (d *Daemon) beginStop(mode pool.StopMode) {
 	}
 	// The pool's Stop waits for the children, while the dispatcher must go
 	// on acknowledging the jobs that end meanwhile.
-	go func() { _ = d.pool.Stop(context.Background(), mode, opt) }()
+	go func() { _ = d.pool.Stop(context.Background(), pool.StopMode(mode), opt) }()
 }
 
 // Signals are the signals Run handles, unless Options.NoSignals is set.
@@ -230,13 +243,13 @@ func (d *Daemon) onSignal(hctx context.Context, sig os.Signal) {
 	d.log.Info("signal received", "signal", sig.String())
 	switch sig {
 	case syscall.SIGTERM, syscall.SIGINT:
-		if d.stopMode >= pool.Graceful {
-			d.beginStop(pool.Immediate)
+		if d.stopMode >= Graceful {
+			d.beginStop(Immediate)
 		} else {
-			d.beginStop(pool.Graceful)
+			d.beginStop(Graceful)
 		}
 	case syscall.SIGQUIT:
-		d.beginStop(pool.Drain)
+		d.beginStop(Drain)
 	case syscall.SIGHUP:
 		_ = d.reload(hctx)
 	case syscall.SIGUSR1:
@@ -318,6 +331,9 @@ type Status struct {
 	Succeeded   uint64        `json:"jobs_succeeded"`
 	Failed      uint64        `json:"jobs_failed"`
 	Retried     uint64        `json:"jobs_retried"` // started again after a failure (Attempt > 1)
+	// EndedFailed counts the jobs that failed for good, by their source's
+	// verdict (see Finisher); 0 for a source that does not say.
+	EndedFailed uint64 `json:"jobs_ended_failed"`
 	// Queued is the number of jobs waiting, from the Source's Depth; -1
 	// when the Source does not know (see Depther) or failed to say.
 	Queued        int           `json:"queued"`
@@ -353,6 +369,7 @@ func (d *Daemon) Status() Status {
 		Succeeded:     d.succeeded.Load(),
 		Failed:        d.failed.Load(),
 		Retried:       d.retried.Load(),
+		EndedFailed:   d.gaveUp.Load(),
 		Reloads:       d.reloads.Load(),
 		ReloadsFailed: d.reloadsFailed.Load(),
 		Queued:        -1,
@@ -387,7 +404,7 @@ func (d *Daemon) snapshot(s *Status) []*pool.Child {
 	case d.generation == 0:
 		s.State = StateStarting
 		return nil
-	case d.stopMode == pool.Drain:
+	case d.stopMode == Drain:
 		s.State = StateDraining
 	case d.stopMode != 0:
 		s.State = StateStopping
@@ -448,3 +465,7 @@ func DaemonFrom(ctx context.Context) *Daemon {
 // that many, so that no job waits claimed here while another host could
 // run it. Outside NextJob it returns 0.
 func (d *Daemon) FreeSlots() int { return int(d.free.Load()) }
+
+// Logger returns the daemon's logger (Options.Logger), for a hook that
+// logs as the daemon does.
+func (d *Daemon) Logger() *slog.Logger { return d.log }

@@ -53,6 +53,7 @@ type Daemon struct {
 	cmdr   Commander
 	loader ConfigLoader
 	acker  Acker
+	filer  Finisher
 	waker  Waker
 	opts   Options
 	log    *slog.Logger
@@ -68,7 +69,7 @@ type Daemon struct {
 	running      map[*pool.Child]*running
 	idle         []*running // workers waiting for a job, most recently used last
 	paused       bool
-	stopMode     pool.StopMode
+	stopMode     StopMode
 	hookErrs     int
 	backoff      time.Duration
 	notBefore    time.Time
@@ -76,8 +77,8 @@ type Daemon struct {
 	exitErr      error
 	encBuf       []byte
 
-	output  pool.Sink // Options.Output
-	tailMax int       // Options.TailSize
+	output  func(Line) // Options.Output
+	tailMax int        // Options.TailSize
 
 	hctx     context.Context // the hooks' context, set by Run; dispatcher only
 	ctl      chan func()
@@ -88,16 +89,19 @@ type Daemon struct {
 	spare    []event // owned by the dispatcher between two handleEvents
 	evNotify chan struct{}
 
-	tailMu sync.Mutex
-	// Output tails of running worker jobs, by job id. Output travels
-	// through a pipe and results through a socket, so a job's last lines
-	// may arrive after its result: for a worker that runs on, the tail holds
-	// what had arrived by then; for one that exits after the job, all of it.
-	tails map[string]*pool.Tail
+	linesMu sync.Mutex
+	// What the output lines of each running job need, by job id: its
+	// attempt, and for a worker's job the tail of its output. Output
+	// travels through a pipe and a worker's results through a socket, so a
+	// job's last lines may arrive after its result: for a worker that runs
+	// on, the tail holds what had arrived by then; for one that exits after
+	// the job, all of it.
+	lines map[string]*jobLines
 
 	free atomic.Int32 // FreeSlots, set around each NextJob
 
 	started, succeeded, failed, retried atomic.Uint64
+	retrying, gaveUp                    atomic.Uint64 // the Finisher's verdicts
 	reloads, reloadsFailed              atomic.Uint64
 
 	// The time every slot was busy: the sum of the closed periods, and the
@@ -139,7 +143,7 @@ func New(app Source, opts Options) (*Daemon, error) {
 		ctl:      make(chan func()),
 		finished: make(chan struct{}),
 		evNotify: make(chan struct{}, 1),
-		tails:    make(map[string]*pool.Tail),
+		lines:    make(map[string]*jobLines),
 	}
 	d.maxBeforeRun = opts.MaxChildren
 	// Read by pool goroutines: fixed for the daemon's life, unlike opts.
@@ -148,6 +152,7 @@ func New(app Source, opts Options) (*Daemon, error) {
 	d.cmdr, _ = app.(Commander)
 	d.loader, _ = app.(ConfigLoader)
 	d.acker, _ = app.(Acker)
+	d.filer, _ = app.(Finisher)
 	d.waker, _ = app.(Waker)
 	if d.runner == nil && d.cmdr == nil {
 		return nil, fmt.Errorf("jobs: %T implements neither RunJob (Runner) nor Command (Commander)", app)
@@ -170,7 +175,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	hctx := d.hookContext(ctx)
 	d.hctx = hctx
 	if d.loader != nil {
-		if err := d.callHook("LoadConfig", func() error { return d.loader.LoadConfig(hctx) }); err != nil {
+		// The first LoadConfig may wait for something (a database); until
+		// it returns, cancelling ctx is the way to give up the start.
+		first := context.WithValue(WithVars(ctx, d.vars), daemonKey{}, d)
+		if err := d.callHook("LoadConfig", func() error { return d.loader.LoadConfig(first) }); err != nil {
 			return fmt.Errorf("load config: %w", err)
 		}
 	}
@@ -196,7 +204,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		signal.Notify(sigs, Signals...)
 		defer signal.Stop(sigs)
 	}
-	d.log.Info("daemon started", "pid", os.Getpid(), "max_children", d.opts.MaxChildren,
+	d.log.Info("daemon started", "pid", os.Getpid(), "max_children", p.Max(),
 		"jobs_per_child", d.opts.JobsPerChild)
 	if d.opts.OnReady != nil {
 		d.opts.OnReady()
@@ -250,7 +258,7 @@ func (d *Daemon) loop(ctx, hctx context.Context, sigs <-chan os.Signal) {
 		case <-timer.C:
 		case <-ctxDone:
 			ctxDone = nil
-			d.beginStop(pool.Graceful)
+			d.beginStop(Graceful)
 		case sig := <-sigs:
 			d.onSignal(hctx, sig)
 		case <-beat:
@@ -310,7 +318,7 @@ func (d *Daemon) dispatch(hctx context.Context) time.Duration {
 			}
 			if err == nil && d.opts.StopWhenIdle != nil && d.busy() == 0 && d.opts.StopWhenIdle() {
 				d.log.Info("nothing left to do")
-				d.beginStop(pool.Drain)
+				d.beginStop(Drain)
 				return 0
 			}
 			return d.nothingReady(err)
@@ -336,7 +344,7 @@ func (d *Daemon) nothingReady(err error) time.Duration {
 		d.log.Error("NextJob failed", "err", err, "consecutive", d.hookErrs)
 		if n := d.opts.MaxHookErrors; n > 0 && d.hookErrs >= n {
 			d.exitErr = fmt.Errorf("NextJob failed %d times in a row, last: %w", d.hookErrs, err)
-			d.beginStop(pool.Graceful)
+			d.beginStop(Graceful)
 			return 0
 		}
 	} else {
@@ -391,9 +399,7 @@ func (d *Daemon) startJob(hctx context.Context, slot int, r *running, job *Job) 
 	d.stateMu.Unlock()
 	r.timedOut.Store(false)
 	r.worker.SetLabel(job.ID)
-	d.tailMu.Lock()
-	d.tails[job.ID] = nil // made on the first line: most jobs write none
-	d.tailMu.Unlock()
+	d.trackLines(job, true)
 	d.encBuf = encodeJob(d.encBuf, job)
 	if err := r.worker.Send(d.encBuf); err != nil {
 		// The worker is gone or going; its exit reports the job failed.
@@ -412,30 +418,20 @@ func (d *Daemon) startJob(hctx context.Context, slot int, r *running, job *Job) 
 }
 
 func (d *Daemon) startCommand(hctx context.Context, slot int, job *Job) bool {
-	var spec *pool.Spec
+	var spec *Spec
 	err := d.callHook("Command", func() (err error) {
 		spec, err = d.cmdr.Command(hctx, job)
 		return err
 	})
 	var c *pool.Child
 	if err == nil {
-		if spec.Label == "" {
-			spec.Label = job.ID
-		}
-		if spec.Timeout == 0 {
-			spec.Timeout = d.opts.JobTimeout
-		}
-		if spec.StopSignal == 0 {
-			spec.StopSignal = d.opts.StopSignal
-		}
-		if spec.KillGrace == 0 {
-			spec.KillGrace = d.opts.KillGrace
-		}
-		c, err = d.pool.Start(slot, spec)
+		d.trackLines(job, false)
+		c, err = d.pool.Start(slot, spec.poolSpec(job, &d.opts))
 	}
 	if err != nil {
 		d.pool.Release(slot)
 		d.log.Error("could not start job", "job_id", job.ID, "slot", slot, "err", err)
+		d.untrackLines(job.ID)
 		d.finish(hctx, job, Result{ExitCode: -1, Error: err.Error()})
 		return false
 	}
@@ -517,7 +513,7 @@ func (d *Daemon) exited(hctx context.Context, c *pool.Child) {
 	}
 	if r.reply != nil {
 		res := *r.reply
-		res.Output = d.takeTail(r.job.ID)
+		res.Output = d.untrackLines(r.job.ID)
 		d.finish(hctx, r.job, res)
 		return
 	}
@@ -534,7 +530,9 @@ func (d *Daemon) exited(hctx context.Context, c *pool.Child) {
 		if res.ExitCode == 0 && res.Signal == 0 {
 			res.ExitCode = 1 // exited cleanly, but never answered
 		}
-		res.Output = d.takeTail(r.job.ID)
+		res.Output = d.untrackLines(r.job.ID)
+	} else {
+		d.untrackLines(r.job.ID) // the tail is the Exit's
 	}
 	d.finish(hctx, r.job, res)
 }
@@ -577,13 +575,13 @@ func (d *Daemon) answered(hctx context.Context, ev event) {
 	} else {
 		ev.worker.Retire()
 	}
-	res.Output = d.takeTail(job.ID)
+	res.Output = d.untrackLines(job.ID)
 	d.finish(hctx, job, res)
 }
 
-// finish counts a finished job and acknowledges it to the source.
+// finish counts a finished job and hands it to the source.
 func (d *Daemon) finish(hctx context.Context, job *Job, res Result) {
-	if !res.OK() && d.stopMode >= pool.Graceful {
+	if !res.OK() && d.stopMode >= Graceful {
 		res.Interrupted = true
 	}
 	if res.OK() {
@@ -591,18 +589,32 @@ func (d *Daemon) finish(hctx context.Context, job *Job, res Result) {
 	} else {
 		d.failed.Add(1)
 	}
+	v := Unknown
+	var err error
+	switch {
+	case d.filer != nil:
+		err = d.callHook("Finish", func() (err error) {
+			v, err = d.filer.Finish(hctx, job, res)
+			return err
+		})
+	case d.acker != nil:
+		err = d.callHook("Done", func() error { return d.acker.Done(hctx, job, res) })
+	}
+	if err != nil {
+		d.log.Error("could not file the finished job", "job_id", job.ID, "err", err)
+	}
+	switch v {
+	case Retrying:
+		d.retrying.Add(1)
+	case Failed:
+		d.gaveUp.Add(1)
+	}
 	if d.opts.Observer != nil {
-		d.opts.Observer.JobFinished(job, res)
+		d.opts.Observer.JobFinished(job, res, v)
 	}
 	if d.log.Enabled(hctx, slog.LevelDebug) {
 		d.log.Debug("job finished", "job_id", job.ID, "slot", job.Slot, "attempt", job.Attempt,
-			"result", res.String(), "duration", res.Duration)
-	}
-	if d.acker == nil {
-		return
-	}
-	if err := d.callHook("Done", func() error { return d.acker.Done(hctx, job, res) }); err != nil {
-		d.log.Error("Done failed", "job_id", job.ID, "err", err)
+			"result", res.String(), "duration", res.Duration, "verdict", v.String())
 	}
 }
 
@@ -617,43 +629,63 @@ func (d *Daemon) callHook(name string, f func() error) (err error) {
 	return f()
 }
 
-// outputLine handles one line of job output.
+// jobLines is what the output lines of a running job need.
+type jobLines struct {
+	attempt int
+	worker  bool
+	tail    *pool.Tail // a worker's job only; made on the first line, as most jobs write none
+}
+
+// trackLines starts attributing output lines to job.
+func (d *Daemon) trackLines(job *Job, worker bool) {
+	d.linesMu.Lock()
+	d.lines[job.ID] = &jobLines{attempt: job.Attempt, worker: worker}
+	d.linesMu.Unlock()
+}
+
+// untrackLines stops attributing lines to the job id, and returns the tail
+// of its output kept for a worker's job (a command child's tail is its
+// Exit's).
+func (d *Daemon) untrackLines(jobID string) []byte {
+	d.linesMu.Lock()
+	defer d.linesMu.Unlock()
+	jl := d.lines[jobID]
+	delete(d.lines, jobID)
+	if jl == nil || jl.tail == nil {
+		return nil
+	}
+	return jl.tail.Bytes()
+}
+
+// outputLine handles one line of job output, on a pool goroutine.
 func (d *Daemon) outputLine(l pool.Line) {
-	if d.runner != nil {
-		d.tailMu.Lock()
-		if t, running := d.tails[l.Label]; running {
-			if t == nil {
-				t = pool.NewTail(d.tailSize())
-				d.tails[l.Label] = t
+	attempt := 0
+	d.linesMu.Lock()
+	if jl := d.lines[l.Label]; jl != nil {
+		attempt = jl.attempt
+		if jl.worker {
+			if jl.tail == nil {
+				jl.tail = pool.NewTail(d.tailSize())
 			}
-			t.Write(l.Text)
+			jl.tail.Write(l.Text)
 			if !l.Partial {
-				t.Write(newline)
+				jl.tail.Write(newline)
 			}
 		}
-		d.tailMu.Unlock()
 	}
+	d.linesMu.Unlock()
+	line := Line{JobID: l.Label, Attempt: attempt, Slot: l.Slot, Pid: l.Pid, Stderr: l.Stream == pool.Stderr,
+		Text: l.Text, Partial: l.Partial}
 	if d.output != nil {
-		d.output.Line(l)
+		d.output(line)
 		return
 	}
 	level := slog.LevelInfo
-	if l.Stream == pool.Stderr {
+	if line.Stderr {
 		level = slog.LevelWarn
 	}
 	d.log.LogAttrs(context.Background(), level, string(l.Text),
-		slog.String("job_id", l.Label), slog.Int("slot", l.Slot), slog.String("stream", l.Stream.String()))
-}
-
-func (d *Daemon) takeTail(jobID string) []byte {
-	d.tailMu.Lock()
-	defer d.tailMu.Unlock()
-	t := d.tails[jobID]
-	delete(d.tails, jobID)
-	if t == nil {
-		return nil
-	}
-	return t.Bytes()
+		slog.String("job_id", l.Label), slog.Int("slot", l.Slot), slog.String("stream", line.Stream()))
 }
 
 var newline = []byte{'\n'}

@@ -126,13 +126,20 @@ type Runner interface {
 // command Command returns, started directly, never through a shell. An
 // application that implements both is run with Command.
 type Commander interface {
-	Command(ctx context.Context, job *Job) (*pool.Spec, error)
+	Command(ctx context.Context, job *Job) (*Spec, error)
 }
 
 // ConfigLoader is an optional hook, the PHP original's loadConfig. It is
 // called in the parent at start and on every reload, and in each child
 // once, before its first job. An error at start stops Run; an error on
 // reload keeps the old configuration running.
+//
+// At start its context is Run's, so a LoadConfig that waits for something
+// (a database that is not up yet) gives up when Run's context is
+// cancelled; later calls get one that is never cancelled, like every
+// hook's. In the parent, DaemonFrom(ctx) is the daemon, and a size set
+// with its SetMaxChildren holds, at start and on reload, unless
+// Options.OnReload chose another.
 type ConfigLoader interface {
 	LoadConfig(ctx context.Context) error
 }
@@ -142,6 +149,51 @@ type ConfigLoader interface {
 // Retry), or give up. An error is logged.
 type Acker interface {
 	Done(ctx context.Context, job *Job, res Result) error
+}
+
+// Verdict is what became of a finished job: what its source did with it.
+type Verdict int
+
+// The verdicts.
+const (
+	// Unknown: the source did not say (an Acker that is not a Finisher,
+	// or a Finish that failed).
+	Unknown Verdict = iota
+	// Completed: the job succeeded and is done.
+	Completed
+	// Retrying: this run failed, and the source will run the job again.
+	Retrying
+	// Requeued: a stop interrupted the job, and it waits to run again
+	// without this run counting as an attempt.
+	Requeued
+	// Failed: the job failed for good (its last attempt, or an error it
+	// cannot recover from).
+	Failed
+)
+
+// String returns "completed", "retrying", "requeued", "failed" or
+// "unknown".
+func (v Verdict) String() string {
+	switch v {
+	case Completed:
+		return "completed"
+	case Retrying:
+		return "retrying"
+	case Requeued:
+		return "requeued"
+	case Failed:
+		return "failed"
+	}
+	return "unknown"
+}
+
+// Finisher is an optional hook that a source implements instead of Acker:
+// it files a finished job, as Done does, and says what it did with it, so
+// that the daemon's logs, counters and metrics tell a run that failed
+// from a job that failed for good. When an application implements both,
+// Finish is called and Done is not.
+type Finisher interface {
+	Finish(ctx context.Context, job *Job, res Result) (Verdict, error)
 }
 
 // Waker is an optional hook for a Source that can tell when new work has

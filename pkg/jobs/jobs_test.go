@@ -319,11 +319,11 @@ func TestMaxHookErrorsStops(t *testing.T) {
 // commandApp runs each job as /bin/sh with the payload as its script.
 type commandApp struct{ *testApp }
 
-func (c commandApp) Command(ctx context.Context, job *Job) (*pool.Spec, error) {
+func (c commandApp) Command(ctx context.Context, job *Job) (*Spec, error) {
 	if string(job.Payload) == "refuse" {
 		return nil, errors.New("no command for this job")
 	}
-	return &pool.Spec{Path: "/bin/sh", Args: []string{"sh", "-c", string(job.Payload)}, Env: []string{"JOB_ID=" + job.ID}}, nil
+	return &Spec{Path: "/bin/sh", Args: []string{"sh", "-c", string(job.Payload)}, Env: []string{"JOB_ID=" + job.ID}}, nil
 }
 
 type cmdOnly struct {
@@ -345,7 +345,7 @@ func TestCommandJobs(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("timeout")
 	}
-	d.Stop(pool.Drain)
+	d.Stop(Drain)
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
@@ -431,7 +431,7 @@ func TestReloadRefused(t *testing.T) {
 	if g := d.Status().Generation; g != 1 {
 		t.Errorf("generation %d after a refused reload", g)
 	}
-	d.Stop(pool.Immediate)
+	d.Stop(Immediate)
 	<-errc
 	if err := d.Reload(context.Background()); err != ErrNotRunning {
 		t.Errorf("Reload after Run: %v", err)
@@ -455,7 +455,7 @@ func TestGracefulStopAcknowledges(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	d.Stop(pool.Graceful)
+	d.Stop(Graceful)
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}

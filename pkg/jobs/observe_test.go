@@ -17,6 +17,7 @@ type recorder struct {
 	mu       sync.Mutex
 	started  map[string]time.Duration
 	finished map[string]Result
+	verdicts map[string]Verdict
 }
 
 func (r *recorder) JobStarted(job *Job, wait time.Duration) {
@@ -25,10 +26,13 @@ func (r *recorder) JobStarted(job *Job, wait time.Duration) {
 	r.started[job.ID] = wait
 }
 
-func (r *recorder) JobFinished(job *Job, res Result) {
+func (r *recorder) JobFinished(job *Job, res Result, v Verdict) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.finished[job.ID] = res
+	if r.verdicts != nil {
+		r.verdicts[job.ID] = v
+	}
 }
 
 // The Observer hears of every start and end, with a dispatch latency; a
@@ -290,5 +294,105 @@ func TestFreeSlotsInNextJob(t *testing.T) {
 	}
 	if DaemonFrom(context.Background()) != nil {
 		t.Error("DaemonFrom of a context not made by a daemon is not nil")
+	}
+}
+
+// sizeApp sets the pool's size from LoadConfig, as a PHP loadConfig calls
+// setMaxChildren.
+type sizeApp struct {
+	*testApp
+	size atomic.Int32
+}
+
+func (s *sizeApp) LoadConfig(ctx context.Context) error {
+	if d := DaemonFrom(ctx); d != nil {
+		d.SetMaxChildren(int(s.size.Load()))
+	}
+	return nil
+}
+
+// A size set with SetMaxChildren from LoadConfig holds, at start and on
+// every reload; one set by OnReload wins over it.
+func TestSetMaxChildrenFromLoadConfig(t *testing.T) {
+	a := newTestApp()
+	s := &sizeApp{testApp: a}
+	s.size.Store(3)
+	var fromOnReload atomic.Int32
+	d, errc := startSource(t, s, a, Options{MaxChildren: 1, NoSignals: true,
+		OnReload: func(o *Options) error {
+			if n := fromOnReload.Load(); n > 0 {
+				o.MaxChildren = int(n)
+			}
+			return nil
+		}})
+	waitFor(t, "the daemon runs", func() bool { return d.Status().State == StateRunning })
+	if n := d.Status().MaxChildren; n != 3 {
+		t.Errorf("after start: max_children %d, want 3 (LoadConfig's)", n)
+	}
+	s.size.Store(5)
+	if err := d.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := d.Status().MaxChildren; n != 5 {
+		t.Errorf("after a reload: max_children %d, want 5 (LoadConfig's)", n)
+	}
+	fromOnReload.Store(7)
+	if err := d.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := d.Status().MaxChildren; n != 7 {
+		t.Errorf("after a reload whose OnReload set 7: max_children %d", n)
+	}
+	d.Stop(Immediate)
+	waitRun(t, errc, "stop")
+}
+
+// finisherApp files jobs with a verdict: a failure of attempt 1 is
+// retried, any other failure is final.
+type finisherApp struct {
+	*testApp
+	dones atomic.Int32 // calls of Done, which Finish replaces
+}
+
+func (f *finisherApp) Finish(ctx context.Context, job *Job, res Result) (Verdict, error) {
+	if err := f.testApp.Done(ctx, job, res); err != nil {
+		return Unknown, err
+	}
+	switch {
+	case res.OK():
+		return Completed, nil
+	case job.Attempt == 1:
+		return Retrying, nil
+	}
+	return Failed, nil
+}
+
+func (f *finisherApp) Done(context.Context, *Job, Result) error {
+	f.dones.Add(1)
+	return nil
+}
+
+// A Finisher's verdicts reach the Observer and the counters, and Done is
+// not called beside Finish.
+func TestFinisherVerdicts(t *testing.T) {
+	a := newTestApp("ok", "fail", "fail")
+	a.queue[2].Attempt = 3
+	f := &finisherApp{testApp: a}
+	rec := &recorder{started: map[string]time.Duration{}, finished: map[string]Result{}, verdicts: map[string]Verdict{}}
+	d, errc := startSource(t, f, a, Options{MaxChildren: 2, NoSignals: true, Observer: rec})
+	<-a.allDone
+	d.Stop(Drain)
+	waitRun(t, errc, "drain")
+	want := map[string]Verdict{"ok-0": Completed, "fail-1": Retrying, "fail-2": Failed}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if fmt.Sprint(rec.verdicts) != fmt.Sprint(want) {
+		t.Errorf("verdicts %v, want %v", rec.verdicts, want)
+	}
+	if s := d.Status(); s.EndedFailed != 1 || s.Failed != 2 {
+		t.Errorf("status: %d ended failed, %d failed runs; want 1 and 2", s.EndedFailed, s.Failed)
+	}
+	if n := f.dones.Load(); n != 0 {
+		t.Errorf("Done called %d times beside Finish", n)
 	}
 }

@@ -48,9 +48,10 @@ type Options struct {
 
 	// Logger receives the daemon's own messages (default slog.Default()).
 	Logger *slog.Logger
-	// Output receives each line the jobs write; nil logs them through
-	// Logger at Info with job_id and slot.
-	Output pool.Sink
+	// Output receives each line the jobs write, from several goroutines
+	// at once; nil logs them through Logger at Info (stdout) and Warn
+	// (stderr) with job_id and slot.
+	Output func(Line)
 	// TailSize is how many bytes of each job's output are kept for its
 	// Result (default 64 KiB).
 	TailSize int
@@ -108,8 +109,9 @@ type Observer interface {
 	// call of NextJob, the moment a free slot asks for work, to the child
 	// running the job.
 	JobStarted(job *Job, wait time.Duration)
-	// JobFinished is called with every job's result, before Done.
-	JobFinished(job *Job, res Result)
+	// JobFinished is called with every job's result, once the source has
+	// filed it (Done or Finish), with what the source did with it.
+	JobFinished(job *Job, res Result, v Verdict)
 }
 
 func (o *Options) withDefaults() {

@@ -2,6 +2,7 @@ package pool
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"sync"
@@ -22,9 +23,13 @@ type Spec struct {
 	Env []string
 	// Dir is the working directory; "" keeps the daemon's.
 	Dir string
-	// Stdin is the child's standard input; nil means /dev/null. The caller
-	// keeps ownership: the pool does not close it.
-	Stdin *os.File
+	// Stdin is the child's standard input; nil means /dev/null. An
+	// *os.File is passed to the child as it is, and the caller keeps it:
+	// the pool does not close it. Any other reader is copied into a pipe:
+	// at once when it fits into the pipe's buffer (a bytes.Reader of a
+	// small payload), otherwise by a goroutine while the child runs, which
+	// stops when the child closes its end.
+	Stdin io.Reader
 	// Credential, if set, runs the child as another user.
 	Credential *syscall.Credential
 
@@ -101,6 +106,8 @@ type Child struct {
 	cmd    *exec.Cmd
 
 	outR, outW, errR, errW *os.File
+	stdinR, stdinW         *os.File  // a stdin pipe, when Spec.Stdin is not a file
+	stdinSrc               io.Reader // what startStdin feeds into stdinW
 	tail                   Tail
 	// pending counts what must end before the child is finalized: the reap,
 	// each output stream, and a worker's channel.

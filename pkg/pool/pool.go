@@ -213,6 +213,7 @@ func (p *Pool) start(slot int, spec *Spec, extra *os.File, w *Worker) (*Child, e
 	var startErr error
 	onSpawner(func() { startErr = cmd.Start() })
 	c.closeWriteEnds()
+	c.startStdin(startErr == nil)
 	if startErr != nil {
 		c.closeReadEnds()
 		return nil, fmt.Errorf("start %s: %w", spec.Path, startErr)
@@ -421,11 +422,12 @@ func (c *Child) command(extra *os.File) (*exec.Cmd, error) {
 	if extra != nil {
 		env = append(env[:len(env):len(env)], EnvChild+"=3")
 	}
-	stdin := spec.Stdin
-	if stdin == nil {
-		stdin = c.pool.devNull
+	stdin, err := c.stdin(spec.Stdin)
+	if err != nil {
+		return nil, err
 	}
 	if err := c.openPipes(); err != nil {
+		c.closeStdin()
 		return nil, err
 	}
 	cmd := &exec.Cmd{

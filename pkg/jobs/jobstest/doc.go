@@ -1,5 +1,5 @@
 // Package jobstest helps an application's author unit-test its jobs hooks
-// in the test's own process, without a daemon and without child processes.
+// in the test's own process, without a daemon.
 //
 // A [Harness] calls the hooks the way the dispatcher and a child would:
 // NextJob with a slot, RunJob with a copy of the job, Done with the
@@ -30,15 +30,15 @@
 //     parent's hooks see it. Share state through jobs.VarsFrom, as under a
 //     daemon, and a test cannot pass by accident.
 //   - LoadConfig runs only when the test calls it, not once per child, and
-//     pool.IsChild reports false in every hook.
+//     jobs.IsChild reports false in every hook.
 //   - RunJob's output is not captured (Result.Output stays nil), nothing is
 //     measured but the wall time, there is no job timeout, and a RunJob
 //     that calls os.Exit ends the test binary.
-//   - Commander applications, whose jobs are external programs, are not
-//     supported: RunJob fails the test. Call Command and check the
-//     *pool.Spec it returns instead.
+//   - A Commander application's jobs, external programs, do run as real
+//     processes, one at a time, with the Spec's input, environment and
+//     timeout; their output tail, exit status and CPU time are measured.
 //
 // Tests of the daemon itself, with real children, belong in a TestMain
-// that calls jobs.Run when pool.IsChild reports true; see package jobs's
+// that calls jobs.Run when jobs.IsChild reports true; see package jobs's
 // own tests.
 package jobstest

@@ -89,9 +89,10 @@ func (h *Harness) Next() *jobs.Job {
 	return job
 }
 
-// RunJob calls the application's RunJob with a copy of job, in this
-// goroutine, and returns the Result a daemon would build from a child's
-// answer:
+// RunJob runs a copy of job as a daemon would, and returns its Result.
+//
+// For a Runner, it calls RunJob in this goroutine and builds the Result a
+// daemon builds from a child's answer:
 //
 //   - RunJob returned nil: ExitCode 0, OK.
 //   - It returned an error: ExitCode 1, Error the error's text.
@@ -102,27 +103,29 @@ func (h *Harness) Next() *jobs.Job {
 // Output stay zero and TimedOut false: there is no child to measure, and
 // what RunJob prints goes to the test's own output.
 //
+// For a Commander (an application whose jobs are external programs, as the
+// jobdaemon binary's), it calls Command and runs the program it returns,
+// for real, as a daemon would: its standard input, environment and working
+// directory as the Spec says, its output tail in Result.Output, its exit
+// code or signal, its CPU time, and its Timeout (StopSignal, then SIGKILL
+// after KillGrace, 10 s by default). An error from Command is a job that
+// could not start (ExitCode -1, Error set), as in a daemon.
+//
 // The copy stands for the one a child decodes from its channel: what
 // RunJob changes in the job (Meta, say) is not seen by Done. What it
-// changes in the application is; see the package documentation.
-//
-// An application that implements Commander fails the test (Fatalf), even
-// if it has a RunJob too: a daemon runs its jobs as the commands Command
-// returns and never calls RunJob, and the harness starts no processes. A
-// failed Result instead would let a test assert on an outcome that no
-// daemon produces. An application without RunJob fails the test too.
+// changes in the application is; see the package documentation. An
+// application with neither RunJob nor Command fails the test.
 func (h *Harness) RunJob(job *jobs.Job) jobs.Result {
 	h.t.Helper()
-	if _, ok := h.app.(jobs.Commander); ok {
-		h.t.Fatalf("jobstest: %T implements Commander: a daemon runs its jobs as external commands, "+
-			"which the harness does not start; call Command and check its *pool.Spec instead", h.app)
+	if job == nil {
+		h.t.Fatalf("jobstest: RunJob with a nil job")
+	}
+	if c, ok := h.app.(jobs.Commander); ok {
+		return h.runCommand(c, copyJob(job))
 	}
 	r, ok := h.app.(jobs.Runner)
 	if !ok {
-		h.t.Fatalf("jobstest: %T has no RunJob method (it is not a jobs.Runner)", h.app)
-	}
-	if job == nil {
-		h.t.Fatalf("jobstest: RunJob with a nil job")
+		h.t.Fatalf("jobstest: %T has neither RunJob (jobs.Runner) nor Command (jobs.Commander)", h.app)
 	}
 	start := time.Now()
 	res := h.call(r, copyJob(job))
@@ -158,13 +161,24 @@ func copyJob(j *jobs.Job) *jobs.Job {
 	return &c
 }
 
-// Done calls the application's Done with job and res and returns its
-// error, or returns nil if the application has none.
+// Done hands job and res to the application, as a daemon does, and
+// returns its error: Finish if it is a jobs.Finisher (its verdict is
+// dropped; call Finish for it), else Done; nil if it has neither.
 func (h *Harness) Done(job *jobs.Job, res jobs.Result) error {
-	if a, ok := h.app.(jobs.Acker); ok {
-		return a.Done(h.Context(), job, res)
+	_, err := h.Finish(job, res)
+	return err
+}
+
+// Finish is Done, with the application's verdict: jobs.Unknown for an
+// application that is not a jobs.Finisher.
+func (h *Harness) Finish(job *jobs.Job, res jobs.Result) (jobs.Verdict, error) {
+	if f, ok := h.app.(jobs.Finisher); ok {
+		return f.Finish(h.Context(), job, res)
 	}
-	return nil
+	if a, ok := h.app.(jobs.Acker); ok {
+		return jobs.Unknown, a.Done(h.Context(), job, res)
+	}
+	return jobs.Unknown, nil
 }
 
 // Drain runs jobs one after the other, as a daemon with a single slot

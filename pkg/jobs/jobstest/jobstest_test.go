@@ -12,7 +12,6 @@ import (
 
 	"github.com/jobdaemon/jobdaemon/pkg/jobs"
 	"github.com/jobdaemon/jobdaemon/pkg/jobs/jobstest"
-	"github.com/jobdaemon/jobdaemon/pkg/pool"
 )
 
 // app serves the payloads it was given, one job each, and does in RunJob
@@ -203,12 +202,6 @@ type runnerOnly struct{}
 func (runnerOnly) NextJob(context.Context, int) (*jobs.Job, error) { return &jobs.Job{ID: "x"}, nil }
 func (runnerOnly) RunJob(context.Context, *jobs.Job) error         { return nil }
 
-type commander struct{ runnerOnly }
-
-func (commander) Command(context.Context, *jobs.Job) (*pool.Spec, error) {
-	return &pool.Spec{Path: "/bin/true"}, nil
-}
-
 type sourceOnly struct{}
 
 func (sourceOnly) NextJob(context.Context, int) (*jobs.Job, error) { return nil, nil }
@@ -256,8 +249,7 @@ func TestFatalCases(t *testing.T) {
 		fn   func(h *jobstest.Harness)
 		want string
 	}{
-		{"commander", commander{}, func(h *jobstest.Harness) { h.RunJob(&jobs.Job{}) }, "implements Commander"},
-		{"no RunJob", sourceOnly{}, func(h *jobstest.Harness) { h.RunJob(&jobs.Job{}) }, "has no RunJob"},
+		{"no RunJob", sourceOnly{}, func(h *jobstest.Harness) { h.RunJob(&jobs.Job{}) }, "has neither RunJob"},
 		{"NextJob error", &app{nextErr: errors.New("db down")}, func(h *jobstest.Harness) { h.Drain(0) }, "NextJob(slot 0): db down"},
 	}
 	for _, tt := range tests {

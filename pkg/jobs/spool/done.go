@@ -138,19 +138,32 @@ type filing struct {
 // running/ is dropped with a warning. Done fails for a job that is not
 // running from this spool, or that Done was called for already.
 func (s *Spool) Done(ctx context.Context, job *jobs.Job, res jobs.Result) error {
+	_, err := s.Finish(ctx, job, res)
+	return err
+}
+
+// Finish is Done, and also says what it did with the job (jobs.Finisher):
+// Completed into done/, Retrying back into incoming/, Requeued for an
+// interrupted job, Failed into failed/. The verdict stands even when the
+// move fails and is retried later; it is Unknown with an error for a job
+// that is not running from this spool.
+func (s *Spool) Finish(ctx context.Context, job *jobs.Job, res jobs.Result) (jobs.Verdict, error) {
 	if job == nil {
-		return errors.New("spool: Done without a job")
+		return jobs.Unknown, errors.New("spool: Done without a job")
 	}
 	c := s.claimed[job.ID]
 	if c == nil || c.finished {
-		return fmt.Errorf("spool: job %q is not running", job.ID)
+		return jobs.Unknown, fmt.Errorf("spool: job %q is not running", job.ID)
 	}
 	now := s.now()
 	f := &filing{c: c}
+	v := jobs.Retrying
 	switch {
 	case res.OK():
 		f.dest, f.rec = s.done, newRecord(c, res, now)
+		v = jobs.Completed
 	case res.Interrupted:
+		v = jobs.Requeued
 		// The daemon stopped the job, not the job itself: it goes back as
 		// it was, at once, and the attempt does not count. (A crash is
 		// different: what it leaves in running/ comes back with attempt+1,
@@ -160,6 +173,7 @@ func (s *Spool) Done(ctx context.Context, job *jobs.Job, res jobs.Result) error 
 		d, again := s.retry.After(c.attempt)
 		if !again {
 			f.dest, f.rec = s.failed, newRecord(c, res, now)
+			v = jobs.Failed
 			break
 		}
 		var at time.Time
@@ -168,7 +182,7 @@ func (s *Spool) Done(ctx context.Context, job *jobs.Job, res jobs.Result) error 
 		}
 		f.next = meta{Attempt: c.attempt + 1, NotBefore: at, Inode: c.ino, LastResult: res.String()}
 	}
-	return s.finish(f, now)
+	return v, s.finish(f, now)
 }
 
 // finish files a job, or keeps it for fileAgain if that fails.

@@ -79,11 +79,13 @@ func next(t testing.TB, s *Spool) *jobs.Job {
 	return job
 }
 
-func mustDone(t testing.TB, s *Spool, job *jobs.Job, res jobs.Result) {
+func mustDone(t testing.TB, s *Spool, job *jobs.Job, res jobs.Result) jobs.Verdict {
 	t.Helper()
-	if err := s.Done(context.Background(), job, res); err != nil {
-		t.Fatalf("Done(%s): %v", job.ID, err)
+	v, err := s.Finish(context.Background(), job, res)
+	if err != nil {
+		t.Fatalf("Finish(%s): %v", job.ID, err)
 	}
+	return v
 }
 
 func readRecord(t *testing.T, path string) Record {
@@ -356,9 +358,15 @@ func TestRetryThenFail(t *testing.T) {
 		if job == nil || job.ID != "job" || job.Attempt != attempt {
 			t.Fatalf("attempt %d: job %+v", attempt, job)
 		}
-		mustDone(t, s, job, fail)
+		v := mustDone(t, s, job, fail)
 		if attempt == 3 {
+			if v != jobs.Failed {
+				t.Errorf("verdict of the last attempt: %v, want failed", v)
+			}
 			break
+		}
+		if v != jobs.Retrying {
+			t.Errorf("verdict of attempt %d: %v, want retrying", attempt, v)
 		}
 		if names := ls(t, in); !slices.Equal(names, []string{".job.meta.json", "job"}) {
 			t.Fatalf("incoming/ holds %q", names)
@@ -416,7 +424,9 @@ func TestInterruptedDoesNotCount(t *testing.T) {
 		if job == nil || job.Attempt != 1 {
 			t.Fatalf("run %d after interruptions: %+v", i+1, job)
 		}
-		mustDone(t, s, job, jobs.Result{ExitCode: -1, Signal: syscall.SIGTERM, Interrupted: true})
+		if v := mustDone(t, s, job, jobs.Result{ExitCode: -1, Signal: syscall.SIGTERM, Interrupted: true}); v != jobs.Requeued {
+			t.Errorf("verdict of an interrupted run: %v, want requeued", v)
+		}
 	}
 	if names := ls(t, filepath.Join(s.Dir(), "failed")); len(names) != 0 {
 		t.Errorf("an interrupted job was filed as failed: %q", names)

@@ -1,11 +1,8 @@
-package main
+package service
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
-	"io/fs"
 	"os/user"
 	"strconv"
 	"sync"
@@ -13,13 +10,14 @@ import (
 
 	"github.com/jobdaemon/jobdaemon/internal/control"
 	"github.com/jobdaemon/jobdaemon/pkg/jobs"
-	"github.com/jobdaemon/jobdaemon/pkg/jobs/spool"
 )
 
-// backend is what the control socket controls: the daemon and its spool.
+// backend is what the control socket controls: the daemon and the
+// application around it.
 type backend struct {
 	d       *jobs.Daemon
-	spool   *spool.Spool
+	app     jobs.Source
+	version string
 	manager string
 	user    string // the daemon's user, after any privilege drop
 
@@ -37,7 +35,7 @@ func (b *backend) Status() control.StatusReply {
 	b.mu.Lock()
 	warnings := append([]string(nil), b.warnings...)
 	b.mu.Unlock()
-	return control.StatusReply{Status: b.d.Status(), Version: version, Manager: b.manager, User: b.user, Warnings: warnings}
+	return control.StatusReply{Status: b.d.Status(), Version: b.version, Manager: b.manager, User: b.user, Warnings: warnings}
 }
 
 // userName names the user the process runs as; it does not change once
@@ -66,15 +64,11 @@ func (b *backend) Resume()                        { b.d.Resume() }
 
 func (b *backend) SignalJob(id string, sig syscall.Signal) error { return b.d.SignalJob(id, sig) }
 
-// Submit queues a job in the spool. The spool refuses bad names and
-// oversized payloads; both are the client's to fix.
+// Submit hands a job to the application's Submitter, if it has one.
 func (b *backend) Submit(ctx context.Context, id string, r io.Reader) (string, error) {
-	got, err := b.spool.Submit(id, r)
-	switch {
-	case errors.Is(err, spool.ErrBadName), errors.Is(err, spool.ErrTooLarge):
-		return "", fmt.Errorf("%w: %v", control.ErrBadRequest, err)
-	case errors.Is(err, fs.ErrExist):
-		return "", fmt.Errorf("%w: a job named %q already waits in the spool", control.ErrBadRequest, id)
+	s, ok := b.app.(Submitter)
+	if !ok {
+		return "", control.ErrNotSupported
 	}
-	return got, err
+	return s.Submit(ctx, id, r)
 }

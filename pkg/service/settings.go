@@ -1,0 +1,525 @@
+package service
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os/user"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Settings are what the service needs to know to run the daemon: where
+// its PID file and control socket are, whom it runs as, the pool, how it
+// stops and how it logs. An application starts from Defaults (or
+// Options.Settings) and may change them from its own configuration in the
+// Configure hook, at start and on every reload.
+//
+// The tables and keys are those of jobdaemon's config.toml, which embeds
+// these types: a setting is named the same way everywhere, in errors
+// ("pool.max_children: ...") and in the warning about settings that need
+// a restart. A field tagged reload:"live" takes effect on a reload; the
+// others keep their value until the daemon restarts, and a reload that
+// changes them says so in a warning (see RestartKeys).
+type Settings struct {
+	// ConfigFile is set by the service before it calls Configure: the
+	// --config flag, or its default (Options.ConfigFile, or the
+	// environment variable NAME_CONFIG).
+	ConfigFile string `toml:"-"`
+	// Command is set by the service before it calls Configure: the
+	// subcommand being run. "run" is the daemon itself, which needs every
+	// setting; the client commands ("status", "stop", "reload"...) need
+	// only Control.Socket and Daemon.PIDFile, and may run on a host
+	// where the daemon's user does not exist.
+	Command string `toml:"-"`
+
+	Daemon  DaemonSettings  `toml:"daemon"`
+	Pool    PoolSettings    `toml:"pool"`
+	Control ControlSettings `toml:"control"`
+	Log     LogSettings     `toml:"log"`
+}
+
+// DaemonSettings are the [daemon] table: the process itself.
+type DaemonSettings struct {
+	// PIDFile is the PID file the daemon writes and locks for its whole
+	// life, so that two daemons never run on one configuration; "" writes
+	// none, which suits systemd. It must be absolute.
+	PIDFile string `toml:"pid_file"`
+	// User, if set, is the user (a name or a numeric uid) the daemon drops
+	// to once the PID file and the control socket are open, when started
+	// as root. "" stays as started.
+	User string `toml:"user"`
+	// Group, if set, is the group to drop to; "" with User set takes the
+	// user's primary group.
+	Group string `toml:"group"`
+	// StopTimeout is how long a graceful stop waits for running jobs
+	// before it kills them with SIGKILL.
+	StopTimeout time.Duration `toml:"stop_timeout" reload:"live"`
+	// IdleInterval is the longest the daemon sleeps when no job is ready.
+	IdleInterval time.Duration `toml:"idle_interval" reload:"live"`
+}
+
+// PoolSettings are the [pool] table: how many jobs run at once and how
+// they stop.
+type PoolSettings struct {
+	// MaxChildren is how many jobs run at once, 1 to MaxChildrenLimit. A
+	// reload applies it only when the configured value changed, so that a
+	// size set at run time (scale, TTIN, TTOU) survives reloads.
+	MaxChildren int `toml:"max_children" reload:"live"`
+	// JobsPerChild, above 1, makes each child a worker that runs that many
+	// jobs before it is replaced.
+	JobsPerChild int `toml:"jobs_per_child"`
+	// JobTimeout, if positive, stops a job that runs longer: StopSignal to
+	// its process group, then SIGKILL after KillGrace. 0 means no limit.
+	JobTimeout time.Duration `toml:"job_timeout" reload:"live"`
+	// KillGrace is the time from StopSignal to SIGKILL.
+	KillGrace time.Duration `toml:"kill_grace" reload:"live"`
+	// StopSignal asks a job to stop, on a timeout and on a graceful stop.
+	StopSignal syscall.Signal `toml:"stop_signal" reload:"live"`
+	// ForwardSignals, if true, sends StopSignal to running jobs on a
+	// graceful stop; if false they run on until StopTimeout.
+	ForwardSignals bool `toml:"forward_signals" reload:"live"`
+}
+
+// ControlSettings are the [control] table: the control socket.
+type ControlSettings struct {
+	// Socket is the path of the control socket; "" opens none (the client
+	// commands then cannot reach the daemon). At most 107 bytes.
+	Socket string `toml:"socket"`
+	// Group, if set, owns the socket (mode 0660), and its members may use
+	// it besides root and the daemon's own user. "" takes Daemon.Group,
+	// or Daemon.User's primary group.
+	Group string `toml:"group"`
+}
+
+// LogSettings are the [log] table: the daemon's own log and the jobs'
+// output.
+type LogSettings struct {
+	// Level is the daemon's own verbosity: "trace", "debug", "info",
+	// "warn" or "error".
+	Level string `toml:"level" reload:"live"`
+	// JobOutput is the level given to the lines jobs write.
+	JobOutput string `toml:"job_output" reload:"live"`
+	// Format is "auto" (text on a terminal, JSON elsewhere), "text" or
+	// "json", for the stderr and file targets.
+	Format string `toml:"format"`
+	// Target is where the daemon logs: "auto" (the journal when stderr is
+	// connected to it, syslog for a classic daemon, stderr otherwise),
+	// "stderr", "journal", "syslog" or "file".
+	Target string `toml:"target"`
+	// File is the log file of Target "file"; SIGUSR1 reopens it.
+	File string `toml:"file"`
+	// JobFacility is the syslog facility of the jobs' lines (the daemon's
+	// own lines always have "daemon").
+	JobFacility string `toml:"job_facility"`
+	// JobIdentifier is the syslog identifier of the jobs' lines; "" takes
+	// the program's name.
+	JobIdentifier string `toml:"job_identifier"`
+}
+
+// MaxChildrenLimit is the largest Pool.MaxChildren.
+const MaxChildrenLimit = 10000
+
+// Defaults returns the settings of a program called name: its PID file
+// and control socket in /run/NAME, 4 children, a graceful stop of 30 s,
+// logging at info where the service manager looks.
+func Defaults(name string) Settings {
+	return Settings{
+		Daemon: DaemonSettings{
+			PIDFile:      "/run/" + name + "/" + name + ".pid",
+			StopTimeout:  30 * time.Second,
+			IdleInterval: 2 * time.Second,
+		},
+		Pool: PoolSettings{
+			MaxChildren:    4,
+			JobsPerChild:   1,
+			KillGrace:      10 * time.Second,
+			StopSignal:     syscall.SIGTERM,
+			ForwardSignals: true,
+		},
+		Control: ControlSettings{Socket: "/run/" + name + "/control.sock"},
+		Log:     LogSettings{Level: "info", JobOutput: "info", Format: "auto", Target: "auto", JobFacility: "user"},
+	}
+}
+
+// SettingError is one setting that Validate refuses.
+type SettingError struct {
+	// Key is the dotted key of the setting, as in config.toml
+	// ("pool.max_children").
+	Key string
+	// Msg says what is wrong and how to fix it; it starts with Key.
+	Msg string
+	// Err is the underlying error, if any.
+	Err error
+}
+
+func (e *SettingError) Error() string { return e.Msg }
+
+// Unwrap returns the underlying error, or nil.
+func (e *SettingError) Unwrap() error { return e.Err }
+
+// Validate checks every setting and returns all the problems found, each a
+// *SettingError, joined with errors.Join; nil when the settings are
+// usable. It looks up Daemon.User, Daemon.Group and Control.Group on this
+// host.
+func (s *Settings) Validate() error {
+	var v checker
+	d := &s.Daemon
+	v.path("daemon.pid_file", d.PIDFile)
+	if _, err := d.credential(); err != nil {
+		v.add(err)
+	}
+	v.positive("daemon.stop_timeout", d.StopTimeout, "30s")
+	v.positive("daemon.idle_interval", d.IdleInterval, "2s")
+
+	p := &s.Pool
+	v.intRange("pool.max_children", p.MaxChildren, 1, MaxChildrenLimit)
+	v.intRange("pool.jobs_per_child", p.JobsPerChild, 1, 1_000_000)
+	if p.JobTimeout < 0 {
+		v.fail("pool.job_timeout", nil, "%v is negative: use 0 (no limit) or more", p.JobTimeout)
+	}
+	v.positive("pool.kill_grace", p.KillGrace, "10s")
+	if p.StopSignal < 1 || p.StopSignal > maxSignal {
+		v.fail("pool.stop_signal", nil, "%d is not a signal: use a name such as \"SIGTERM\"", int(p.StopSignal))
+	}
+
+	c := &s.Control
+	v.path("control.socket", c.Socket)
+	if n := len(c.Socket); n > maxSocketPath {
+		v.fail("control.socket", nil, "%q is %d bytes long, but a Unix socket path holds at most %d: choose a shorter path", c.Socket, n, maxSocketPath)
+	}
+	if _, err := s.controlGroup(); err != nil {
+		v.add(err)
+	}
+
+	l := &s.Log
+	for _, lv := range []struct{ key, val string }{{"log.level", l.Level}, {"log.job_output", l.JobOutput}} {
+		if _, err := ParseLevel(lv.val); err != nil {
+			v.fail(lv.key, err, "%v", err)
+		}
+	}
+	switch l.Format {
+	case "auto", "text", "json":
+	default:
+		v.fail("log.format", nil, "unknown format %q: use \"auto\", \"text\" or \"json\"", l.Format)
+	}
+	switch l.Target {
+	case "auto", "stderr", "journal", "syslog":
+		if l.File != "" {
+			v.fail("log.file", nil, "log.file is set, but log.target is %q: set target = \"file\" to log there, or remove log.file", l.Target)
+		}
+	case "file":
+		if l.File == "" {
+			v.fail("log.file", nil, "log.target is \"file\" and needs log.file, such as \"/var/log/NAME.log\"")
+		}
+		v.path("log.file", l.File)
+	default:
+		v.fail("log.target", nil, "unknown target %q: use \"auto\", \"stderr\", \"journal\", \"syslog\" or \"file\"", l.Target)
+	}
+	if _, ok := Facilities[l.JobFacility]; !ok {
+		v.fail("log.job_facility", nil, "unknown syslog facility %q: use one of %s", l.JobFacility, strings.Join(slices.Sorted(maps.Keys(Facilities)), ", "))
+	}
+	if strings.ContainsAny(l.JobIdentifier, " \t\n=\x00") {
+		v.fail("log.job_identifier", nil, "%q: a syslog identifier has no spaces and no '='", l.JobIdentifier)
+	}
+	return errors.Join(v.errs...)
+}
+
+// maxSignal is the highest signal number on Linux (SIGRTMAX).
+const maxSignal = 64
+
+// maxSocketPath is the longest Unix socket path: sun_path holds 108 bytes
+// with the terminating NUL.
+const maxSocketPath = 107
+
+// checker collects the problems Validate finds.
+type checker struct{ errs []error }
+
+func (v *checker) add(err error) { v.errs = append(v.errs, err) }
+
+func (v *checker) fail(key string, err error, format string, args ...any) {
+	v.add(&SettingError{Key: key, Msg: key + ": " + fmt.Sprintf(format, args...), Err: err})
+}
+
+func (v *checker) intRange(key string, n, lo, hi int) {
+	if n < lo || n > hi {
+		v.fail(key, nil, "%d is out of range: use %d to %d", n, lo, hi)
+	}
+}
+
+func (v *checker) positive(key string, d time.Duration, example string) {
+	if d <= 0 {
+		v.fail(key, nil, "%v must be positive, such as %q", d, example)
+	}
+}
+
+// path checks that p, if set, is an absolute path without NUL bytes.
+func (v *checker) path(key, p string) {
+	switch {
+	case strings.ContainsRune(p, 0):
+		v.fail(key, nil, "the path contains a NUL byte")
+	case p != "" && !filepath.IsAbs(p):
+		v.fail(key, nil, "%q is relative: use an absolute path", p)
+	}
+}
+
+// Credential returns the user, group and supplementary groups that
+// Daemon.User and Daemon.Group name, looked up on this host; nil when no
+// user is set. The error is a *SettingError.
+func (s *Settings) Credential() (*syscall.Credential, error) { return s.Daemon.credential() }
+
+func (d *DaemonSettings) credential() (*syscall.Credential, error) {
+	fail := func(key string, err error, format string, args ...any) (*syscall.Credential, error) {
+		return nil, &SettingError{Key: key, Msg: key + ": " + fmt.Sprintf(format, args...), Err: err}
+	}
+	if d.User == "" {
+		if d.Group != "" {
+			return fail("daemon.group", nil, "daemon.group %q is set without daemon.user: set daemon.user too (a group alone would be ignored)", d.Group)
+		}
+		return nil, nil
+	}
+	u, err := lookupUser(d.User)
+	if err != nil {
+		return fail("daemon.user", err, "no user %q on this host: create it, or set daemon.user to an existing user (\"\" stays as started)", d.User)
+	}
+	gid := u.Gid
+	if d.Group != "" {
+		g, err := lookupGroup(d.Group)
+		if err != nil {
+			return fail("daemon.group", err, "no group %q on this host: create it, or set daemon.group to an existing group (\"\" takes the user's primary group)", d.Group)
+		}
+		gid = g.Gid
+	}
+	groups, err := u.GroupIds()
+	if err != nil {
+		return fail("daemon.user", err, "cannot list the groups of user %q: %v", d.User, err)
+	}
+	ids := append([]string{u.Uid, gid}, groups...)
+	nums := make([]uint32, len(ids))
+	for i, id := range ids {
+		n, err := strconv.ParseUint(id, 10, 32)
+		if err != nil { // never on Linux; and 0 would mean root
+			return fail("daemon.user", err, "user %q has an id %q that is not a number", d.User, id)
+		}
+		nums[i] = uint32(n)
+	}
+	return &syscall.Credential{Uid: nums[0], Gid: nums[1], Groups: nums[2:]}, nil
+}
+
+// ControlGid returns the group of the control socket: Control.Group, or
+// the daemon's group (Daemon.Group, or Daemon.User's primary group); -1
+// when none is set, and the socket keeps the daemon's own group. The error
+// is a *SettingError.
+func (s *Settings) ControlGid() (int, error) { return s.controlGroup() }
+
+func (s *Settings) controlGroup() (int, error) {
+	name := s.Control.Group
+	if name == "" {
+		cred, err := s.Daemon.credential()
+		if err != nil || cred == nil {
+			return -1, nil // reported for daemon.user, if at all
+		}
+		return int(cred.Gid), nil
+	}
+	g, err := lookupGroup(name)
+	if err != nil {
+		return -1, &SettingError{Key: "control.group", Err: err,
+			Msg: fmt.Sprintf("control.group: no group %q on this host: create it, or set control.group to an existing group", name)}
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return -1, &SettingError{Key: "control.group", Err: err,
+			Msg: fmt.Sprintf("control.group: group %q has the non-numeric id %q", name, g.Gid)}
+	}
+	return gid, nil
+}
+
+// lookupUser finds a user by name, or by uid when name is a number.
+func lookupUser(name string) (*user.User, error) {
+	u, err := user.Lookup(name)
+	if err != nil && isNumber(name) {
+		return user.LookupId(name)
+	}
+	return u, err
+}
+
+// lookupGroup finds a group by name, or by gid when name is a number.
+func lookupGroup(name string) (*user.Group, error) {
+	g, err := user.LookupGroup(name)
+	if err != nil && isNumber(name) {
+		return user.LookupGroupId(name)
+	}
+	return g, err
+}
+
+func isNumber(s string) bool { return s != "" && strings.Trim(s, "0123456789") == "" }
+
+// Facilities are the syslog facilities by name, with their numbers.
+var Facilities = map[string]int{
+	"kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7,
+	"uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11,
+	"local0": 16, "local1": 17, "local2": 18, "local3": 19, "local4": 20, "local5": 21, "local6": 22, "local7": 23,
+}
+
+// LevelTrace is the level of "trace": below slog.LevelDebug, for the
+// daemon's internal steps.
+const LevelTrace = slog.LevelDebug - 4
+
+var levels = []struct {
+	name  string
+	level slog.Level
+}{
+	{"trace", LevelTrace},
+	{"debug", slog.LevelDebug},
+	{"info", slog.LevelInfo},
+	{"warn", slog.LevelWarn},
+	{"error", slog.LevelError},
+}
+
+var errLevel = errors.New(`use "trace", "debug", "info", "warn" or "error"`)
+
+// ParseLevel returns the slog level of a Log.Level or Log.JobOutput value:
+// "trace" (LevelTrace), "debug", "info", "warn" or "error", in any case.
+func ParseLevel(s string) (slog.Level, error) {
+	for _, l := range levels {
+		if strings.EqualFold(s, l.name) {
+			return l.level, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown level %q: %w", s, errLevel)
+}
+
+// RestartKeys returns the dotted keys of the settings that differ between
+// old and next and take effect only at the next start: the fields of
+// Settings not tagged reload:"live". It is how the warning of a reload is
+// made, and the declaration it reads, the reload tag, is the only one.
+func RestartKeys(old, next any) []string {
+	var keys []string
+	diffFields(reflect.ValueOf(old), reflect.ValueOf(next), "", func(key string, live bool) {
+		if !live {
+			keys = append(keys, key)
+		}
+	})
+	return keys
+}
+
+// LiveKeys returns the dotted keys of the settings that a reload applies:
+// the fields tagged reload:"live", anywhere in v, a struct of tables such
+// as Settings.
+func LiveKeys(v any) []string {
+	var keys []string
+	walkFields(reflect.TypeOf(v), "", func(key string, live bool) {
+		if live {
+			keys = append(keys, key)
+		}
+	})
+	return keys
+}
+
+// CopyLive copies the fields of src tagged reload:"live" into dst, two
+// pointers to the same struct type: what a reload applies.
+func CopyLive(dst, src any) {
+	d, s := reflect.ValueOf(dst).Elem(), reflect.ValueOf(src).Elem()
+	copyLive(d, s)
+}
+
+func copyLive(d, s reflect.Value) {
+	for i := range d.NumField() {
+		f := d.Type().Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		switch {
+		case f.Tag.Get("reload") == "live":
+			d.Field(i).Set(s.Field(i))
+		case f.Type.Kind() == reflect.Struct && isTable(f):
+			copyLive(d.Field(i), s.Field(i))
+		}
+	}
+}
+
+// isTable reports whether f is a table of settings rather than a value:
+// a struct with a toml name, or an embedded one.
+func isTable(f reflect.StructField) bool {
+	if f.Type.Kind() != reflect.Struct || f.Type == reflect.TypeFor[time.Time]() {
+		return false
+	}
+	return f.Anonymous || tomlName(f) != ""
+}
+
+func tomlName(f reflect.StructField) string {
+	name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+	if name == "-" {
+		return ""
+	}
+	return name
+}
+
+// walkFields calls fn with the dotted key of every setting of t and
+// whether it is live.
+func walkFields(t reflect.Type, prefix string, fn func(key string, live bool)) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		key := prefix
+		if !f.Anonymous {
+			name := tomlName(f)
+			if name == "" {
+				continue
+			}
+			key = join(prefix, name)
+		}
+		if isTable(f) {
+			walkFields(f.Type, key, fn)
+			continue
+		}
+		fn(key, f.Tag.Get("reload") == "live")
+	}
+}
+
+// diffFields calls fn for every setting whose value differs between a and
+// b, two values of one struct type.
+func diffFields(a, b reflect.Value, prefix string, fn func(key string, live bool)) {
+	for a.Kind() == reflect.Pointer {
+		a, b = a.Elem(), b.Elem()
+	}
+	for i := range a.NumField() {
+		f := a.Type().Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		key := prefix
+		if !f.Anonymous {
+			name := tomlName(f)
+			if name == "" {
+				continue
+			}
+			key = join(prefix, name)
+		}
+		if isTable(f) {
+			diffFields(a.Field(i), b.Field(i), key, fn)
+			continue
+		}
+		if !reflect.DeepEqual(a.Field(i).Interface(), b.Field(i).Interface()) {
+			fn(key, f.Tag.Get("reload") == "live")
+		}
+	}
+}
+
+func join(prefix, name string) string {
+	if prefix == "" {
+		return name
+	}
+	return prefix + "." + name
+}
