@@ -29,6 +29,8 @@ func TestMain(m *testing.M) {
 		helperDaemon()
 	case "cmd":
 		helperCommand(os.Args[1:])
+	case "lines":
+		helperLines()
 	default:
 		fmt.Fprintf(os.Stderr, "unknown %s=%q\n", helperEnv, os.Getenv(helperEnv))
 		os.Exit(2)
