@@ -36,7 +36,7 @@ func ParseAnswer(line []byte, id string) (Answer, error) {
 	if len(line) > MaxAnswer {
 		return Answer{}, malformed(line, fmt.Sprintf("longer than %d bytes", MaxAnswer))
 	}
-	p := parser{b: line}
+	p := parser{b: line, id: id}
 	a, err := p.answer()
 	if err != nil {
 		return Answer{}, malformed(line, err.Error())
@@ -69,6 +69,7 @@ type parser struct {
 	b     []byte
 	i     int
 	depth int
+	id    string // the expected id, returned rather than a copy
 }
 
 func (p *parser) answer() (Answer, error) {
@@ -94,9 +95,13 @@ func (p *parser) answer() (Answer, error) {
 		if p.peek() != '"' {
 			return a, p.syntax("expected a member name")
 		}
-		key, err := p.str()
+		raw, plain, err := p.rawStr()
 		if err != nil {
 			return a, err
+		}
+		key := string(raw) // no copy: only compared
+		if !plain {
+			key = decodeStr(raw)
 		}
 		p.space()
 		if p.peek() != ':' {
@@ -116,8 +121,16 @@ func (p *parser) answer() (Answer, error) {
 				}
 				return a, errors.New(`"id" is not a string`)
 			}
-			if a.ID, err = p.str(); err != nil {
+			raw, plain, err := p.rawStr()
+			switch {
+			case err != nil:
 				return a, err
+			case plain && string(raw) == p.id:
+				a.ID = p.id
+			case plain:
+				a.ID = string(raw)
+			default:
+				a.ID = decodeStr(raw)
 			}
 		case "ok":
 			if haveOK {
@@ -364,16 +377,25 @@ func (p *parser) skipStr() (plain bool, err error) {
 // str reads a string and returns it decoded. Invalid UTF-8 and lone
 // surrogates become U+FFFD, as encoding/json has them.
 func (p *parser) str() (string, error) {
-	start := p.i
-	plain, err := p.skipStr()
+	raw, plain, err := p.rawStr()
 	if err != nil {
 		return "", err
 	}
-	raw := p.b[start+1 : p.i-1]
 	if plain {
 		return string(raw), nil
 	}
 	return decodeStr(raw), nil
+}
+
+// rawStr reads a string and returns what is between its quotes, and
+// whether that is its value as it stands.
+func (p *parser) rawStr() ([]byte, bool, error) {
+	start := p.i
+	plain, err := p.skipStr()
+	if err != nil {
+		return nil, false, err
+	}
+	return p.b[start+1 : p.i-1], plain, nil
 }
 
 // decodeStr decodes the inside of a string skipStr has checked.
