@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"sync"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -43,8 +42,6 @@ const (
 	keepLong  = 64 << 10 // a gathering buffer larger than this is dropped after use
 )
 
-var newlineByte = [1]byte{'\n'}
-
 // lineConn is the pool's end of a ProtocolLines worker: the write end of
 // its standard input, and the read end of its fd 3.
 type lineConn struct {
@@ -61,12 +58,12 @@ type lineConn struct {
 	mu       sync.Mutex
 	writing  bool          // a goroutine is writing the rest of a job
 	written  chan struct{} // closed when it is done
-	rest     []byte        // what it writes
 	quitting bool          // close in once the job is written
 	inClosed bool
 
-	// tryWrite's argument and results, so that a job costs no closure.
-	iov     [2]unix.Iovec
+	// tryWrite's argument (a job line) and results, so that a job costs
+	// no closure.
+	wbuf    []byte
 	n       int
 	errno   syscall.Errno
 	writeFn func(uintptr) bool
@@ -94,8 +91,6 @@ func newLineConn(maxAnswer int) (*lineConn, error) {
 	}
 	c.br = bufio.NewReaderSize(c.out, answerBuf)
 	c.writeFn = c.tryWrite
-	c.iov[1].Base = &newlineByte[0]
-	c.iov[1].SetLen(1)
 	return c, nil
 }
 
@@ -109,7 +104,7 @@ func (c *lineConn) childClose() {
 	c.answerW.Close()
 }
 
-// send writes the job and its newline with one writev, without waiting:
+// send writes the job and its newline, without waiting:
 // the worker may still be loading its application, and a job larger than
 // the pipe must not stall the caller (the dispatcher of every slot). What
 // does not fit is written by a goroutine, and the answer to the job is
@@ -129,15 +124,10 @@ func (c *lineConn) send(job []byte) error {
 	case c.writing:
 		return ErrBusy
 	}
-	if len(job) > 0 {
-		c.iov[0].Base = &job[0]
-	} else {
-		c.iov[0].Base = &newlineByte[0] // any valid address: length 0
-	}
-	c.iov[0].SetLen(len(job))
-	err := c.inRaw.Write(c.writeFn)
-	c.iov[0].Base = nil // do not keep the caller's buffer alive
-	if err != nil {
+	// One write of the job and its newline: a copy costs less than a
+	// second iovec for the short lines most jobs are.
+	c.wbuf = append(append(c.wbuf[:0], job...), '\n')
+	if err := c.inRaw.Write(c.writeFn); err != nil {
 		return err
 	}
 	n := c.n
@@ -148,30 +138,34 @@ func (c *lineConn) send(job []byte) error {
 	default:
 		return c.errno // EPIPE: the worker is gone, and its exit says why
 	}
-	if n == len(job)+1 {
+	if n == len(c.wbuf) {
+		if cap(c.wbuf) > keepLong {
+			c.wbuf = nil
+		}
 		return nil
 	}
-	if n < len(job) {
-		c.rest = append(c.rest[:0], job[n:]...)
-		c.rest = append(c.rest, '\n')
-	} else {
-		c.rest = append(c.rest[:0], '\n')
-	}
+	// The goroutine takes the buffer; the next job gets a new one.
+	rest := c.wbuf[n:]
+	c.wbuf = nil
 	c.writing = true
 	c.written = make(chan struct{})
-	go c.finishWrite(c.rest, c.written)
+	go c.finishWrite(rest, c.written)
 	return nil
 }
 
-// tryWrite makes one non-blocking writev of c.iov: the pipe is in
+// tryWrite makes one non-blocking write of c.wbuf: the pipe is in
 // non-blocking mode, since it belongs to the runtime's poller.
 func (c *lineConn) tryWrite(fd uintptr) bool {
 	for {
-		n, _, errno := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&c.iov[0])), uintptr(len(c.iov)))
-		if errno == unix.EINTR {
+		n, err := unix.Write(int(fd), c.wbuf)
+		if err == unix.EINTR {
 			continue
 		}
-		c.n, c.errno = int(n), errno
+		c.n, c.errno = max(n, 0), 0
+		if err != nil {
+			c.errno = syscall.EIO
+			errors.As(err, &c.errno)
+		}
 		return true
 	}
 }
@@ -185,9 +179,6 @@ func (c *lineConn) finishWrite(rest []byte, done chan struct{}) {
 	defer c.mu.Unlock()
 	c.writing = false
 	close(done)
-	if cap(c.rest) > keepLong {
-		c.rest = nil
-	}
 	if c.quitting {
 		c.closeInLocked()
 	}
