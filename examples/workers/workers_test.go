@@ -398,3 +398,40 @@ func TestManyJobsRecycled(t *testing.T) {
 		t.Logf("%d jobs, %d workers started", jobs, started)
 	})
 }
+
+// The complete worker of docs/WORKER-PROTOCOL.md works as it says.
+func TestProtocolDocWorker(t *testing.T) {
+	lang := languages[0]
+	interp := interpreter(t, lang)
+	doc, err := os.ReadFile("../../docs/WORKER-PROTOCOL.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, _ := strings.Cut(string(doc), "## A complete worker in Python")
+	_, code, _ := strings.Cut(after, "```python\n")
+	code, _, found := strings.Cut(code, "```")
+	if !found || !strings.Contains(code, "answers.flush()") {
+		t.Fatalf("no worker in the doc: %q", code)
+	}
+	script := t.TempDir() + "/worker.py"
+	if err := os.WriteFile(script, []byte(code), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d := newDriver(t, 1, interp, script)
+	w := d.start()
+	a, err := d.run(w, &workerproto.Job{ID: "hi", Attempt: 1, Payload: []byte("hi")})
+	if err != nil || !a.OK {
+		t.Errorf("ok job: %+v, %v", a, err)
+	}
+	if !d.logs.has("hi", pool.Stdout, "job hi: 2 bytes") {
+		t.Errorf("log of the job: %q", d.logs.of("hi", pool.Stdout))
+	}
+	a, err = d.run(w, &workerproto.Job{ID: "f", Attempt: 1, Payload: []byte("fail")})
+	if err != nil || a.OK || a.Error != "asked to fail" {
+		t.Errorf("failing job: %+v, %v", a, err)
+	}
+	w.Retire()
+	if e := waitDone(t, w); !e.Success() {
+		t.Errorf("worker after stdin closed: %s", e)
+	}
+}

@@ -25,25 +25,29 @@ import json
 import os
 import sys
 import traceback
-from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional
 
 __all__ = ["Job", "serve"]
 
 ANSWER_FD = 3
 
 
-@dataclass(frozen=True)
 class Job:
     """One job: its id, attempt (1 for the first run), slot, payload
     (bytes), path (for spool jobs, else None) and meta (a dict of str)."""
 
-    id: str
-    attempt: int
-    slot: int
-    payload: bytes
-    path: Optional[str] = None
-    meta: Dict[str, str] = field(default_factory=dict)
+    __slots__ = ("id", "attempt", "slot", "payload", "path", "meta")
+
+    def __init__(self, id, attempt, slot, payload, path=None, meta=None):
+        self.id = id
+        self.attempt = attempt
+        self.slot = slot
+        self.payload = payload
+        self.path = path
+        self.meta = meta or {}
+
+    def __repr__(self):
+        return "Job(id=%r, attempt=%r, slot=%r, payload=<%d bytes>, path=%r, meta=%r)" % (
+            self.id, self.attempt, self.slot, len(self.payload), self.path, self.meta)
 
 
 def _fail_setup(message):
@@ -52,7 +56,7 @@ def _fail_setup(message):
     sys.exit(2)
 
 
-def serve(handler: Callable[[Job], None]) -> None:
+def serve(handler):
     """Run handler on each job from standard input until it closes."""
     try:
         os.fstat(ANSWER_FD)
@@ -89,7 +93,7 @@ def serve(handler: Callable[[Job], None]) -> None:
         answers.flush()
 
 
-def _decode(line: bytes) -> Job:
+def _decode(line):
     try:
         j = json.loads(line)
         return Job(
