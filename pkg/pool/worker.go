@@ -145,9 +145,10 @@ func scale(v time.Duration, jitter float64) time.Duration {
 }
 
 // Send gives the worker a job. It fails with ErrBusy while the previous job
-// runs, with ErrRetiring once the worker was told to exit, with ErrNewline
-// for a ProtocolLines job that is not one line, or with the transport's
-// error if the worker is gone. The worker that reaches its job limit with
+// runs, with ErrRetiring once the worker was told to exit, or with an error
+// that wraps ErrNewline for a ProtocolLines job that is not one line, or
+// the transport's error (such as EPIPE) if the worker is gone; the worker
+// stays as it was then. The worker that reaches its job limit with
 // this job is told to exit after it. A ProtocolLines Send never waits for
 // the worker to read: what the pipe cannot take is written in the
 // background.
