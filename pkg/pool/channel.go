@@ -115,7 +115,7 @@ func (ch *channel) recv() (typ byte, payload []byte, err error) {
 			return 0, nil, errEOF
 		}
 		if n < 2 {
-			return 0, nil, fmt.Errorf("worker channel: short packet of %d bytes", n)
+			return 0, nil, fmt.Errorf("%w of %d bytes", errShortPacket, n)
 		}
 		typ = ch.rbuf[0]
 		if ch.rbuf[1]&flagMore == 0 && len(ch.msg) == 0 {
@@ -133,4 +133,7 @@ func (ch *channel) recv() (typ byte, payload []byte, err error) {
 
 func (ch *channel) close() error { return ch.c.Close() }
 
-var errEOF = errors.New("worker channel closed")
+var (
+	errEOF         = errors.New("worker channel closed")
+	errShortPacket = errors.New("worker channel: short packet")
+)

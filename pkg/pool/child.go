@@ -221,14 +221,20 @@ func (c *Child) timeout() {
 		return
 	}
 	c.timedOut = true
-	sig, grace := c.spec.StopSignal, c.spec.KillGrace
+	c.stopLocked(c.spec.stopSignal())
+}
+
+// stopSignal returns the signal and grace period of a stop on timeout,
+// defaults applied.
+func (s *Spec) stopSignal() (syscall.Signal, time.Duration) {
+	sig, grace := s.StopSignal, s.KillGrace
 	if sig == 0 {
 		sig = syscall.SIGTERM
 	}
 	if grace <= 0 {
 		grace = DefaultKillGrace
 	}
-	c.stopLocked(sig, grace)
+	return sig, grace
 }
 
 // retire asks a worker to exit after its current job; a command child has

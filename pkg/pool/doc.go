@@ -30,9 +30,25 @@
 //
 // # Workers
 //
-// A worker is the program re-executed in child mode with a SOCK_SEQPACKET
-// socket as fd 3. The parent sends it opaque job messages and it answers
-// each with a result; while it runs a job it may call back into the parent
-// (jobdaemon uses this for shared application variables). See [Worker] and
-// [ChildConn].
+// A worker is a child that runs many jobs, one at a time, and is retired
+// after a number of jobs, an age or a resident set size (each lowered by a
+// random jitter). Two protocols share that one mechanism ([Worker]); only
+// the transport differs ([Protocol]):
+//
+//   - ProtocolGo: the program re-executed in child mode with a
+//     SOCK_SEQPACKET socket as fd 3. The parent sends it opaque job
+//     messages and it answers each with a result; while it runs a job it
+//     may call back into the parent (jobdaemon uses this for shared
+//     application variables). See [ChildConn].
+//   - ProtocolLines: any command, started once and kept. It reads one job
+//     per line on its standard input and writes one answer per line on
+//     fd 3, a pipe; its standard output and error stay log output, under
+//     the label of the job in progress. It exits when its standard input
+//     closes. Answers are handed over as opaque lines, at most MaxAnswer
+//     bytes long.
+//
+// A worker that breaks its protocol (an answer too long or cut short, an
+// answer with no job in flight) is stopped, and [Worker.Err] says why; a
+// worker that closes its end is retired. Neither can make the pool block
+// or allocate without bound.
 package pool

@@ -29,6 +29,8 @@ func TestMain(m *testing.M) {
 		helperDaemon()
 	case "cmd":
 		helperCommand(os.Args[1:])
+	case "lines":
+		helperLines()
 	default:
 		fmt.Fprintf(os.Stderr, "unknown %s=%q\n", helperEnv, os.Getenv(helperEnv))
 		os.Exit(2)
@@ -115,10 +117,10 @@ func helperWorker() {
 
 var ballast []byte
 
-// helperDaemon starts 4 sleeping command children and a sleeping worker,
-// prints their pids, and waits to be killed.
+// helperDaemon starts 4 sleeping command children, a sleeping Go worker
+// and a sleeping command worker, prints their pids, and waits to be killed.
 func helperDaemon() {
-	p, err := New(Config{Max: 5})
+	p, err := New(Config{Max: 6})
 	if err != nil {
 		panic(err)
 	}
@@ -138,6 +140,13 @@ func helperDaemon() {
 	}
 	w.Send([]byte("sleep"))
 	fmt.Println(w.Pid)
+	slot, _ = p.TryAcquire()
+	lw, err := p.StartWorker(slot, &WorkerSpec{Protocol: ProtocolLines, Spec: Spec{Path: "/bin/sleep", Args: []string{"sleep", "300"}}})
+	if err != nil {
+		panic(err)
+	}
+	lw.Send([]byte("job"))
+	fmt.Println(lw.Pid)
 	time.Sleep(time.Hour)
 }
 

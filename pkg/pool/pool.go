@@ -450,5 +450,8 @@ func (c *Child) command(extra *os.File) (*exec.Cmd, error) {
 	if extra != nil {
 		cmd.ExtraFiles = []*os.File{extra}
 	}
+	if c.worker != nil {
+		c.worker.tr.prepare(cmd)
+	}
 	return cmd, nil
 }

@@ -261,8 +261,9 @@ func TestTimeoutEscalatesToKill(t *testing.T) {
 	}
 }
 
-// The children of a SIGKILLed daemon die with it: command children through
-// Pdeathsig, workers through it and their channel.
+// The children of a SIGKILLed daemon die with it: command children and
+// command workers through Pdeathsig, Go workers through it and their
+// channel.
 func TestChildrenDieWithDaemon(t *testing.T) {
 	self, _ := os.Executable()
 	cmd := exec.Command(self)
@@ -277,14 +278,14 @@ func TestChildrenDieWithDaemon(t *testing.T) {
 	}
 	var pids []int
 	sc := bufio.NewScanner(out)
-	for len(pids) < 5 && sc.Scan() {
+	for len(pids) < 6 && sc.Scan() {
 		pid, err := strconv.Atoi(sc.Text())
 		if err != nil {
 			t.Fatalf("daemon said %q", sc.Text())
 		}
 		pids = append(pids, pid)
 	}
-	if len(pids) != 5 {
+	if len(pids) != 6 {
 		cmd.Process.Kill()
 		cmd.Wait()
 		t.Fatalf("daemon printed %d pids", len(pids))

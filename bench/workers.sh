@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Command workers: trivial jobs through the Python and the PHP reference
+# workers (bench/workers/noop.*) at 2 workers, measured by bench/workers
+# in the same run as
+#   bare     a minimal Go driver feeding the same worker over the same pipes
+#   process  the same script as one process per job
+# Targets (issue 11): pool >= 0.8x bare, >= 20x process, and under 20 µs of
+# the daemon's own CPU per job.
+#
+# Usage: bench/workers.sh   (N=20000 jobs per run, NP=300 for process,
+#                            R=5 rounds, each mode once per round, medians)
+# The machine is shared and noisy: the rounds interleave the modes so that
+# a busy moment hurts all of them alike.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export PATH="/usr/local/go/bin:$PATH"
+
+N="${N:-20000}"
+NP="${NP:-300}"
+R="${R:-5}"
+P=2
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+go build -o "$tmp/workers" ./bench/workers
+
+# The interpreters themselves, not a version manager's shim script that
+# would add its own start-up to every process of the process mode.
+python=$(python3 -c 'import sys; print(sys.executable)')
+php=$(command -v php)
+
+# field KEY LINE: the value of KEY=... in a "mode=M jobs=N ... " line.
+field() {
+	local kv
+	for kv in $2; do
+		if [[ $kv == "$1="* ]]; then
+			kv=${kv#*=}
+			echo "${kv%/s}"
+			return
+		fi
+	done
+	echo "?"
+}
+
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# run LANG MODE N [ENV...]: one run, appended to $tmp/LANG.MODE
+run() {
+	local lang=$1 mode=$2 n=$3 out interp script
+	shift 3
+	if [[ $lang == python ]]; then
+		interp=$python script=bench/workers/noop.py
+	else
+		interp=$php script=bench/workers/noop.php
+	fi
+	local m=$mode
+	[[ $m == pool1 ]] && m=pool
+	out=$(env "$@" "$tmp/workers" -mode "$m" -n "$n" -p "$P" -- "$interp" "$script")
+	echo "$(field rate "$out") $(field cpu_us_per_job "$out")" >>"$tmp/$lang.$mode"
+}
+
+echo "N=$N NP=$NP R=$R, $P workers, on $(nproc) cores, $(uname -sr), $(go version | cut -d' ' -f3)"
+echo "python: $python ($("$python" --version 2>&1)); php: $php ($("$php" -r 'echo PHP_VERSION;'))"
+echo
+for lang in python php; do
+	for ((r = 0; r < R; r++)); do
+		run "$lang" bare "$N"
+		run "$lang" pool "$N"
+		run "$lang" pool1 "$N" GOMAXPROCS=1
+		run "$lang" direct "$N"
+	done
+	run "$lang" process "$NP"
+done
+
+printf '%-7s %-26s %9s %12s %9s %10s\n' lang mode jobs/s "daemon µs/job" "x bare" "x process"
+for lang in python php; do
+	bare=$(cut -d' ' -f1 "$tmp/$lang.bare" | median)
+	proc=$(cut -d' ' -f1 "$tmp/$lang.process" | median)
+	for mode in bare pool pool1 direct process; do
+		rate=$(cut -d' ' -f1 "$tmp/$lang.$mode" | median)
+		cpu=$(cut -d' ' -f2 "$tmp/$lang.$mode" | median)
+		case $mode in
+		bare) label="bare Go driver" ;;
+		pool) label="pool + dispatcher" ;;
+		pool1) label="pool + dispatcher, 1 P" ;;
+		direct) label="pool, no dispatcher" ;;
+		process) label="one process per job" ;;
+		esac
+		awk -v l="$lang" -v m="$label" -v r="$rate" -v c="$cpu" -v b="$bare" -v p="$proc" \
+			'BEGIN { printf "%-7s %-26s %9.0f %12.1f %8.2fx %9.0fx\n", l, m, r, c, r / b, r / p }'
+	done
+done
