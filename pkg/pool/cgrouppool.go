@@ -43,6 +43,24 @@ type jobCgroup struct {
 	slot int     // -1 for a per-job cgroup
 	base cpuStat // cpu.stat when the current job started
 	peak int     // memory.peak opened and reset for this job, or -1
+	// killed is set once cgroup.kill was written: the kernel (6.18 at
+	// least) then kills every process cloned into the cgroup afterwards,
+	// so it cannot be reused.
+	killed bool
+}
+
+// kill kills what is in the job's cgroup. A per-slot cgroup that holds
+// nothing is left alone, so that it can be reused.
+func (j *jobCgroup) kill(useKill bool) error {
+	if j.slot >= 0 {
+		if populated, err := j.populated(); err == nil && !populated {
+			return nil
+		}
+	}
+	if useKill {
+		j.killed = true
+	}
+	return j.cgroupDir.kill(useKill)
 }
 
 // poolSeq numbers the pools of this process, for default names.
@@ -345,7 +363,7 @@ func (cg *cgroupPool) release(j *jobCgroup, empty bool) {
 	}
 	cg.mu.Lock()
 	defer cg.mu.Unlock()
-	if empty && j.slot >= 0 {
+	if empty && j.slot >= 0 && !j.killed {
 		for len(cg.slots) <= j.slot {
 			cg.slots = append(cg.slots, nil)
 		}
