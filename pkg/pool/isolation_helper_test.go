@@ -20,10 +20,10 @@ import (
 // commands, and daemons that the tests kill, run as another user, or run
 // as a systemd unit.
 const (
-	isoCmd    = "isocmd"    // a job: spin DURATION, alloc MIB
-	isoCrash  = "isocrash"  // a daemon whose jobs leave processes behind
+	isoCmd        = "isocmd"    // a job: spin DURATION, alloc MIB
+	isoCrash      = "isocrash"  // a daemon whose jobs leave processes behind
 	isoReportMode = "isoreport" // a daemon that reports its isolation and one job
-	isoUnit   = "isounit"   // the daemon of a systemd unit in the testbed
+	isoUnit       = "isounit"   // the daemon of a systemd unit in the testbed
 )
 
 // markEnv marks every process of a test's jobs: what a job forks inherits
