@@ -31,8 +31,8 @@ func TestCPUOfWholeTree(t *testing.T) {
 		name string
 		iso  Isolation
 	}{
-		{"cgroup per job", Isolation{Cgroups: CgroupRequire}},
-		{"cgroup per slot", Isolation{Cgroups: CgroupRequire, PerSlotCgroups: true}},
+		{"cgroup per job", Isolation{Cgroups: CgroupRequire, PerJobCgroups: true}},
+		{"cgroup per slot", Isolation{Cgroups: CgroupRequire}},
 		{"process group", Isolation{Cgroups: CgroupOff}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -57,7 +57,7 @@ func TestCPUOfWholeTree(t *testing.T) {
 			} else if e.CPUFrom != FromRusage || cpu > 200*time.Millisecond {
 				t.Errorf("CPU %v from %v: want rusage, without the grandchild it did not wait for", cpu, e.CPUFrom)
 			}
-			if !tc.iso.PerSlotCgroups {
+			if tc.iso.PerJobCgroups || tc.iso.Cgroups != CgroupRequire {
 				return
 			}
 			// The slot's next job reuses the cgroup, and is charged only

@@ -106,7 +106,7 @@ func newCgroupPool(cfg Isolation, limits []limitFile) (cg *cgroupPool, err error
 		claims.Delete(dirPath)
 		return nil, err
 	}
-	cg = &cgroupPool{dir: dir, perSlot: cfg.PerSlotCgroups, limits: limits}
+	cg = &cgroupPool{dir: dir, perSlot: !cfg.PerJobCgroups, limits: limits}
 	if !pl.atRoot {
 		if cg.parent, err = openCgroup(pl.fs.dir(pl.parent), pl.parent, false); err != nil {
 			cg.close()
@@ -267,7 +267,7 @@ func (cg *cgroupPool) enableControllers() error {
 }
 
 // acquire returns the cgroup for a job starting in slot: the slot's own
-// clean one with PerSlotCgroups, else a new one with the limits written.
+// clean one if it has one, else a new one with the limits written.
 func (cg *cgroupPool) acquire(slot int) (*jobCgroup, error) {
 	cg.mu.Lock()
 	if cg.perSlot && slot < len(cg.slots) && cg.slots[slot] != nil {

@@ -52,8 +52,8 @@ func TestNothingOutlivesItsJob(t *testing.T) {
 		iso   Isolation
 		grace time.Duration
 	}{
-		{"cgroup per job", Isolation{Cgroups: CgroupRequire}, 0},
-		{"cgroup per slot", Isolation{Cgroups: CgroupRequire, PerSlotCgroups: true}, 0},
+		{"cgroup per job", Isolation{Cgroups: CgroupRequire, PerJobCgroups: true}, 0},
+		{"cgroup per slot", Isolation{Cgroups: CgroupRequire}, 0},
 		{"process group", Isolation{Cgroups: CgroupOff}, 5 * time.Second},
 	}
 	for _, m := range modes {
@@ -74,7 +74,7 @@ func TestNothingOutlivesItsJob(t *testing.T) {
 					continue // a process group cannot hold a setsid escapee
 				}
 				res := runScenario(p, r, sc, tmp, m.grace)
-				checkScenario(t, sc, res, cgroups, m.iso.PerSlotCgroups)
+				checkScenario(t, sc, res, cgroups, !m.iso.PerJobCgroups)
 			}
 		})
 	}
