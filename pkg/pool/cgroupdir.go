@@ -2,7 +2,6 @@ package pool
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -275,6 +274,3 @@ func (d *cgroupDir) controllers(name string) (map[string]bool, error) {
 	}
 	return m, nil
 }
-
-// errNotEmpty is the reason a cgroup was left in place.
-var errNotEmpty = errors.New("cgroup still holds processes")
