@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -54,9 +55,10 @@ type placement struct {
 }
 
 var place struct {
-	once sync.Once
-	p    placement
-	err  error
+	once    sync.Once
+	settled atomic.Bool
+	p       placement
+	err     error
 }
 
 // SettleCgroup decides, once per process, where per-job cgroups go, and
@@ -72,7 +74,10 @@ var place struct {
 // cgroup that systemd manages without delegation, no permission. Later
 // calls return the same.
 func SettleCgroup() (leaf string, err error) {
-	place.once.Do(func() { place.p, place.err = settle() })
+	place.once.Do(func() {
+		place.settled.Store(true)
+		place.p, place.err = settle()
+	})
 	if place.err != nil {
 		return "", place.err
 	}
@@ -117,6 +122,60 @@ func settle() (placement, error) {
 	}
 	pl.leaf = leaf
 	return pl, nil
+}
+
+// DelegateCgroup does for a daemon that root starts without systemd what
+// systemd's Delegate=yes does for a service: it creates the cgroup name at
+// the top of the hierarchy, hands it to uid and gid (the directory and its
+// cgroup.procs, cgroup.threads and cgroup.subtree_control, as systemd
+// does), and moves the process into its leaf. The daemon may then drop its
+// privileges: New, run as uid, makes the jobs' cgroups in it, and a
+// restarted daemon that delegates the same name finds what its jobs left
+// there. Without it, a daemon that is not root runs its jobs in process
+// groups.
+//
+// Call it as root, before SettleCgroup or New. It returns the delegated
+// cgroup's directory; calling it again with the same name does nothing
+// more. It fails when the process is not at the top of the hierarchy (a
+// service manager placed it: that manager delegates, or not).
+func DelegateCgroup(name string, uid, gid int) (string, error) {
+	if place.settled.Load() {
+		return "", errors.New("delegate cgroup: the process's cgroup was settled already (DelegateCgroup must come before New)")
+	}
+	if !validCgroupName.MatchString(name) || name == leafName {
+		return "", fmt.Errorf("delegate cgroup: bad name %q", name)
+	}
+	own, err := ownCgroup(0)
+	if err != nil {
+		return "", fmt.Errorf("delegate cgroup: %w", err)
+	}
+	fs, err := findCgroupFS(own)
+	if err != nil {
+		return "", fmt.Errorf("delegate cgroup: %w", err)
+	}
+	top := "/" + name
+	dir := fs.dir(top)
+	switch own {
+	case path.Join(top, leafName):
+		return dir, nil
+	case "/":
+	default:
+		return "", fmt.Errorf("delegate cgroup: the process is in cgroup %s, not at the top of the hierarchy", own)
+	}
+	for _, d := range []string{dir, filepath.Join(dir, leafName)} {
+		if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return "", fmt.Errorf("delegate cgroup: %w", err)
+		}
+		for _, f := range []string{"", "cgroup.procs", "cgroup.threads", "cgroup.subtree_control"} {
+			if err := os.Chown(filepath.Join(d, f), uid, gid); err != nil {
+				return "", fmt.Errorf("delegate cgroup: %w", err)
+			}
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, leafName, "cgroup.procs"), []byte("0"), 0); err != nil {
+		return "", fmt.Errorf("delegate cgroup: move into %s: %w", filepath.Join(dir, leafName), err)
+	}
+	return dir, nil
 }
 
 // delegated reports whether systemd delegated the cgroup in dir to the

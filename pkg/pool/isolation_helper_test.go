@@ -20,10 +20,11 @@ import (
 // commands, and daemons that the tests kill, run as another user, or run
 // as a systemd unit.
 const (
-	isoCmd        = "isocmd"    // a job: spin DURATION, alloc MIB
-	isoCrash      = "isocrash"  // a daemon whose jobs leave processes behind
-	isoReportMode = "isoreport" // a daemon that reports its isolation and one job
-	isoUnit       = "isounit"   // the daemon of a systemd unit in the testbed
+	isoCmd        = "isocmd"      // a job: spin DURATION, alloc MIB
+	isoCrash      = "isocrash"    // a daemon whose jobs leave processes behind
+	isoReportMode = "isoreport"   // a daemon that reports its isolation and one job
+	isoUnit       = "isounit"     // the daemon of a systemd unit in the testbed
+	isoDelegate   = "isodelegate" // a daemon that delegates a cgroup, then drops to nobody
 )
 
 // markEnv marks every process of a test's jobs: what a job forks inherits
@@ -40,6 +41,8 @@ func runIsolationHelper(mode string, args []string) bool {
 		isoReportDaemon(args)
 	case isoUnit:
 		isoUnitDaemon()
+	case isoDelegate:
+		isoDelegateDaemon(args)
 	default:
 		return false
 	}
@@ -316,6 +319,34 @@ func isoReportDaemon(args []string) {
 	mu.Lock()
 	defer mu.Unlock()
 	printJSON(isoReport{Uid: os.Getuid(), Isolation: p.Isolation(), Logged: msgs, Result: res})
+}
+
+// isoDelegateDaemon ARGS: NAME UID. As root, it delegates the cgroup NAME
+// to UID, drops to UID, and prints an isoReport of its pool.
+func isoDelegateDaemon(args []string) {
+	uid, _ := strconv.Atoi(args[1])
+	if _, err := DelegateCgroup(args[0], uid, uid); err != nil {
+		helperFail(err)
+	}
+	if err := syscall.Setgroups(nil); err != nil {
+		helperFail(err)
+	}
+	if err := syscall.Setgid(uid); err != nil {
+		helperFail(err)
+	}
+	if err := syscall.Setuid(uid); err != nil {
+		helperFail(err)
+	}
+	r := newLineRouter()
+	p, err := New(Config{Max: 1, Sink: r, Isolation: Isolation{Cgroups: CgroupRequire}})
+	if err != nil {
+		helperFail(err)
+	}
+	tmp, _ := os.MkdirTemp("", "delegate")
+	res := runScenario(p, r, scenarios[1], tmp, 0)
+	p.Close()
+	os.RemoveAll(tmp)
+	printJSON(isoReport{Uid: os.Getuid(), Isolation: p.Isolation(), Result: res})
 }
 
 // unitStopReport is what isoUnitDaemon found once its pool stopped.

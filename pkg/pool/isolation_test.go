@@ -313,6 +313,40 @@ func TestProcessGroupModeAsNobody(t *testing.T) {
 	t.Logf("as nobody: %s; log: %s", rep.Isolation, stderr.String())
 }
 
+// A daemon that root starts without systemd, and that drops to another
+// user, keeps per-job cgroups when it delegates a cgroup to that user
+// first.
+func TestDelegateCgroupAndDrop(t *testing.T) {
+	needCgroups(t)
+	if place.p.parent != "/" {
+		t.Skipf("this process is in cgroup %s, not at the top", place.p.parent)
+	}
+	name := fmt.Sprintf("pooltest-%d-delegated", os.Getpid())
+	dir := filepath.Join(place.p.fs.mount, name)
+	t.Cleanup(func() {
+		// The helper removed its jobs' cgroups; its leaf is empty now.
+		os.Remove(filepath.Join(dir, leafName))
+		os.Remove(dir)
+	})
+	const nobody = 65534
+	self, _ := os.Executable()
+	cmd := exec.Command(self, name, fmt.Sprint(nobody))
+	cmd.Env = append(os.Environ(), helperEnv+"="+isoDelegate, "GORACE=atexit_sleep_ms=0")
+	cmd.Dir = "/"
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("helper: %v\n%s", err, stderr.String())
+	}
+	var rep isoReport
+	readJSON(t, bufio.NewReader(strings.NewReader(string(out))), &rep)
+	if rep.Uid != nobody || !rep.Isolation.Cgroups || rep.Isolation.Cgroup != filepath.Join(dir, "jobs") {
+		t.Errorf("after the drop: uid %d, %+v; want cgroups in %s/jobs", rep.Uid, rep.Isolation, dir)
+	}
+	checkScenario(t, scenarios[1], rep.Result, true, true)
+}
+
 // copyFile copies the test binary to dst, executable by all.
 func copyFile(t *testing.T, dst string) {
 	t.Helper()
