@@ -2,6 +2,7 @@ package pool
 
 import (
 	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -25,8 +26,9 @@ func TestCPUOfWholeTree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The spinner is double-forked, so the job's shell never waits for it.
-	script := `( "$0" spin 300ms & ); sleep 3`
+	// The spinner is double-forked, so the job's shell never waits for it;
+	// the shell ends once the spinner has used its CPU time.
+	script := `( "$0" spin 300ms "$DONE" & ); while [ ! -e "$DONE" ]; do sleep 0.05; done`
 	for _, tc := range []struct {
 		name string
 		iso  Isolation
@@ -43,7 +45,7 @@ func TestCPUOfWholeTree(t *testing.T) {
 			}
 			p := newPool(t, Config{Max: 1, Isolation: tc.iso})
 			c := mustStart(t, p, &Spec{Path: "/bin/sh", Args: []string{"sh", "-c", script, self},
-				Env: append(os.Environ(), helperEnv+"="+isoCmd, "GORACE=atexit_sleep_ms=0")})
+				Env: append(os.Environ(), helperEnv+"="+isoCmd, "GORACE=atexit_sleep_ms=0", "DONE="+filepath.Join(t.TempDir(), "done"))})
 			e := waitDone(t, c, 30*time.Second)
 			if !e.Success() {
 				t.Fatalf("job: %s", e)

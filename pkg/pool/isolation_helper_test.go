@@ -49,13 +49,23 @@ func runIsolationHelper(mode string, args []string) bool {
 	return true
 }
 
-// isoCommand: "spin D" burns CPU for D; "alloc N" touches N MiB.
+// isoCommand: "spin D FILE" uses D of CPU time, then creates FILE;
+// "alloc N" touches N MiB.
 func isoCommand(args []string) {
 	switch args[0] {
 	case "spin":
 		d, _ := time.ParseDuration(args[1])
-		for end := time.Now().Add(d); time.Now().Before(end); {
+		for {
+			var ru syscall.Rusage
+			syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+			if time.Duration(ru.Utime.Nano()+ru.Stime.Nano()) >= d {
+				break
+			}
+			for i := 0; i < 1e6; i++ {
+				spinSink += i
+			}
 		}
+		os.WriteFile(args[2], nil, 0o644)
 	case "alloc":
 		n, _ := strconv.Atoi(args[1])
 		ballast = make([]byte, n<<20)
@@ -83,6 +93,8 @@ const setsidChild = `( setsid sh -c 'echo $$ >"$PIDFILE.tmp"; mv "$PIDFILE.tmp" 
 while [ ! -s "$PIDFILE" ]; do sleep 0.01; done
 cat "$PIDFILE"
 `
+
+var spinSink int
 
 var scenarios = []scenario{
 	{Name: "background", Script: `sleep 300 & echo $!`},
