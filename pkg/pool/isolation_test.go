@@ -51,10 +51,13 @@ func TestNothingOutlivesItsJob(t *testing.T) {
 		name  string
 		iso   Isolation
 		grace time.Duration
+		// killLoop kills as on a kernel without cgroup.kill (before 5.14).
+		killLoop bool
 	}{
-		{"cgroup per job", Isolation{Cgroups: CgroupRequire, PerJobCgroups: true}, 0},
-		{"cgroup per slot", Isolation{Cgroups: CgroupRequire}, 0},
-		{"process group", Isolation{Cgroups: CgroupOff}, 5 * time.Second},
+		{"cgroup per job", Isolation{Cgroups: CgroupRequire, PerJobCgroups: true}, 0, false},
+		{"cgroup per slot", Isolation{Cgroups: CgroupRequire}, 0, false},
+		{"cgroup per slot, kill loop", Isolation{Cgroups: CgroupRequire}, 0, true},
+		{"process group", Isolation{Cgroups: CgroupOff}, 5 * time.Second, false},
 	}
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
@@ -67,6 +70,9 @@ func TestNothingOutlivesItsJob(t *testing.T) {
 			p := newPool(t, Config{Max: 2, Sink: r, OutputDrain: 200 * time.Millisecond, Isolation: m.iso})
 			if st := p.Isolation(); st.Cgroups != cgroups {
 				t.Fatalf("isolation %+v", st)
+			}
+			if m.killLoop {
+				p.iso.cg.useKill = false
 			}
 			tmp := t.TempDir()
 			for _, sc := range scenarios {
