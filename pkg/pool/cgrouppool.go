@@ -96,6 +96,9 @@ func newCgroupPool(cfg Isolation, limits []limitFile) (cg *cgroupPool, err error
 	rel := path.Join(pl.parent, name)
 	dirPath := pl.fs.dir(rel)
 	if err := os.Mkdir(dirPath, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		if errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("create the pool's cgroup: %w (this needs root, or a cgroup delegated to uid %d)", err, os.Geteuid())
+		}
 		return nil, fmt.Errorf("create the pool's cgroup: %w", err)
 	}
 	if err := claim("cgroup", dirPath); err != nil {

@@ -132,7 +132,7 @@ func readOut(t *testing.T, b testbed, unit, dir, name string, v any) {
 
 // installUnit writes the test's unit, named after id, into the testbed,
 // and removes it and its directories at the end of the test.
-func installUnit(t *testing.T, b testbed, id string, env ...string) (unit, out string) {
+func installUnit(t *testing.T, b testbed, id string, edit func(string) string, env ...string) (unit, out string) {
 	t.Helper()
 	unit = id + ".service"
 	work, out := "/var/lib/"+id, "/var/lib/"+id+"-state"
@@ -148,7 +148,11 @@ func installUnit(t *testing.T, b testbed, id string, env ...string) (unit, out s
 	})
 	bin := filepath.Join(work, "pool.test")
 	copyFile(t, bin)
-	if err := os.WriteFile(filepath.Join(work, unit), []byte(testUnit(t, id, bin, env...)), 0o644); err != nil {
+	content := testUnit(t, id, bin, env...)
+	if edit != nil {
+		content = edit(content)
+	}
+	if err := os.WriteFile(filepath.Join(work, unit), []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	b.must("cp", filepath.Join(work, unit), "/run/systemd/system/"+unit)
@@ -175,7 +179,7 @@ func TestIsolationUnderSystemd(t *testing.T) {
 		}
 		t.Cleanup(func() { exec.Command(b.script, "down").Run() })
 	}
-	unit, out := installUnit(t, b, fmt.Sprintf("pooltest-%d", os.Getpid()))
+	unit, out := installUnit(t, b, fmt.Sprintf("pooltest-%d", os.Getpid()), nil)
 	b.must("systemctl", "start", unit)
 
 	var iso struct {
@@ -229,7 +233,7 @@ func TestIsolationUnderSystemd(t *testing.T) {
 	// The check can fail: a daemon that exits at TERM without stopping
 	// its jobs leaves systemd processes to kill, and the journal says so.
 	t.Run("control", func(t *testing.T) {
-		unit, out := installUnit(t, b, fmt.Sprintf("pooltest-%d-control", os.Getpid()), "POOLTEST_CONTROL=1")
+		unit, out := installUnit(t, b, fmt.Sprintf("pooltest-%d-control", os.Getpid()), nil, "POOLTEST_CONTROL=1")
 		b.must("systemctl", "start", unit)
 		var running int
 		readOut(t, b, unit, out, "running", &running)
@@ -238,5 +242,19 @@ func TestIsolationUnderSystemd(t *testing.T) {
 		if !strings.Contains(journal, "Killing process") {
 			t.Errorf("systemd killed nothing after a daemon that left %d processes:\n%s", running, journal)
 		}
+	})
+
+	// Without Delegate=yes, the pool says why it cannot have cgroups.
+	t.Run("no delegation", func(t *testing.T) {
+		unit, out := installUnit(t, b, fmt.Sprintf("pooltest-%d-nodelegate", os.Getpid()), func(s string) string {
+			return strings.Replace(s, "\nDelegate=yes\n", "\nDelegate=no\n", 1)
+		})
+		b.run("systemctl", "start", unit) // fails: the helper requires cgroups
+		var iso struct{ Error string }
+		readOut(t, b, unit, out, "isolation.json", &iso)
+		if !strings.Contains(iso.Error, "without delegation (Delegate=yes)") {
+			t.Errorf("without Delegate=yes: %q", iso.Error)
+		}
+		b.run("systemctl", "reset-failed", unit)
 	})
 }
