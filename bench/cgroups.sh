@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The cost per job of holding a job together, in the same run: process
-# groups, a new cgroup per job, a cgroup per slot reused by its jobs
+# groups (without and with the state directory's record of each job's
+# group, for a restart after a crash), a new cgroup per job, a cgroup per slot reused by its jobs
 # (pkg/pool BenchmarkIsolation, /bin/true through a pool of 2xNumCPU
 # slots). Rounds alternate the three, so a noisy neighbour hits them alike;
 # the median and the best round of each are printed, and the extra cost
@@ -29,7 +30,7 @@ done >"$tmp/results"
 echo
 printf '%-16s %7s %12s %12s %16s\n' mode rounds "median ns" "best ns" "extra per job"
 base=""
-for mode in process-group cgroup-per-job cgroup-per-slot; do
+for mode in process-group process-group-state-dir cgroup-per-job cgroup-per-slot; do
 	mapfile -t ns < <(awk -v m="$mode" '$1 == m { print $2 }' "$tmp/results" | sort -n)
 	if ((${#ns[@]} == 0)); then
 		printf '%-16s %7s\n' "$mode" skipped

@@ -9,7 +9,8 @@ import (
 // BenchmarkIsolation runs /bin/true as in BenchmarkCommandChild, in each
 // way of holding a job together, in the same run: process groups, a new
 // cgroup per job, a cgroup per slot reused by its jobs. The difference
-// between them is the cost per job of the isolation. Per-job and per-slot
+// between them is the cost per job of the isolation; process groups with
+// a state directory add the record of each job's group. Per-job and per-slot
 // cgroups need root (or a delegated cgroup); bench/cgroups.sh runs them.
 func BenchmarkIsolation(b *testing.B) {
 	spec := &Spec{Path: "/bin/true", Env: []string{}}
@@ -22,6 +23,8 @@ func BenchmarkIsolation(b *testing.B) {
 		iso  Isolation
 	}{
 		{"process-group", Isolation{Cgroups: CgroupOff}},
+		// The record of each job's group, for a restart after a crash.
+		{"process-group-state-dir", Isolation{Cgroups: CgroupOff, StateDir: "state"}},
 		{"cgroup-per-job", Isolation{Cgroups: CgroupRequire, PerJobCgroups: true}},
 		{"cgroup-per-slot", Isolation{Cgroups: CgroupRequire}},
 	} {
@@ -31,6 +34,15 @@ func BenchmarkIsolation(b *testing.B) {
 					b.Skipf("no per-job cgroups: %v", err)
 				}
 				m.iso.CgroupName = fmt.Sprintf("poolbench-%d", os.Getpid())
+			}
+			if m.iso.StateDir != "" {
+				// tmpfs, as /run is.
+				dir, err := os.MkdirTemp("/dev/shm", "poolbench-")
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer os.RemoveAll(dir)
+				m.iso.StateDir = dir
 			}
 			runChildrenIn(b, m.iso, start)
 		})

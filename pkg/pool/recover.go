@@ -235,7 +235,20 @@ func (iso *isolation) recordGroup(pid int) (string, error) {
 		return "", err
 	}
 	file := filepath.Join(iso.cfg.StateDir, groupRecordPrefix+strconv.Itoa(pid))
-	return file, os.WriteFile(file, fmt.Appendf(nil, "%d %d %d\n", pid, start, iso.sid), 0o600)
+	// Plain system calls: one record per job, on the job's start path.
+	fd, err := unix.Open(file, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return "", &os.PathError{Op: "create", Path: file, Err: err}
+	}
+	_, err = unix.Write(fd, fmt.Appendf(nil, "%d %d %d\n", pid, start, iso.sid))
+	if cerr := unix.Close(fd); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		unix.Unlink(file)
+		return "", &os.PathError{Op: "write", Path: file, Err: err}
+	}
+	return file, nil
 }
 
 // killGroups kills the members of the process groups recorded in dir, and
