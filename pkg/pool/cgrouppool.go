@@ -308,6 +308,7 @@ func (cg *cgroupPool) acquire(slot int) (*jobCgroup, error) {
 		j := &jobCgroup{cgroupDir: d, slot: -1, peak: -1}
 		if cg.perSlot {
 			j.slot = slot
+			j.resetPeak()
 		}
 		return j, nil
 	}
