@@ -16,8 +16,13 @@ func benchSlots() int { return 2 * runtime.NumCPU() }
 
 // runChildren starts b.N children from start and waits for all of them.
 func runChildren(b *testing.B, start func(p *Pool, slot int) error) {
+	runChildrenIn(b, Isolation{}, start)
+}
+
+// runChildrenIn is runChildren in a pool with the isolation iso.
+func runChildrenIn(b *testing.B, iso Isolation, start func(p *Pool, slot int) error) {
 	done := make(chan struct{}, benchSlots())
-	p, err := New(Config{Max: benchSlots(), OnExit: func(c *Child) {
+	p, err := New(Config{Max: benchSlots(), Isolation: iso, OnExit: func(c *Child) {
 		if !c.Exit().Success() {
 			b.Errorf("child %d: %s", c.Pid, c.Exit())
 		}

@@ -56,11 +56,29 @@ type Exit struct {
 	TimedOut bool
 	// Duration is the wall time from start to reap.
 	Duration time.Duration
-	// UserCPU and SysCPU are the CPU time of the child and of the
-	// descendants it waited for.
+	// UserCPU and SysCPU are the CPU time of the job: with CPUFrom
+	// FromCgroup, of its whole process tree (cpu.stat); with FromRusage,
+	// of the child and the descendants it waited for.
 	UserCPU, SysCPU time.Duration
-	// MaxRSS is the peak resident set size in bytes.
+	// CPUFrom says what UserCPU and SysCPU cover.
+	CPUFrom Source
+	// MaxRSS is the peak resident set size in bytes of the child, or of
+	// the largest descendant it waited for, when MaxRSSFrom is FromRusage.
+	// It is 0 and MaxRSSFrom NotMeasured when rusage cannot tell the
+	// child's peak from the daemon's: a child smaller than the daemon
+	// (see selfMaxRSS).
 	MaxRSS int64
+	// MaxRSSFrom says whether MaxRSS was measured.
+	MaxRSSFrom Source
+	// MemoryPeak is the peak memory charged to the job's cgroup
+	// (memory.peak: the whole tree, page cache and kernel memory
+	// included), in bytes; 0 where the memory controller is not enabled,
+	// or with per-slot cgroups on a kernel that cannot reset the peak.
+	MemoryPeak int64
+	// PidsPeak is the most processes and threads the job's cgroup held at
+	// once (pids.peak); 0 without the pids controller, and with per-slot
+	// cgroups, whose peak cannot be reset between jobs.
+	PidsPeak int64
 	// Output is the tail of what the child wrote to stdout and stderr,
 	// interleaved as it arrived, at most Config.TailSize bytes.
 	Output []byte
@@ -104,6 +122,7 @@ type Child struct {
 	worker *Worker // nil for a command child
 	label  atomic.Pointer[string]
 	cmd    *exec.Cmd
+	iso    childIsolation // its cgroup or group record (childiso.go)
 
 	outR, outW, errR, errW *os.File
 	stdinR, stdinW         *os.File  // a stdin pipe, when Spec.Stdin is not a file
@@ -170,6 +189,10 @@ func (c *Child) Signal(sig syscall.Signal) error {
 }
 
 func (c *Child) signalGroup(sig syscall.Signal) error {
+	if sig == syscall.SIGKILL {
+		// The whole cgroup, setsid escapees included.
+		c.killTree()
+	}
 	if err := syscall.Kill(-c.Pgid, sig); err != nil && err != syscall.ESRCH {
 		return fmt.Errorf("signal process group %d: %w", c.Pgid, err)
 	}
@@ -313,10 +336,11 @@ func (c *Child) reap() {
 	c.mu.Lock()
 	c.reaped = true
 	timedOut := c.timedOut
-	if c.stopping {
-		// A stopped job's leader is gone: kill what is left of its group
-		// now, as systemd's KillMode=mixed does, rather than at the end of
-		// the grace period, when the group id may belong to someone else.
+	if c.stopping || !c.pool.cfg.Isolation.KeepLeftovers {
+		// The job's leader is gone: kill what is left of its tree now (a
+		// stopped job's, as systemd's KillMode=mixed does, rather than at
+		// the end of the grace period, when the group id may belong to
+		// someone else).
 		_ = c.signalGroup(syscall.SIGKILL)
 	}
 	for _, t := range []*time.Timer{c.timeoutT, c.killT} {
@@ -359,5 +383,6 @@ func (c *Child) reap() {
 			}
 		})
 	}
+	c.leaderReaped()
 	c.ended()
 }

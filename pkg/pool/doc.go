@@ -18,6 +18,23 @@
 // environment (those speak for the daemon, not its jobs), nor any file
 // descriptor but standard input, output, error and the worker channel.
 //
+// # A job is its whole process tree
+//
+// Where the cgroup v2 hierarchy can be written (under systemd with
+// Delegate=yes, as root, or after [DelegateCgroup]), each child starts
+// inside a cgroup of its own (CLONE_INTO_CGROUP), by default one per slot
+// that the slot's jobs reuse; elsewhere only its process group holds it,
+// and New says why once. When the child exits, what is left of its tree is
+// killed (cgroup.kill, or a SIGKILL to the group before the child is
+// reaped, while its zombie still pins the group id), unless
+// Isolation.KeepLeftovers; timeouts and stops end with the same kill. With
+// a cgroup, Exit's CPU time is that of the whole tree, and memory and pids
+// peaks are reported where the controllers are enabled; limits are written
+// into each job's cgroup, and refused at New where they cannot be. New
+// kills what a previous run's jobs left (in the pool's cgroup, and in the
+// process groups recorded in Isolation.StateDir) before any job runs. See
+// isolation.go.
+//
 // # Reaping
 //
 // One goroutine reaps, woken by SIGCHLD. It never calls wait4(-1), which

@@ -32,6 +32,10 @@ func TestMain(m *testing.M) {
 	case "lines":
 		helperLines()
 	default:
+		// The helpers of the isolation tests (isolation_helper_test.go).
+		if runIsolationHelper(os.Getenv(helperEnv), os.Args[1:]) {
+			os.Exit(0)
+		}
 		fmt.Fprintf(os.Stderr, "unknown %s=%q\n", helperEnv, os.Getenv(helperEnv))
 		os.Exit(2)
 	}

@@ -49,6 +49,9 @@ type Config struct {
 	OutputDrain time.Duration
 	// Logger receives the pool's own messages; nil discards them.
 	Logger *slog.Logger
+	// Isolation holds each job's processes together: per-job cgroups or
+	// process groups, what a job leaves behind, limits (isolation.go).
+	Isolation Isolation
 }
 
 // Pool runs child processes in numbered slots. Its methods are safe for
@@ -57,6 +60,7 @@ type Pool struct {
 	cfg     Config
 	log     *slog.Logger
 	devNull *os.File
+	iso     *isolation
 
 	mu       sync.Mutex
 	max      int
@@ -105,6 +109,11 @@ func New(cfg Config) (*Pool, error) {
 		idle:    idle,
 		poke:    make(chan struct{}, 1),
 		quit:    make(chan struct{}),
+	}
+	if err := p.isolate(); err != nil {
+		p.closeIsolation()
+		devNull.Close()
+		return nil, err
 	}
 	p.wg.Add(1)
 	go p.reapLoop()
@@ -210,15 +219,22 @@ func (p *Pool) start(slot int, spec *Spec, extra *os.File, w *Worker) (*Child, e
 	if err != nil {
 		return nil, err
 	}
+	if err := c.isolate(cmd); err != nil {
+		c.closeWriteEnds()
+		c.closeReadEnds()
+		return nil, err
+	}
 	var startErr error
 	onSpawner(func() { startErr = cmd.Start() })
 	c.closeWriteEnds()
 	c.startStdin(startErr == nil)
 	if startErr != nil {
 		c.closeReadEnds()
+		c.isolationFailed()
 		return nil, fmt.Errorf("start %s: %w", spec.Path, startErr)
 	}
 	c.started(cmd)
+	c.isolationStarted()
 
 	p.mu.Lock()
 	p.byPid[c.Pid] = c
@@ -372,6 +388,7 @@ func (p *Pool) Close() error {
 	}
 	close(p.quit)
 	p.wg.Wait()
+	p.closeIsolation()
 	return p.devNull.Close()
 }
 

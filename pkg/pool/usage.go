@@ -1,10 +1,8 @@
 package pool
 
 import (
-	"bytes"
 	"fmt"
 	"os"
-	"strconv"
 	"time"
 )
 
@@ -33,26 +31,14 @@ func (c *Child) Usage() (Usage, error) {
 }
 
 func readUsage(pid int) (Usage, error) {
-	path := "/proc/" + strconv.Itoa(pid) + "/stat"
-	b, err := os.ReadFile(path)
+	st, err := readProcStat(pid)
 	if err != nil {
 		return Usage{}, err
 	}
-	// The command name, field 2, is in parentheses and may hold spaces
-	// and parentheses itself: the fields that follow start after the last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return Usage{}, fmt.Errorf("parse %s: no ')' in %q", path, b)
-	}
-	f := bytes.Fields(b[i+1:])
-	// f[0] is field 3 (state): utime is field 14, stime 15, rss 24.
-	if len(f) < 22 {
-		return Usage{}, fmt.Errorf("parse %s: %d fields", path, len(f)+2)
-	}
 	var n [3]int64
-	for j, k := range []int{11, 12, 21} {
-		if n[j], err = strconv.ParseInt(string(f[k]), 10, 64); err != nil {
-			return Usage{}, fmt.Errorf("parse %s: %w", path, err)
+	for j, k := range []int{statUtime, statStime, statRSS} {
+		if n[j], err = st.field(k); err != nil {
+			return Usage{}, fmt.Errorf("usage of pid %d: %w", pid, err)
 		}
 	}
 	return Usage{

@@ -237,6 +237,52 @@ func TestDistSystemdVerify(t *testing.T) {
 	})
 }
 
+// The service's hardening scores 2.0 or lower in systemd-analyze
+// security, without the two settings that would turn per-job cgroups off:
+// ProtectControlGroups= makes the cgroup file system read-only, and
+// RestrictNamespaces= makes clone3, which starts a child into a cgroup,
+// fail with ENOSYS.
+func TestDistSecurity(t *testing.T) {
+	analyze := distTool(t, "systemd-analyze")
+	if v := distSystemdVersion(t, analyze); v < 250 {
+		t.Skipf("systemd %d has no systemd-analyze security --offline", v)
+	}
+	svc := distReadUnit(t, distPath("systemd", "jobdaemon.service"))
+	for _, key := range []string{"ProtectControlGroups", "RestrictNamespaces"} {
+		if vs := svc["Service"][key]; len(vs) > 0 {
+			t.Errorf("jobdaemon.service sets %s=%s, which turns per-job cgroups off", key, vs[0])
+		}
+	}
+	dir := distUnitsCopy(t)
+	score := func(dir string) float64 {
+		t.Helper()
+		code, out := distRun(t, exec.Command(analyze, "security", "--offline=true", "--no-pager",
+			filepath.Join(dir, "jobdaemon.service")))
+		m := regexp.MustCompile(`Overall exposure level for jobdaemon\.service: (\d+\.\d+)`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("systemd-analyze security: exit %d, no overall exposure level:\n%s", code, out)
+		}
+		v, _ := strconv.ParseFloat(m[1], 64)
+		return v
+	}
+	got := score(dir)
+	if got > 2.0 {
+		t.Errorf("systemd-analyze security: exposure %.1f, want 2.0 or lower", got)
+	}
+	t.Logf("exposure %.1f", got)
+
+	// The check can fail: a unit without its hardening scores higher.
+	t.Run("control", func(t *testing.T) {
+		bad := distUnitsCopy(t)
+		path := filepath.Join(bad, "jobdaemon.service")
+		b, _ := os.ReadFile(path)
+		os.WriteFile(path, bytes.Replace(b, []byte("\nCapabilityBoundingSet=\n"), []byte("\n"), 1), 0o644)
+		if worse := score(bad); worse <= got {
+			t.Errorf("without CapabilityBoundingSet= the exposure is %.1f, not above %.1f", worse, got)
+		}
+	})
+}
+
 // The units, the defaults file of the init script and the production
 // config name the same paths, user and times.
 func TestDistFilesAgree(t *testing.T) {
@@ -255,6 +301,7 @@ func TestDistFilesAgree(t *testing.T) {
 		"ExecStart":                "/usr/bin/jobdaemon run --config " + cfgPath,
 		"ExecReload":               "/usr/bin/jobdaemon reload --config " + cfgPath,
 		"KillMode":                 "mixed",
+		"Delegate":                 "yes", // per-job cgroups (docs/CGROUPS.md)
 		"Restart":                  "on-failure",
 		"RestartPreventExitStatus": strconv.Itoa(config.ExitConfig),
 		"User":                     "jobdaemon",
