@@ -224,12 +224,17 @@ func (q *Queue) maintain() {
 		pruneC = t.C
 	}
 	q.rescue()
+	if pruneC != nil {
+		q.prune()
+	}
 	for {
 		select {
 		case <-q.quit:
 			return
 		case <-poll.C:
-			q.wakeUp()
+			if q.down() == nil { // the writer wakes the dispatcher when it is back
+				q.wakeUp()
+			}
 		case <-rescue.C:
 			q.rescue()
 		case <-pruneC:

@@ -78,7 +78,7 @@ SET state = CASE WHEN j.attempt >= coalesce(j.max_attempts, $3) THEN 'failed' EL
     lease_owner = NULL,
     lease_until = NULL
 FROM r WHERE j.id = r.id
-RETURNING j.id, j.state, j.last_error`),
+RETURNING j.id, j.queue, j.state, j.last_error`),
 
 		// $1 queue, $2 retention µs.
 		prune: r.Replace(`
