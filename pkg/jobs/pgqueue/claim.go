@@ -67,10 +67,20 @@ func (q *Queue) NextJob(ctx context.Context, slot int) (*jobs.Job, error) {
 		}
 		q.opts.OnClaim(js)
 	}
-	q.mu.Lock()
-	q.buf = append(q.buf, batch[1:]...)
-	q.mu.Unlock()
+	q.keep(batch[1:])
 	return batch[0].job, nil
+}
+
+// keep buffers claimed jobs for the next calls of NextJob, and tells the
+// writer, which hands them back if they wait too long.
+func (q *Queue) keep(cs []*claim) {
+	if len(cs) == 0 {
+		return
+	}
+	q.mu.Lock()
+	q.buf = append(q.buf, cs...)
+	q.mu.Unlock()
+	q.kickWriter()
 }
 
 // lease is the lease a claim or a renewal sets: LeaseTTL less the rescue

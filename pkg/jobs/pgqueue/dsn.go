@@ -33,21 +33,24 @@ func Redact(dsn string) string {
 }
 
 func redactURL(dsn string) string {
-	u, err := url.Parse(dsn)
-	if err == nil && !strings.Contains(u.RawQuery, "password") {
+	out := dsn
+	if u, err := url.Parse(dsn); err == nil {
 		if _, has := u.User.Password(); has {
 			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+			out = u.String()
 		}
-		return u.String()
-	}
-	// Unparsable, or a password in the query (?password=...): cut by hand.
-	scheme, rest, _ := strings.Cut(dsn, "://")
-	if at := strings.LastIndex(rest, "@"); at >= 0 {
-		if colon := strings.Index(rest[:at], ":"); colon >= 0 {
-			rest = rest[:colon] + ":xxxxx" + rest[at:]
+	} else {
+		// Unparsable: cut what may be user:password@ by hand.
+		scheme, rest, _ := strings.Cut(dsn, "://")
+		if at := strings.LastIndex(rest, "@"); at >= 0 {
+			if colon := strings.Index(rest[:at], ":"); colon >= 0 {
+				rest = rest[:colon] + ":xxxxx" + rest[at:]
+			}
 		}
+		out = scheme + "://" + rest
 	}
-	return scheme + "://" + queryPassword.ReplaceAllString(rest, "${1}xxxxx")
+	// A password may also be a parameter (?password=...), anywhere.
+	return queryPassword.ReplaceAllString(out, "${1}xxxxx")
 }
 
 var (
