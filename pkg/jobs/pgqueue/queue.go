@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -107,6 +108,11 @@ func Open(ctx context.Context, opts Options) (*Queue, error) {
 	}
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
+	if !strings.Contains(opts.DSN, "pool_max_conns") {
+		// The dispatcher, the writer, the maintenance and a status
+		// request at once; pgxpool's default grows with the CPUs.
+		cfg.MaxConns = 4
 	}
 	q := &Queue{
 		opts:      opts,

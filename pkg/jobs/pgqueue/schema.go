@@ -91,7 +91,8 @@ CREATE UNLOGGED TABLE {s}.wakeup (
 -- transaction until it commits: the others skip it (SKIP LOCKED) and rely
 -- on that NOTIFY, on the daemons' re-check shortly after a NOTIFY, and on
 -- polling.
-CREATE FUNCTION {s}.notify_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION {s}.notify_jobs() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     q text;
 BEGIN
@@ -116,7 +117,8 @@ CREATE TRIGGER jobs_notify AFTER INSERT ON {s}.jobs
 -- Enqueue one job and return its id; with a unique_key that a live
 -- (available or running) job of the queue holds already, return that
 -- job's id and insert nothing. run_after delays the job, by the
--- database's clock; max_attempts NULL leaves it to the daemon.
+-- database's clock; max_attempts NULL leaves it to the daemon. It runs
+-- with its owner's rights: a producer needs only USAGE on the schema.
 CREATE FUNCTION {s}.enqueue(
     payload      bytea,
     queue        text     DEFAULT 'default',
@@ -124,7 +126,8 @@ CREATE FUNCTION {s}.enqueue(
     run_after    interval DEFAULT interval '0',
     max_attempts integer  DEFAULT NULL,
     unique_key   text     DEFAULT NULL
-) RETURNS bigint LANGUAGE plpgsql AS $$
+) RETURNS bigint LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     new_id bigint;
