@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/jobdaemon/jobdaemon/pkg/jobs"
 )
 
@@ -91,12 +93,57 @@ func (q *Queue) lease() time.Duration { return q.opts.LeaseTTL - q.rescueEvery()
 func (q *Queue) rescueEvery() time.Duration { return q.opts.LeaseTTL / 10 }
 
 // claim claims up to n jobs and returns those to run, in queue order.
+// Results that have waited writeEvery to be written go along, in the same
+// round trip and transaction: under load, most results are written so,
+// in batches of what ended in writeEvery, without a round trip of their
+// own.
 func (q *Queue) claim(ctx context.Context, n int) ([]*claim, error) {
-	rows, err := q.pool.Query(ctx, q.sql.claim, q.opts.Queue, n, q.owner,
-		q.lease().Microseconds(), q.opts.MaxAttempts, q.opts.MaxPayload)
+	args := []any{q.opts.Queue, n, q.owner, q.lease().Microseconds(), q.opts.MaxAttempts, q.opts.MaxPayload}
+	r := q.takeResults(writeEvery)
+	if r == nil {
+		rows, err := q.pool.Query(ctx, q.sql.claim, args...)
+		if err != nil {
+			return nil, err
+		}
+		return q.scanClaims(rows)
+	}
+	ok := false
+	defer func() {
+		if !ok { // an error, or a panic
+			q.resultsFailed()
+		}
+	}()
+	b := &pgx.Batch{}
+	b.Queue(q.sql.write, r.args...)
+	b.Queue(q.sql.claim, args...)
+	br := q.pool.SendBatch(ctx, b)
+	rows, err := br.Query()
+	var written map[int64]bool
+	if err == nil {
+		written, err = scanWritten(rows)
+	}
+	var got []*claim
+	if err == nil {
+		rows, err = br.Query()
+		if err == nil {
+			got, err = q.scanClaims(rows)
+		}
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
 	if err != nil {
 		return nil, err
 	}
+	ok = true
+	if q.resultsWritten(r, written) {
+		q.notifyRequeued(ctx)
+	}
+	return got, nil
+}
+
+// scanClaims reads the rows of a claim, and returns the jobs to run.
+func (q *Queue) scanClaims(rows pgx.Rows) ([]*claim, error) {
 	defer rows.Close()
 	type row struct {
 		c        *claim
@@ -110,7 +157,7 @@ func (q *Queue) claim(ctx context.Context, n int) ([]*claim, error) {
 		var (
 			r       row
 			c       claim
-			key     string
+			key     *string
 			payload []byte
 		)
 		if err := rows.Scan(&c.id, &c.attempt, &c.maxAttempts, &r.priority, &r.runAt, &key, &r.size, &payload); err != nil {
@@ -119,8 +166,8 @@ func (q *Queue) claim(ctx context.Context, n int) ([]*claim, error) {
 		c.claimedAt = now
 		c.job = &jobs.Job{ID: strconv.FormatInt(c.id, 10), Payload: payload, Attempt: c.attempt,
 			Meta: map[string]string{"queue": q.opts.Queue}}
-		if key != "" {
-			c.job.Meta["unique_key"] = key
+		if key != nil {
+			c.job.Meta["unique_key"] = *key
 		}
 		r.c = &c
 		got = append(got, r)
@@ -147,7 +194,7 @@ func (q *Queue) claim(ctx context.Context, n int) ([]*claim, error) {
 		if q.opts.MaxPayload >= 0 && r.size > q.opts.MaxPayload {
 			c.finished = true
 			msg := fmt.Sprintf("payload of %d bytes is over the limit of %d bytes", r.size, q.opts.MaxPayload)
-			q.pending = append(q.pending, &completion{c: c, state: "failed", newAttempt: c.attempt, lastError: msg})
+			q.pending = append(q.pending, &completion{c: c, state: "failed", newAttempt: c.attempt, lastError: msg, at: now})
 			q.given++
 			refused++
 			q.log.Error("job refused", "job_id", c.job.ID, "reason", msg)

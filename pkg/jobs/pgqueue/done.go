@@ -9,7 +9,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"golang.org/x/sys/unix"
 
 	"github.com/jobdaemon/jobdaemon/pkg/jobs"
@@ -102,9 +104,10 @@ type completion struct {
 	c          *claim
 	state      string // available, completed or failed
 	newAttempt int
-	delayUS    int64  // for available: run_at = now() + delay
-	lastError  string // "" keeps the row's
-	result     string // Record as JSON; "" keeps the row's
+	delayUS    int64     // for available: run_at = now() + delay
+	at         time.Time // when it was queued for writing
+	lastError  string    // "" keeps the row's
+	result     string    // Record as JSON; "" keeps the row's
 }
 
 // Done records how a job that NextJob returned ended, and returns at
@@ -140,7 +143,7 @@ func (q *Queue) Done(ctx context.Context, job *jobs.Job, res jobs.Result) error 
 	}
 	c.finished = true
 	rec, _ := json.Marshal(NewRecord(res, c.attempt, q.owner))
-	w := &completion{c: c, newAttempt: c.attempt, result: string(rec)}
+	w := &completion{c: c, newAttempt: c.attempt, result: string(rec), at: time.Now()}
 	switch {
 	case res.OK():
 		w.state = "completed"
@@ -181,7 +184,7 @@ func (q *Queue) Done(ctx context.Context, job *jobs.Job, res jobs.Result) error 
 func (q *Queue) releaseLocked(cs []*claim, why string) {
 	for _, c := range cs {
 		c.finished = true
-		q.pending = append(q.pending, &completion{c: c, state: "available", newAttempt: c.attempt - 1})
+		q.pending = append(q.pending, &completion{c: c, state: "available", newAttempt: c.attempt - 1, at: time.Now()})
 		q.given++
 	}
 	if len(cs) > 0 {
@@ -190,46 +193,69 @@ func (q *Queue) releaseLocked(cs []*claim, why string) {
 	}
 }
 
-// write stores the pending results, up to maxBatch, in one statement.
-// On an error they stay pending, in order, for the next call.
-func (q *Queue) write(ctx context.Context) error {
+// results is a batch of pending results taken for one statement.
+type results struct {
+	batch []*completion
+	args  []any // the arguments of sql.write
+}
+
+// takeResults takes the oldest pending results, up to maxBatch, for one
+// statement, if the oldest has waited minAge; nil when there are none,
+// or when another goroutine is writing some (results are written one
+// batch at a time, in order). Exactly one of resultsWritten and
+// resultsFailed must follow.
+func (q *Queue) takeResults(minAge time.Duration) *results {
 	q.mu.Lock()
+	if q.writing || len(q.pending) == 0 || time.Since(q.pending[0].at) < minAge {
+		q.mu.Unlock()
+		return nil
+	}
+	q.writing = true
 	// A copy: the slots of q.pending are cleared once written.
 	batch := slices.Clone(q.pending[:min(len(q.pending), maxBatch)])
 	q.mu.Unlock()
-	if len(batch) == 0 {
-		return nil
-	}
 	n := len(batch)
 	ids, attempts, newAttempts := make([]int64, n), make([]int32, n), make([]int32, n)
-	states, errs, results := make([]string, n), make([]string, n), make([]string, n)
+	states, errs, res := make([]string, n), make([]string, n), make([]string, n)
 	delays := make([]int64, n)
-	requeued := false
 	for i, w := range batch {
 		ids[i], attempts[i], states[i] = w.c.id, int32(w.c.attempt), w.state
-		newAttempts[i], delays[i], errs[i], results[i] = int32(w.newAttempt), w.delayUS, w.lastError, w.result
-		requeued = requeued || (w.state == "available" && w.delayUS == 0)
+		newAttempts[i], delays[i], errs[i], res[i] = int32(w.newAttempt), w.delayUS, w.lastError, w.result
 	}
-	rows, err := q.pool.Query(ctx, q.sql.write, q.owner, ids, attempts, states, newAttempts, delays, errs, results)
-	if err != nil {
-		return err
-	}
-	written := make(map[int64]bool, n)
+	return &results{batch: batch, args: []any{q.owner, ids, attempts, states, newAttempts, delays, errs, res}}
+}
+
+// scanWritten reads the ids the write statement returned.
+func scanWritten(rows pgx.Rows) (map[int64]bool, error) {
+	written := map[int64]bool{}
 	for rows.Next() {
 		var id int64
 		if err := rows.Scan(&id); err != nil {
 			rows.Close()
-			return err
+			return nil, err
 		}
 		written[id] = true
 	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
+	return written, rows.Err()
+}
+
+// resultsFailed gives taken results back: they stay first in line.
+func (q *Queue) resultsFailed() {
+	q.mu.Lock()
+	q.writing = false
+	q.mu.Unlock()
+	q.kickWriter()
+}
+
+// resultsWritten ends taken results that the statement wrote, or found
+// fenced out (not in written: the lease was lost). It returns whether
+// some went back to available at once.
+func (q *Queue) resultsWritten(r *results, written map[int64]bool) bool {
+	n := len(r.batch)
 	q.mu.Lock()
 	clear(q.pending[:n])
 	q.pending = q.pending[n:]
-	for _, w := range batch {
+	for _, w := range r.batch {
 		if q.held[w.c.id] == w.c {
 			delete(q.held, w.c.id)
 		}
@@ -237,19 +263,52 @@ func (q *Queue) write(ctx context.Context) error {
 	q.written += uint64(n)
 	close(q.writtenCh)
 	q.writtenCh = make(chan struct{})
+	q.writing = false
+	more := len(q.pending) > 0
 	q.mu.Unlock()
-	for _, w := range batch {
+	if more {
+		q.kickWriter()
+	}
+	requeued := false
+	for _, w := range r.batch {
 		if !written[w.c.id] {
 			q.log.Warn("lease lost: the job was taken back after its lease expired, and this result is discarded",
 				"job_id", w.c.job.ID, "attempt", w.c.attempt, "state", w.state)
 		}
+		requeued = requeued || (w.state == "available" && w.delayUS == 0)
 	}
-	if requeued {
-		// Jobs back in the queue now: tell the other daemons, and us.
-		if _, err := q.pool.Exec(ctx, q.sql.notify, q.opts.Queue); err != nil {
-			q.log.Debug("notify failed", "err", err)
-		}
-		q.wakeUp()
+	return requeued
+}
+
+// notifyRequeued tells the other daemons, and this one, of jobs back in
+// the queue.
+func (q *Queue) notifyRequeued(ctx context.Context) {
+	if _, err := q.pool.Exec(ctx, q.sql.notify, q.opts.Queue); err != nil {
+		q.log.Debug("notify failed", "err", err)
 	}
-	return nil
+	q.wakeUp()
+}
+
+// write stores pending results, up to maxBatch, in one statement, and
+// reports whether it wrote some: false when none were pending, or when
+// NextJob is writing them along with a claim. On an error they stay
+// pending, in order, for the next call.
+func (q *Queue) write(ctx context.Context) (bool, error) {
+	r := q.takeResults(0)
+	if r == nil {
+		return false, nil
+	}
+	rows, err := q.pool.Query(ctx, q.sql.write, r.args...)
+	var written map[int64]bool
+	if err == nil {
+		written, err = scanWritten(rows)
+	}
+	if err != nil {
+		q.resultsFailed()
+		return false, err
+	}
+	if q.resultsWritten(r, written) {
+		q.notifyRequeued(ctx)
+	}
+	return true, nil
 }

@@ -15,6 +15,11 @@ import (
 // that did not free as counted) leaves jobs behind.
 const staleAfter = time.Second
 
+// writeEvery is the shortest time between two writes of results: under
+// load, the results of all the jobs that ended in between go in one
+// statement; an idle queue writes a result at once.
+const writeEvery = 2 * time.Millisecond
+
 // writerBackoff spaces the writer's attempts while the database is
 // unavailable or a write fails.
 var writerBackoff = jobs.Retry{MaxAttempts: 1 << 30, Base: 100 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.2}
@@ -28,7 +33,7 @@ func (q *Queue) writer() {
 	defer q.wg.Done()
 	renewEvery := q.opts.LeaseTTL / 3
 	nextRenew := time.Now().Add(renewEvery)
-	var retryAt time.Time
+	var retryAt, lastWrite time.Time
 	fails := 0
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -51,6 +56,17 @@ func (q *Queue) writer() {
 		if !retryAt.IsZero() && time.Now().Before(retryAt) {
 			continue // backing off: new results wait for the next try
 		}
+		// At most one write every writeEvery: results that end meanwhile
+		// share the next statement.
+		if wait := time.Until(lastWrite.Add(writeEvery)); wait > 0 {
+			select {
+			case <-q.quit:
+				q.writeLast()
+				return
+			case <-time.After(wait):
+			}
+		}
+		lastWrite = time.Now()
 		if err := q.writeRound(&nextRenew, renewEvery); err != nil {
 			if unavailable(err) {
 				q.setDown(err)
@@ -89,13 +105,8 @@ func (q *Queue) writeRound(nextRenew *time.Time, renewEvery time.Duration) error
 	}
 	q.releaseStale()
 	for {
-		q.mu.Lock()
-		left := len(q.pending)
-		q.mu.Unlock()
-		if left == 0 {
-			return nil
-		}
-		if err := q.write(ctx); err != nil {
+		// Until none is left, or NextJob writes them (it kicks us after).
+		if wrote, err := q.write(ctx); err != nil || !wrote {
 			return err
 		}
 	}
@@ -110,13 +121,8 @@ func (q *Queue) writeLast() {
 			octx, ocancel := context.WithTimeout(ctx, opTimeout)
 			defer ocancel()
 			for {
-				q.mu.Lock()
-				left := len(q.pending)
-				q.mu.Unlock()
-				if left == 0 {
-					return nil
-				}
-				if err := q.write(octx); err != nil {
+				// The dispatcher has stopped: nobody else writes now.
+				if wrote, err := q.write(octx); err != nil || !wrote {
 					return err
 				}
 			}
@@ -182,7 +188,7 @@ func (q *Queue) renew(ctx context.Context) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	rows, err := q.pool.Query(ctx, q.sql.renew, q.owner, q.lease().Microseconds(), ids)
+	rows, err := q.pool.Query(ctx, q.sql.renew, planEach, q.owner, q.lease().Microseconds(), ids)
 	if err != nil {
 		return err
 	}
@@ -269,7 +275,7 @@ func (q *Queue) rescue() {
 		if err := tx.QueryRow(ctx, "SELECT pg_try_advisory_xact_lock($1)", lockKey("rescue", q.opts.Schema)).Scan(&locked); err != nil || !locked {
 			return err
 		}
-		rows, err := tx.Query(ctx, q.sql.rescue, q.owner, held, q.opts.MaxAttempts)
+		rows, err := tx.Query(ctx, q.sql.rescue, planEach, q.owner, held, q.opts.MaxAttempts)
 		if err != nil {
 			return err
 		}
@@ -313,7 +319,7 @@ func (q *Queue) prune() {
 	total := int64(0)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-		tag, err := q.pool.Exec(ctx, q.sql.prune, q.opts.Queue, q.opts.Retention.Microseconds())
+		tag, err := q.pool.Exec(ctx, q.sql.prune, planEach, q.opts.Queue, q.opts.Retention.Microseconds())
 		cancel()
 		if err != nil {
 			q.log.Warn("pruning completed jobs failed", "err", err)

@@ -62,6 +62,7 @@ type Queue struct {
 	held      map[int64]*claim // claimed and not yet written back
 	buf       []*claim         // claimed, not yet handed out; oldest first
 	pending   []*completion    // to write, in order
+	writing   bool             // a batch of pending is being written
 	given     uint64           // results given to Done (and releases)
 	written   uint64           // of those, written or given up
 	writtenCh chan struct{}    // closed and replaced when written grows

@@ -64,8 +64,10 @@ CREATE TABLE {s}.jobs (
 );
 -- The claim reads this index in its ORDER BY order.
 CREATE INDEX jobs_available ON {s}.jobs (queue, priority, run_at, id) WHERE state = 'available';
--- The rescuer looks for expired leases.
-CREATE INDEX jobs_running ON {s}.jobs (lease_until) WHERE state = 'running';
+-- The rescuer looks for expired leases. Only running jobs have a lease; the
+-- predicate does not name the state so that the planner never prefers this
+-- index to the primary key for the statements that find rows by id.
+CREATE INDEX jobs_leased ON {s}.jobs (lease_until) WHERE lease_until IS NOT NULL;
 -- One live job per key and queue; a finished one frees its key.
 CREATE UNIQUE INDEX jobs_unique_key ON {s}.jobs (queue, unique_key)
     WHERE unique_key IS NOT NULL AND state IN ('available', 'running');
@@ -113,6 +115,68 @@ END
 $$;
 CREATE TRIGGER jobs_notify AFTER INSERT ON {s}.jobs
     REFERENCING NEW TABLE AS new_jobs FOR EACH STATEMENT EXECUTE FUNCTION {s}.notify_jobs();
+
+-- The claim and the write of results, the queue's two hot statements, as
+-- functions: their plans are made once per session (force_generic_plan:
+-- planning would cost more than running them), and yet can never be a
+-- sequential scan (enable_seqscan = off). A plan made while the table was
+-- empty (an idle daemon polls an empty queue) would otherwise scan the whole
+-- table at every claim once a burst of jobs has filled it.
+CREATE FUNCTION {s}.claim(p_queue text, p_n integer, p_owner text, p_lease_us bigint,
+                          p_max_attempts integer, p_max_payload bigint)
+RETURNS TABLE (id bigint, attempt integer, max_attempts integer, priority integer,
+               run_at timestamptz, unique_key text, size integer, payload bytea)
+LANGUAGE plpgsql SET enable_seqscan = off SET plan_cache_mode = force_generic_plan
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    -- id = ANY(ARRAY(...)), not a join: the plan then finds the claimed
+    -- rows by their ids, whatever it believes of the table's size.
+    RETURN QUERY
+    UPDATE {s}.jobs j
+    SET state = 'running', attempt = j.attempt + 1, lease_owner = p_owner,
+        lease_until = now() + p_lease_us * interval '1 microsecond'
+    WHERE j.id = ANY(ARRAY(
+        SELECT a.id FROM {s}.jobs a
+        WHERE a.state = 'available' AND a.queue = p_queue AND a.run_at <= now()
+        ORDER BY a.priority, a.run_at, a.id
+        LIMIT p_n
+        FOR UPDATE SKIP LOCKED))
+    RETURNING j.id, j.attempt, coalesce(j.max_attempts, p_max_attempts), j.priority, j.run_at,
+        j.unique_key, octet_length(j.payload),
+        -- A payload over the limit is not fetched: its job is failed at once.
+        CASE WHEN p_max_payload < 0 OR octet_length(j.payload) <= p_max_payload THEN j.payload END;
+END
+$$;
+
+-- Results, fenced: a row is written only if it is still running, leased to
+-- p_owner, at the attempt that ran. Returns the ids written.
+CREATE FUNCTION {s}.finish(p_owner text, p_ids bigint[], p_attempts integer[], p_states text[],
+                           p_new_attempts integer[], p_delays_us bigint[], p_errors text[], p_results text[])
+RETURNS SETOF bigint
+-- enable_nestloop = off: a hash join with the arrays, linear in their size.
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_nestloop = off SET plan_cache_mode = force_generic_plan
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY
+    UPDATE {s}.jobs j
+    SET state = f.state,
+        attempt = f.new_attempt,
+        run_at = CASE WHEN f.state = 'available' THEN now() + f.delay * interval '1 microsecond' ELSE j.run_at END,
+        lease_owner = NULL,
+        lease_until = NULL,
+        last_error = coalesce(nullif(f.last_error, ''), j.last_error),
+        result = coalesce(nullif(f.result, '')::jsonb, j.result),
+        finished_at = CASE WHEN f.state = 'available' THEN NULL ELSE now() END
+    FROM unnest(p_ids, p_attempts, p_states, p_new_attempts, p_delays_us, p_errors, p_results)
+        AS f(id, attempt, state, new_attempt, delay, last_error, result)
+    -- j.id = ANY(p_ids): the rows are found by their ids, whatever the
+    -- plan believes of the table's size.
+    WHERE j.id = ANY(p_ids) AND j.id = f.id
+      AND j.state = 'running' AND j.lease_owner = p_owner AND j.attempt = f.attempt
+    RETURNING j.id;
+END
+$$;
 
 -- Enqueue one job and return its id; with a unique_key that a live
 -- (available or running) job of the queue holds already, return that

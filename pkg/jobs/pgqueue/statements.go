@@ -9,47 +9,26 @@ import (
 // statements are the queue's SQL, with the schema filled in. Durations
 // travel as microseconds ($n * interval '1 microsecond') and every time
 // is the database's now(): the hosts' clocks are never compared.
+//
+// claim and write call functions whose plans are safe to cache. The
+// others run rarely, and with a plan made for each execution (see
+// planEach), so that no plan cached while the table was small scans it
+// whole later.
 type statements struct {
 	claim, write, renew, rescue, prune, stats, notify string
 }
 
-func newStatements(schema string) statements {
-	r := strings.NewReplacer("{t}", pgx.Identifier{schema, "jobs"}.Sanitize(), "{channel}", "'"+schema+"'")
-	return statements{
-		// $1 queue, $2 how many, $3 owner, $4 lease µs, $5 default
-		// max_attempts, $6 max payload (-1: none). A payload over the
-		// limit is not fetched: its job is failed at once.
-		claim: r.Replace(`
-WITH c AS (
-    SELECT id FROM {t}
-    WHERE state = 'available' AND queue = $1 AND run_at <= now()
-    ORDER BY priority, run_at, id
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED)
-UPDATE {t} j
-SET state = 'running', attempt = j.attempt + 1, lease_owner = $3,
-    lease_until = now() + $4 * interval '1 microsecond'
-FROM c WHERE j.id = c.id
-RETURNING j.id, j.attempt, coalesce(j.max_attempts, $5), j.priority, j.run_at,
-    coalesce(j.unique_key, ''), octet_length(j.payload),
-    CASE WHEN $6::bigint < 0 OR octet_length(j.payload) <= $6::bigint THEN j.payload END`),
+// planEach, as the first argument of a query, has it planned for its
+// parameters and the table as they are, at each execution.
+const planEach = pgx.QueryExecModeCacheDescribe
 
-		// Results, fenced: the row must still be ours, running, at the
-		// attempt we ran. $1 owner, then one array per column.
-		write: r.Replace(`
-UPDATE {t} j
-SET state = f.state,
-    attempt = f.new_attempt,
-    run_at = CASE WHEN f.state = 'available' THEN now() + f.delay * interval '1 microsecond' ELSE j.run_at END,
-    lease_owner = NULL,
-    lease_until = NULL,
-    last_error = coalesce(nullif(f.last_error, ''), j.last_error),
-    result = coalesce(nullif(f.result, '')::jsonb, j.result),
-    finished_at = CASE WHEN f.state = 'available' THEN NULL ELSE now() END
-FROM unnest($2::bigint[], $3::int[], $4::text[], $5::int[], $6::bigint[], $7::text[], $8::text[])
-    AS f(id, attempt, state, new_attempt, delay, last_error, result)
-WHERE j.id = f.id AND j.state = 'running' AND j.lease_owner = $1 AND j.attempt = f.attempt
-RETURNING j.id`),
+func newStatements(schema string) statements {
+	r := strings.NewReplacer("{t}", pgx.Identifier{schema, "jobs"}.Sanitize(),
+		"{s}", pgx.Identifier{schema}.Sanitize(), "{channel}", "'"+schema+"'")
+	return statements{
+		// See the functions in schema.go.
+		claim: r.Replace(`SELECT * FROM {s}.claim($1, $2, $3, $4, $5, $6)`),
+		write: r.Replace(`SELECT {s}.finish($1, $2, $3, $4, $5, $6, $7, $8)`),
 
 		// All leases of this queue in one statement. $1 owner, $2 lease
 		// µs, $3 ids.
@@ -94,7 +73,7 @@ DELETE FROM {t} WHERE id IN (
 SELECT
     (SELECT count(*) FROM {t} WHERE state = 'available' AND queue = $1 AND run_at <= now()),
     (SELECT count(*) FROM {t} WHERE state = 'available' AND queue = $1 AND run_at > now()),
-    (SELECT count(*) FROM {t} WHERE state = 'running' AND queue = $1),
+    (SELECT count(*) FROM {t} WHERE lease_until IS NOT NULL AND state = 'running' AND queue = $1),
     (SELECT count(*) FROM {t} WHERE state = 'failed' AND queue = $1)`),
 
 		notify: r.Replace(`SELECT pg_notify({channel}, $1)`),

@@ -27,7 +27,7 @@ const statsMaxAge = time.Second
 // partial indexes of the table.
 func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 	var s Stats
-	err := q.pool.QueryRow(ctx, q.sql.stats, q.opts.Queue).Scan(&s.Available, &s.Scheduled, &s.Running, &s.Failed)
+	err := q.pool.QueryRow(ctx, q.sql.stats, planEach, q.opts.Queue).Scan(&s.Available, &s.Scheduled, &s.Running, &s.Failed)
 	if err != nil {
 		return Stats{}, fmt.Errorf("count jobs: %w", err)
 	}
