@@ -98,7 +98,13 @@ func (q *Queue) rescueEvery() time.Duration { return q.opts.LeaseTTL / 10 }
 // in batches of what ended in writeEvery, without a round trip of their
 // own.
 func (q *Queue) claim(ctx context.Context, n int) ([]*claim, error) {
-	args := []any{q.opts.Queue, n, q.owner, q.lease().Microseconds(), q.opts.MaxAttempts, q.opts.MaxPayload}
+	if q.fromStart.Swap(false) {
+		q.after = nil
+	}
+	args := []any{q.opts.Queue, n, q.owner, q.lease().Microseconds(), q.opts.MaxAttempts, q.opts.MaxPayload, nil, nil, nil}
+	if a := q.after; a != nil {
+		args[6], args[7], args[8] = a.priority, a.runAt, a.id
+	}
 	r := q.takeResults(writeEvery)
 	if r == nil {
 		rows, err := q.pool.Query(ctx, q.sql.claim, args...)
@@ -180,6 +186,11 @@ func (q *Queue) scanClaims(rows pgx.Rows) ([]*claim, error) {
 	slices.SortFunc(got, func(a, b row) int {
 		return cmp.Or(cmp.Compare(a.priority, b.priority), a.runAt.Compare(b.runAt), cmp.Compare(a.c.id, b.c.id))
 	})
+	q.after = nil
+	if len(got) > 0 {
+		last := got[len(got)-1]
+		q.after = &position{last.priority, last.runAt, last.c.id}
+	}
 	out := make([]*claim, 0, len(got))
 	refused := 0
 	q.mu.Lock()

@@ -13,9 +13,13 @@
 // table jobs: one row per job, with its queue, state (available, running,
 // completed, failed, cancelled), priority, run_at, attempt, max_attempts,
 // payload (bytea), unique_key, lease_owner, lease_until, last_error,
-// result (a [Record], as jsonb), created_at and finished_at; and the
-// function enqueue, so that any language enqueues a job with one
-// statement, inside its own transaction if it likes:
+// result (a [Record], as jsonb), created_at and finished_at; the
+// functions claim and finish that the daemons call (plpgsql, so that
+// their plans are cached, and never a sequential scan: a plan made while
+// the queue was empty would otherwise scan the whole table at every claim
+// after a burst); and the function enqueue, so that any language
+// enqueues a job with one statement, inside its own transaction if it
+// likes:
 //
 //	SELECT jobdaemon.enqueue(convert_to('{"user": 42}', 'UTF8'), queue => 'mail');
 //
@@ -31,12 +35,21 @@
 //     row becomes running, its attempt rises by one, and it is leased:
 //     lease_owner names this queue (host, boot id, pid and a random tag)
 //     and lease_until is now() + 0.9 × LeaseTTL. Only the database's clock
-//     is used.
+//     is used. A claim goes on from the last job this queue claimed,
+//     rather than from the start of the queue, where the jobs claimed
+//     since the last vacuum leave dead index entries that every claim
+//     would step over; it starts from the start after every wake-up (a
+//     NOTIFY, a poll, jobs put back) and when it finds too few. So a job
+//     that sorts before the last one claimed (a more urgent job enqueued
+//     without NOTIFY, a retry that came due) waits for the next wake-up,
+//     at most PollInterval.
 //  3. Leased while it runs: every LeaseTTL/3 the queue renews the leases
 //     of all the jobs it holds, in one statement, so that a job of six
 //     hours holds a lease of a minute.
-//  4. Finished by Done, through a background writer that stores the
-//     results of all the jobs that ended meanwhile in one statement, fenced:
+//  4. Finished by Done, which returns at once: the results of the jobs
+//     that ended are written together, in order, in one statement, by the
+//     next claim (in the same round trip and transaction) or, within
+//     2 ms, by a background writer. The write is fenced:
 //     a row is written only if it is still running, leased to this queue,
 //     at the attempt that ran. Zero rows means the lease was lost (it
 //     expired and another daemon rescued the job): the result is dropped
@@ -97,6 +110,8 @@
 // PgBouncer in transaction mode, except LISTEN, which needs a session.
 // Set Options.ListenDSN to a direct connection to PostgreSQL, or set
 // NoListen and rely on polling (with a shorter PollInterval). pgx
-// prepares statements: with PgBouncer older than 1.21, or without
-// max_prepared_statements, add default_query_exec_mode=exec to the DSN.
+// prepares the claim's and the write's statements: with PgBouncer older
+// than 1.21, or without max_prepared_statements, add
+// default_query_exec_mode=exec to the DSN (the tests run the queue in
+// that mode and in simple_protocol).
 package pgqueue

@@ -92,3 +92,50 @@ func TestSchemaVersion(t *testing.T) {
 		t.Errorf("%d migrations, SchemaVersion %d", len(migrations), SchemaVersion)
 	}
 }
+
+// Claims go on from the last job claimed; a job that sorts before it
+// waits for the next wake-up (a NOTIFY, a poll), and is then first.
+func TestClaimsResumeAfterLastClaimed(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.NewDB(t)
+	if err := MigrateDSN(ctx, dsn, DefaultSchema); err != nil {
+		t.Fatal(err)
+	}
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(ctx) })
+	for range 5 {
+		if _, err := Enqueue(ctx, c, DefaultSchema, NewJob{Payload: []byte("backlog")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q, err := Open(ctx, Options{DSN: dsn, PollInterval: time.Hour, NoListen: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = q.Close() })
+	next := func() string {
+		t.Helper()
+		j, err := q.NextJob(ctx, 0)
+		if err != nil || j == nil {
+			t.Fatalf("NextJob: %v, %v", j, err)
+		}
+		return string(j.Payload)
+	}
+	next()
+	if _, err := Enqueue(ctx, c, DefaultSchema, NewJob{Payload: []byte("urgent"), Priority: -5}); err != nil {
+		t.Fatal(err)
+	}
+	if got := next(); got != "backlog" {
+		t.Errorf("before a wake-up: %q, want the backlog's next", got)
+	}
+	q.wakeUp() // as a NOTIFY or a poll does
+	if got := next(); got != "urgent" {
+		t.Errorf("after a wake-up: %q, want the urgent job", got)
+	}
+	if got := next(); got != "backlog" {
+		t.Errorf("then: %q", got)
+	}
+}

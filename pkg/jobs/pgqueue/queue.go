@@ -55,6 +55,8 @@ type Queue struct {
 	closeErr  error
 
 	rechecking atomic.Bool   // a wake-up after a NOTIFY is due
+	fromStart  atomic.Bool   // the next claim looks from the start of the queue
+	after      *position     // where the next claim starts; the dispatcher's
 	listenPid  atomic.Uint32 // server pid of the LISTEN session
 
 	mu        sync.Mutex
@@ -72,6 +74,13 @@ type Queue struct {
 	statsMu sync.Mutex
 	stats   Stats
 	statsAt time.Time
+}
+
+// position is a job's place in the queue's order.
+type position struct {
+	priority int
+	runAt    time.Time
+	id       int64
 }
 
 // claim is a job this queue has claimed.
@@ -201,6 +210,8 @@ func (q *Queue) Owner() string { return q.owner }
 func (q *Queue) Wake() <-chan struct{} { return q.wake }
 
 func (q *Queue) wakeUp() {
+	// Whatever woke us may sort before the last job claimed.
+	q.fromStart.Store(true)
 	select {
 	case q.wake <- struct{}{}:
 	default:

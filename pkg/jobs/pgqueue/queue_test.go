@@ -283,3 +283,37 @@ func TestEnqueueInTransaction(t *testing.T) {
 		t.Errorf("row %q %d %d", payload, maxAttempts, priority)
 	}
 }
+
+// The query modes that PgBouncer in transaction mode needs (no named
+// prepared statements) work as well as the default.
+func TestQueryExecModes(t *testing.T) {
+	dsn := migrated(t)
+	c := connect(t, dsn)
+	ctx := context.Background()
+	for _, mode := range []string{"cache_statement", "exec", "simple_protocol"} {
+		q, _ := openQueue(t, pgqueue.Options{DSN: dsn + " default_query_exec_mode=" + mode, Queue: mode, MaxAttempts: 2})
+		for range 3 {
+			if _, err := q.Submit(ctx, "", strings.NewReader(mode)); err != nil {
+				t.Fatalf("%s: %v", mode, err)
+			}
+		}
+		for i := range 3 {
+			j, err := q.NextJob(ctx, 0)
+			if err != nil || j == nil {
+				t.Fatalf("%s: NextJob: %v, %v", mode, j, err)
+			}
+			if err := q.Done(ctx, j, jobs.Result{ExitCode: i}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := q.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := q.Stats(ctx); err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		if n := count(t, c, "SELECT count(*) FROM jobdaemon.jobs WHERE queue = $1 AND (state = 'completed' OR state = 'available' AND attempt = 1)", mode); n != 3 {
+			t.Errorf("%s: %d of 3 jobs written", mode, n)
+		}
+	}
+}

@@ -123,13 +123,40 @@ CREATE TRIGGER jobs_notify AFTER INSERT ON {s}.jobs
 -- empty (an idle daemon polls an empty queue) would otherwise scan the whole
 -- table at every claim once a burst of jobs has filled it.
 CREATE FUNCTION {s}.claim(p_queue text, p_n integer, p_owner text, p_lease_us bigint,
-                          p_max_attempts integer, p_max_payload bigint)
+                          p_max_attempts integer, p_max_payload bigint,
+                          p_after_priority integer, p_after_run_at timestamptz, p_after_id bigint)
 RETURNS TABLE (id bigint, attempt integer, max_attempts integer, priority integer,
                run_at timestamptz, unique_key text, size integer, payload bytea)
 LANGUAGE plpgsql SET enable_seqscan = off SET plan_cache_mode = force_generic_plan
 SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
+DECLARE
+    got integer := 0;
 BEGIN
+    -- Jobs a claim takes leave dead entries at the front of jobs_available
+    -- until the next vacuum, which every claim from the start must step
+    -- over: a claim given the position of the last job its daemon claimed
+    -- starts from there, and from the start only if it finds too few.
+    IF p_after_id IS NOT NULL THEN
+        RETURN QUERY
+        UPDATE {s}.jobs j
+        SET state = 'running', attempt = j.attempt + 1, lease_owner = p_owner,
+            lease_until = now() + p_lease_us * interval '1 microsecond'
+        WHERE j.id = ANY(ARRAY(
+            SELECT a.id FROM {s}.jobs a
+            WHERE a.state = 'available' AND a.queue = p_queue AND a.run_at <= now()
+              AND (a.priority, a.run_at, a.id) > (p_after_priority, p_after_run_at, p_after_id)
+            ORDER BY a.priority, a.run_at, a.id
+            LIMIT p_n
+            FOR UPDATE SKIP LOCKED))
+        RETURNING j.id, j.attempt, coalesce(j.max_attempts, p_max_attempts), j.priority, j.run_at,
+            j.unique_key, octet_length(j.payload),
+            CASE WHEN p_max_payload < 0 OR octet_length(j.payload) <= p_max_payload THEN j.payload END;
+        GET DIAGNOSTICS got = ROW_COUNT;
+        IF got >= p_n THEN
+            RETURN;
+        END IF;
+    END IF;
     -- id = ANY(ARRAY(...)), not a join: the plan then finds the claimed
     -- rows by their ids, whatever it believes of the table's size.
     RETURN QUERY
@@ -140,7 +167,7 @@ BEGIN
         SELECT a.id FROM {s}.jobs a
         WHERE a.state = 'available' AND a.queue = p_queue AND a.run_at <= now()
         ORDER BY a.priority, a.run_at, a.id
-        LIMIT p_n
+        LIMIT p_n - got
         FOR UPDATE SKIP LOCKED))
     RETURNING j.id, j.attempt, coalesce(j.max_attempts, p_max_attempts), j.priority, j.run_at,
         j.unique_key, octet_length(j.payload),

@@ -27,7 +27,7 @@ func newStatements(schema string) statements {
 		"{s}", pgx.Identifier{schema}.Sanitize(), "{channel}", "'"+schema+"'")
 	return statements{
 		// See the functions in schema.go.
-		claim: r.Replace(`SELECT * FROM {s}.claim($1, $2, $3, $4, $5, $6)`),
+		claim: r.Replace(`SELECT * FROM {s}.claim($1, $2, $3, $4, $5, $6, $7, $8, $9)`),
 		write: r.Replace(`SELECT {s}.finish($1, $2, $3, $4, $5, $6, $7, $8)`),
 
 		// All leases of this queue in one statement. $1 owner, $2 lease
