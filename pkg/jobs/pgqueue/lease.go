@@ -26,9 +26,10 @@ var writerBackoff = jobs.Retry{MaxAttempts: 1 << 30, Base: 100 * time.Millisecon
 
 // writer is the goroutine that talks to the database for the jobs this
 // queue holds: it renews all their leases every LeaseTTL/3, writes the
-// results Done received, hands back jobs claimed but left unstarted,
-// and, while the database is unavailable, probes it with backoff. It is
-// the only goroutine that writes results, so they are written in order.
+// results Done received that no claim took along (see takeResults: one
+// batch at a time, so that results are written in order), hands back
+// jobs claimed but left unstarted, and, while the database is
+// unavailable, probes it with backoff.
 func (q *Queue) writer() {
 	defer q.wg.Done()
 	renewEvery := q.opts.LeaseTTL / 3

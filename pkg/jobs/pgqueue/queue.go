@@ -56,8 +56,9 @@ type Queue struct {
 
 	rechecking atomic.Bool   // a wake-up after a NOTIFY is due
 	fromStart  atomic.Bool   // the next claim looks from the start of the queue
-	after      *position     // where the next claim starts; the dispatcher's
 	listenPid  atomic.Uint32 // server pid of the LISTEN session
+
+	after *position // where the next claim starts; NextJob's alone
 
 	mu        sync.Mutex
 	closed    bool
@@ -289,7 +290,7 @@ func (q *Queue) Flush(ctx context.Context) error {
 // to 10 s for an unreachable database), stops renewing its leases and
 // listening, and disconnects. Jobs handed out whose results Done has not
 // received keep their lease until it expires, and are then rescued by
-// another daemon: call Close after the daemon's Run has returned. Close
+// any daemon: call Close after the daemon's Run has returned. Close
 // returns an error when results could not be written; those jobs run
 // again elsewhere once their leases expire. Later calls return the same.
 func (q *Queue) Close() error {
