@@ -106,8 +106,8 @@ func Start(opts Options) (*Server, error) {
 	// A socket path is limited to 107 bytes: keep the directory short
 	// even when TMPDIR is not.
 	base := os.TempDir()
-	if len(base) > 60 {
-		base = "/tmp"
+	if fi, err := os.Stat(base); len(base) > 60 || err != nil || (os.Geteuid() == 0 && fi.Mode().Perm()&0o001 == 0) {
+		base = "/tmp" // also when the user postgres could not reach into TMPDIR
 	}
 	dir, err := os.MkdirTemp(base, "pgtest-")
 	if err != nil {

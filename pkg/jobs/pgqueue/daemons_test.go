@@ -111,8 +111,10 @@ func TestKilledDaemon(t *testing.T) {
 	})
 	back := time.Since(killed)
 	t.Logf("jobs of the killed daemon back %v after SIGKILL (lease TTL %v)", back.Round(time.Millisecond), ttl)
-	if back > ttl+time.Second {
-		t.Errorf("jobs back after %v, more than the lease TTL %v (+1 s)", back, ttl)
+	// The rescuer runs every TTL/10 on b; 2 s more for a loaded machine
+	// and this test's own polling.
+	if back > ttl+2*time.Second {
+		t.Errorf("jobs back after %v, more than the lease TTL %v (+2 s)", back, ttl)
 	}
 	poll(t, 2*time.Minute, "all jobs completed", func() bool {
 		return count(t, c, "SELECT count(*) FROM jobdaemon.jobs WHERE state = 'completed'") == n
