@@ -54,8 +54,12 @@ func main() {
 	os.Exit(benchMain())
 }
 
+// stopServer stops the throwaway server, if this process started one.
+var stopServer = func() {}
+
 func fail(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "pg: "+format+"\n", args...)
+	stopServer()
 	os.Exit(1)
 }
 
@@ -77,7 +81,8 @@ func benchMain() int {
 		if err != nil {
 			fail("%v", err)
 		}
-		defer srv.Close()
+		stopServer = func() { _ = srv.Close() }
+		defer stopServer()
 		if err := srv.CreateDB(ctx, "bench"); err != nil {
 			fail("%v", err)
 		}
