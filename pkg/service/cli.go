@@ -105,6 +105,7 @@ func (s *service) rootCommand() *cobra.Command {
 		s.pauseResumeCommand("resume", "take jobs again", "Makes a paused daemon take jobs again."),
 		s.signalCommand(),
 		s.versionCommand(),
+		s.docsCommand(),
 	)
 	root.AddCommand(s.opts.Commands...)
 	return root
