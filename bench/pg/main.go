@@ -41,11 +41,10 @@ import (
 	"github.com/jobdaemon/jobdaemon/internal/pgtest"
 	"github.com/jobdaemon/jobdaemon/pkg/jobs"
 	"github.com/jobdaemon/jobdaemon/pkg/jobs/pgqueue"
-	"github.com/jobdaemon/jobdaemon/pkg/pool"
 )
 
 func main() {
-	if pool.IsChild() {
+	if jobs.IsChild() {
 		_ = jobs.Run(context.Background(), &app{}, jobs.Options{}) // a worker: runs jobs, exits
 	}
 	if len(os.Args) > 1 && os.Args[1] == "daemon" {

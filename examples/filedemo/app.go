@@ -16,7 +16,6 @@ import (
 	"unicode"
 
 	"github.com/jobdaemon/jobdaemon/pkg/jobs"
-	"github.com/jobdaemon/jobdaemon/pkg/pool"
 )
 
 // The subdirectories of the spool. A file moves from incoming/ to running/
@@ -43,7 +42,7 @@ type fileApp struct {
 // jobs that are running. A child needs nothing: each job carries the
 // spool's path.
 func (a *fileApp) LoadConfig(ctx context.Context) error {
-	if pool.IsChild() || a.root != nil {
+	if jobs.IsChild() || a.root != nil {
 		return nil
 	}
 	dir, err := filepath.Abs(a.dir)

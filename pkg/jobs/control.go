@@ -202,7 +202,11 @@ func (m StopMode) String() string { return pool.StopMode(m).String() }
 // IsChild reports whether this process is a child that a daemon started
 // to run jobs: Run will run them and exit. Use it in LoadConfig to skip
 // what only the parent needs.
-func IsChild() bool { return pool.IsChild() }
+func IsChild() bool { return isChild }
+
+// isChild is read once, at start: the child's channel takes its variable
+// out of the environment, but the process stays a child.
+var isChild = os.Getenv(pool.EnvChild) != ""
 
 func (d *Daemon) beginStop(mode StopMode) {
 	mode = max(mode, Drain)

@@ -165,7 +165,7 @@ func New(app Source, opts Options) (*Daemon, error) {
 
 // Run runs the daemon; see the package function Run.
 func (d *Daemon) Run(ctx context.Context) error {
-	if pool.IsChild() {
+	if IsChild() {
 		d.runChild(ctx) // never returns
 	}
 	defer close(d.finished)

@@ -13,14 +13,12 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/jobdaemon/jobdaemon/pkg/pool"
 )
 
 // The test binary is also the daemon's child: TestMain runs Run for a
 // re-executed child, as an application's main would.
 func TestMain(m *testing.M) {
-	if pool.IsChild() {
+	if IsChild() {
 		d, err := New(&testApp{}, Options{})
 		if err != nil {
 			panic(err)

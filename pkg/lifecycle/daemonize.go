@@ -412,7 +412,7 @@ func (r *Report) send(msg string) error {
 	}
 	r.f = nil
 	if err != nil {
-		return fmt.Errorf("report to jobdaemon start: %w", err)
+		return fmt.Errorf("report to the starting process: %w", err)
 	}
 	return nil
 }

@@ -99,7 +99,7 @@ func LockPIDFile(path string) (*PIDFile, error) {
 			return p, nil
 		case err != nil && !errors.Is(err, errRetry):
 			if dir := filepath.Dir(path); errors.Is(err, fs.ErrNotExist) && !exists(dir) {
-				return nil, fmt.Errorf("lock pid file %s: the directory %s does not exist: create it (the init script and tmpfiles.d do), or set [daemon] pid_file elsewhere: %w", path, dir, fs.ErrNotExist)
+				return nil, fmt.Errorf("lock pid file %s: the directory %s does not exist: %w", path, dir, fs.ErrNotExist)
 			}
 			return nil, fmt.Errorf("lock pid file %s: %w", path, err)
 		case busyPid > 0 && pidAlive(busyPid), err == nil && time.Now().After(deadline):

@@ -73,7 +73,7 @@ func DropPrivileges(uid, gid int, groups []int) error {
 
 func dropError(euid, egid, uid, gid int, call string, err error) error {
 	if errors.Is(err, unix.EPERM) {
-		return fmt.Errorf("drop privileges: running as uid %d gid %d, cannot switch to uid %d gid %d (%s: %w): start jobdaemon as root, or remove [daemon] user from the configuration",
+		return fmt.Errorf("drop privileges: running as uid %d gid %d, cannot switch to uid %d gid %d (%s: %w): only root can switch users",
 			euid, egid, uid, gid, call, err)
 	}
 	return fmt.Errorf("drop privileges to uid %d gid %d: %s: %w", uid, gid, call, err)

@@ -110,7 +110,7 @@ func TestDropPrivileges(t *testing.T) {
 	if obs.AgainErr != "" {
 		t.Errorf("DropPrivileges to the current user: %s, want nil", obs.AgainErr)
 	}
-	if !strings.Contains(obs.OtherErr, "start jobdaemon as root, or remove [daemon] user") {
+	if !strings.Contains(obs.OtherErr, "only root can switch users") {
 		t.Errorf("DropPrivileges as nobody to uid 1: %q, want advice to start as root", obs.OtherErr)
 	}
 }

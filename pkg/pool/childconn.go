@@ -17,9 +17,6 @@ const EnvChild = "JOBDAEMON_CHILD"
 // variable from the environment, but the process stays a worker.
 var childFD = os.Getenv(EnvChild)
 
-// IsChild reports whether this process was started as a worker by a Pool.
-func IsChild() bool { return childFD != "" }
-
 // ChildConn is the worker's end of its channel to the parent. A worker
 // does one thing at a time, so it reads the channel synchronously, without
 // a reader goroutine: a job, then the answers to its own calls.

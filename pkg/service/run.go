@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -128,6 +129,9 @@ func (r *daemonRun) start(drain bool, sink func(jobs.Line)) (code int, err error
 	st, log := &r.st, r.log
 	if st.Daemon.PIDFile != "" {
 		if r.pidFile, err = lifecycle.LockPIDFile(st.Daemon.PIDFile); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				err = fmt.Errorf("%w: create it (the init script and tmpfiles.d do), or set daemon.pid_file elsewhere", err)
+			}
 			return ExitFailure, err
 		}
 		if pid := r.pidFile.StalePid(); pid != 0 {
@@ -403,6 +407,9 @@ func (r *daemonRun) dropPrivileges() ([]string, error) {
 		groups[i] = int(g)
 	}
 	if err := lifecycle.DropPrivileges(int(cred.Uid), int(cred.Gid), groups); err != nil {
+		if errors.Is(err, syscall.EPERM) {
+			err = fmt.Errorf("%w: start as root, or remove daemon.user", err)
+		}
 		return nil, err
 	}
 	r.log.Info("dropped privileges", "user", st.Daemon.User, "uid", cred.Uid, "gid", cred.Gid)

@@ -65,7 +65,7 @@ func (h *Harness) Context() context.Context {
 // returns nil if the application has none. A daemon calls LoadConfig in
 // the parent at start and on reload, and in each child before its first
 // job; the harness calls it only when the test does, and parent and child
-// are then the same process, in which pool.IsChild reports false.
+// are then the same process, in which jobs.IsChild reports false.
 func (h *Harness) LoadConfig() error {
 	if l, ok := h.app.(jobs.ConfigLoader); ok {
 		return l.LoadConfig(h.Context())

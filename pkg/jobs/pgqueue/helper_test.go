@@ -21,14 +21,13 @@ import (
 	"github.com/jobdaemon/jobdaemon/internal/pgtest"
 	"github.com/jobdaemon/jobdaemon/pkg/jobs"
 	"github.com/jobdaemon/jobdaemon/pkg/jobs/pgqueue"
-	"github.com/jobdaemon/jobdaemon/pkg/pool"
 )
 
 // The test binary is its own helper: PGQ_HELPER=daemon makes it a daemon
 // over a pgqueue (see helperDaemon), and a daemon's re-executed children
 // run the jobs (see app.RunJob).
 func TestMain(m *testing.M) {
-	if pool.IsChild() {
+	if jobs.IsChild() {
 		_ = jobs.Run(context.Background(), &app{}, jobs.Options{}) // runs the job and exits
 	}
 	if os.Getenv("PGQ_HELPER") == "daemon" {
