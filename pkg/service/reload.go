@@ -21,19 +21,28 @@ func (r *daemonRun) onReload(o *jobs.Options) error {
 	if err != nil {
 		return fmt.Errorf("new configuration refused, the old one stays:\n%w", err)
 	}
-	if keys := RestartKeys(r.st, next); len(keys) > 0 {
+	keys, err := reloadSettings(&r.st, next, o, r.ls)
+	if len(keys) > 0 {
 		r.log.Warn("these changes need a restart and are ignored until then", "keys", strings.Join(keys, ", "))
 	}
-	if err := r.ls.setLevels(next.Log.Level, next.Log.JobOutput); err != nil {
-		return err
+	return err
+}
+
+// reloadSettings applies to cur, the settings in force, what a reload
+// may change of next: the live settings, into cur, o and the log levels.
+// It returns the keys of the changes that wait for a restart.
+func reloadSettings(cur *Settings, next Settings, o *jobs.Options, ls *logSetup) ([]string, error) {
+	keys := RestartKeys(*cur, next)
+	if err := ls.setLevels(next.Log.Level, next.Log.JobOutput); err != nil {
+		return keys, err
 	}
-	current, changed := o.MaxChildren, next.Pool.MaxChildren != r.st.Pool.MaxChildren
-	CopyLive(&r.st, &next)
-	setRuntimeOptions(o, &r.st)
+	current, changed := o.MaxChildren, next.Pool.MaxChildren != cur.Pool.MaxChildren
+	CopyLive(cur, &next)
+	setRuntimeOptions(o, cur)
 	if !changed {
 		o.MaxChildren = current
 	}
-	return nil
+	return keys, nil
 }
 
 // onReloaded ends a reload for systemd: READY=1 whether it was applied or
