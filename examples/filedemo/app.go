@@ -28,38 +28,56 @@ const (
 )
 
 // fileApp is the demo's application: one job per file of incoming/.
-// NextJob, LoadConfig and Done run in the parent, RunJob in a child.
+// Configure, LoadConfig, NextJob and Done run in the parent, RunJob in a
+// child.
 type fileApp struct {
-	dir string // the spool; LoadConfig makes it absolute
-	log *slog.Logger
+	next demoConfig // read by Configure, applied by LoadConfig
+	dir  string     // the spool, absolute; set by the first LoadConfig
+	log  *slog.Logger
 
 	root *os.Root // the spool, opened by the parent's first LoadConfig
 }
 
-// LoadConfig prepares the spool in the parent, at start only: it creates
-// the directories and requeues what a crashed run left in running/. A
-// reload (SIGHUP) must not requeue, since running/ then holds the files of
-// jobs that are running. A child needs nothing: each job carries the
-// spool's path.
+// LoadConfig applies filedemo.toml, which Configure has just read, in the
+// parent: at start it prepares the spool (creates the directories and
+// requeues what a crashed run left in running/), and at start and on
+// every reload it sets the pool's size. A reload must not requeue, since
+// running/ then holds the files of jobs that are running, and cannot move
+// the spool. A child needs nothing: each job carries the spool's path.
 func (a *fileApp) LoadConfig(ctx context.Context) error {
-	if jobs.IsChild() || a.root != nil {
+	if jobs.IsChild() {
 		return nil
 	}
-	dir, err := filepath.Abs(a.dir)
-	if err != nil {
-		return err
+	a.log = slog.Default()
+	if d := jobs.DaemonFrom(ctx); d != nil {
+		a.log = d.Logger()
+		d.SetMaxChildren(a.next.Children)
+	}
+	if a.root != nil {
+		if a.next.Dir != a.dir {
+			a.log.Warn("dir changed: it takes a restart", "dir", a.dir, "new", a.next.Dir)
+		}
+		return nil
 	}
 	for _, sub := range []string{incoming, running, done, failed} {
-		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Join(a.next.Dir, sub), 0o755); err != nil {
 			return err
 		}
 	}
-	root, err := os.OpenRoot(dir)
+	root, err := os.OpenRoot(a.next.Dir)
 	if err != nil {
 		return err
 	}
-	a.dir, a.root = dir, root
+	a.dir, a.root = a.next.Dir, root
 	return a.requeue()
+}
+
+// Close closes the spool once the daemon has stopped.
+func (a *fileApp) Close() error {
+	if a.root == nil {
+		return nil
+	}
+	return a.root.Close()
 }
 
 // requeue moves the files left in running/ back to incoming/, and removes
@@ -102,8 +120,8 @@ func (a *fileApp) NextJob(ctx context.Context, slot int) (*jobs.Job, error) {
 		ID:      name,
 		Payload: []byte(name),
 		Attempt: 1,
-		// A child does not get the parent's flags (it is started with
-		// os.Args[0] alone), so the job carries where its file is.
+		// The job carries where its file is: a child does not read the
+		// configuration.
 		Meta: map[string]string{"dir": a.dir},
 	}, nil
 }

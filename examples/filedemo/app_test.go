@@ -2,8 +2,7 @@ package main
 
 import (
 	"context"
-	"io"
-	"log/slog"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,7 +17,7 @@ import (
 // newApp returns an app on a fresh spool, with its LoadConfig done.
 func newApp(t *testing.T) (*fileApp, *jobstest.Harness) {
 	t.Helper()
-	a := &fileApp{dir: t.TempDir(), log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	a := &fileApp{next: demoConfig{Dir: t.TempDir(), Children: 2}}
 	h := jobstest.New(t, a)
 	if err := h.LoadConfig(); err != nil {
 		t.Fatal(err)
@@ -69,7 +68,7 @@ func TestClaimOldestFirst(t *testing.T) {
 	}
 	var got []string
 	for job := h.Next(); job != nil; job = h.Next() {
-		if job.ID != string(job.Payload) || job.Meta["dir"] != a.dir || !filepath.IsAbs(a.dir) {
+		if job.ID != string(job.Payload) || job.Meta["dir"] != a.next.Dir || a.dir != a.next.Dir {
 			t.Errorf("job %+v", job)
 		}
 		got = append(got, job.ID)
@@ -154,7 +153,7 @@ func TestRequeueAtStartOnly(t *testing.T) {
 	}
 	put(t, dir, running, "left", "hello", time.Time{})
 	put(t, dir, running, outputName("left"), "HEL", time.Time{})
-	a := &fileApp{dir: dir, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	a := &fileApp{next: demoConfig{Dir: dir, Children: 2}}
 	h := jobstest.New(t, a)
 	if err := h.LoadConfig(); err != nil {
 		t.Fatal(err)
@@ -207,8 +206,12 @@ func TestDrainAndExit(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			cmd := exec.CommandContext(ctx, bin, "-dir", dir, "-children", "2",
-				"-jobs-per-child", perChild, "-poll", "50ms", "-drain-and-exit")
+			cfg := filepath.Join(t.TempDir(), "filedemo.toml")
+			text := fmt.Sprintf("dir = %q\nchildren = 2\njobs_per_child = %s\npoll = \"50ms\"\npid_file = \"\"\nsocket = \"\"\n", dir, perChild)
+			if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.CommandContext(ctx, bin, "run", "--drain", "--config", cfg)
 			var logs strings.Builder
 			cmd.Stderr = &logs
 			if err := cmd.Run(); err != nil {
