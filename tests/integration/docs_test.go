@@ -1,0 +1,52 @@
+package integration
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The README shows examples/minimal, the whole program and its unit, as
+// they are in the repository: the program builds and runs (below), and
+// the unit passes systemd-analyze verify.
+func TestReadmeMinimalExample(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"main.go", "minimal.service"} {
+		b, err := os.ReadFile("../../examples/minimal/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(readme), "\n"+string(b)+"```") {
+			t.Errorf("README.md does not show examples/minimal/%s as it is", name)
+		}
+		if name == "main.go" && strings.Count(string(b), "\n") >= 60 {
+			t.Errorf("examples/minimal/main.go has %d lines: the README promises under 60", strings.Count(string(b), "\n"))
+		}
+	}
+
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "minimal")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../examples/minimal").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	c := exec.Command(bin, "run", "--drain")
+	c.Env = append(os.Environ(), "MINIMAL_RUN_DIR="+dir, "MINIMAL_CHILDREN=3")
+	out, err := c.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "1000 jobs run, 1000 succeeded, 0 ended failed") ||
+		!strings.Contains(string(out), "job-1000 in slot") {
+		t.Errorf("minimal run --drain: %v\n%s", err, tail(string(out)))
+	}
+
+	analyze := distTool(t, "systemd-analyze")
+	unit, _ := os.ReadFile("../../examples/minimal/minimal.service")
+	path := filepath.Join(dir, "minimal.service")
+	os.WriteFile(path, []byte(strings.ReplaceAll(string(unit), "/usr/local/bin/minimal", bin)), 0o644)
+	if code, out := distRun(t, exec.Command(analyze, "verify", "--man=no", path)); code != 0 || out != "" {
+		t.Errorf("systemd-analyze verify minimal.service: exit %d\n%s", code, out)
+	}
+}
