@@ -48,7 +48,7 @@ type Config struct {
 // Settings returns the service's settings of c: its [daemon], [pool],
 // [control] and [log] tables.
 func (c *Config) Settings() service.Settings {
-	return service.Settings{Daemon: c.Daemon, Pool: c.Pool, Control: c.Control, Log: c.Log.LogSettings}
+	return service.Settings{Daemon: c.Daemon, Pool: c.Pool, Job: c.Job.JobSettings, Control: c.Control, Log: c.Log.LogSettings}
 }
 
 // Log is the [log] table: the service's log settings, and the binary's job
@@ -60,7 +60,8 @@ type Log struct {
 	JobLog string `toml:"joblog"`
 }
 
-// Job is the [job] table.
+// Job is the [job] table: the service's settings of it (how a job's
+// processes are held together and limited), and the command.
 type Job struct {
 	// Command is the program and its arguments, run without a shell for
 	// each job; required. Command[0] is a path, or a name looked up in PATH
@@ -87,6 +88,9 @@ type Job struct {
 	// Backoff is the delay before the first retry (default 10s); each
 	// further retry waits twice as long, with jitter. 0 retries at once.
 	Backoff Duration `toml:"backoff"`
+
+	// The service's keys of [job]: keep_leftovers and the limits.
+	service.JobSettings
 }
 
 // Source is the [source] table.

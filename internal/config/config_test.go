@@ -156,7 +156,7 @@ job_identifier = "tool"
 		Daemon: service.DaemonSettings{PIDFile: "/run/jd/jd.pid", User: "root", Group: "0",
 			StopTimeout: time.Minute, IdleInterval: 500 * time.Millisecond},
 		Pool: service.PoolSettings{MaxChildren: 8, JobsPerChild: 100, JobTimeout: 90 * time.Minute,
-			KillGrace: 5 * time.Second, StopSignal: syscall.SIGINT, ForwardSignals: false},
+			KillGrace: 5 * time.Second, StopSignal: syscall.SIGINT, ForwardSignals: false, Cgroups: "auto"},
 		Job: Job{Command: []string{prog, "{path}", "--slot", "{slot}", "awk '{print $1}'"}, WorkingDir: "/tmp",
 			Env: map[string]string{"LANG": "C.UTF-8", "DOTTED.NAME": "x"}, InheritEnv: []string{"HOME", "TZ"},
 			MaxAttempts: 5, Backoff: 0},

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/jobdaemon/jobdaemon/pkg/service"
 )
 
 // node is one table of the schema, built from Config's toml tags.
@@ -199,6 +201,8 @@ func decodeTarget(fv reflect.Value) any {
 		return (*Duration)(fv.Addr().Interface().(*time.Duration))
 	case reflect.TypeFor[syscall.Signal]():
 		return (*Signal)(fv.Addr().Interface().(*syscall.Signal))
+	case reflect.TypeFor[service.Bytes]():
+		return (*Size)(fv.Addr().Interface().(*service.Bytes))
 	}
 	return fv.Addr().Interface()
 }

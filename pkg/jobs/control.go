@@ -344,7 +344,10 @@ type Status struct {
 	Reloads       uint64        `json:"reloads"`
 	ReloadsFailed uint64        `json:"reloads_failed"`
 	Saturated     time.Duration `json:"saturated_ns"` // time spent with every slot busy
-	Slots         []SlotStatus  `json:"slots"`
+	// Isolation says how jobs are held together: "per-slot cgroups in
+	// /sys/fs/cgroup/...", or "process groups: " and why not cgroups.
+	Isolation string       `json:"isolation,omitempty"`
+	Slots     []SlotStatus `json:"slots"`
 }
 
 // SlotStatus describes one child.
@@ -421,6 +424,7 @@ func (d *Daemon) snapshot(s *Status) []*pool.Child {
 	s.Uptime = now.Sub(d.start)
 	s.Generation = d.generation
 	s.MaxChildren = d.pool.Max()
+	s.Isolation = d.isolation
 	s.Saturated = d.saturated
 	if !d.saturatedSince.IsZero() {
 		s.Saturated += now.Sub(d.saturatedSince)

@@ -98,7 +98,8 @@ type Daemon struct {
 	// the job, all of it.
 	lines map[string]*jobLines
 
-	free atomic.Int32 // FreeSlots, set around each NextJob
+	free      atomic.Int32 // FreeSlots, set around each NextJob
+	isolation string       // how jobs are held together; under stateMu
 
 	started, succeeded, failed, retried atomic.Uint64
 	retrying, gaveUp                    atomic.Uint64 // the Finisher's verdicts
@@ -183,18 +184,25 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}
 	d.stateMu.Lock()
+	iso, err := d.opts.Isolation.poolIsolation()
+	if err != nil {
+		d.stateMu.Unlock()
+		return err
+	}
 	p, err := pool.New(pool.Config{
-		Max:      d.maxBeforeRun,
-		Sink:     pool.SinkFunc(d.outputLine),
-		OnExit:   func(c *pool.Child) { d.push(event{child: c}) },
-		TailSize: d.opts.TailSize,
-		Logger:   d.log,
+		Max:       d.maxBeforeRun,
+		Sink:      pool.SinkFunc(d.outputLine),
+		OnExit:    func(c *pool.Child) { d.push(event{child: c}) },
+		TailSize:  d.opts.TailSize,
+		Logger:    d.log,
+		Isolation: iso,
 	})
 	if err != nil {
 		d.stateMu.Unlock()
 		return err
 	}
 	d.pool, d.start, d.generation = p, start, 1
+	d.isolation = p.Isolation().String()
 	d.stateMu.Unlock()
 	defer p.Close()
 
@@ -558,6 +566,9 @@ func (d *Daemon) answered(hctx context.Context, ev event) {
 		UserCPU:  ev.reply.userCPU,
 		SysCPU:   ev.reply.sysCPU,
 		MaxRSS:   ev.reply.maxRSS,
+
+		CPUFrom:    "worker",
+		MaxRSSFrom: "worker",
 	}
 	if ev.err != nil {
 		res.ExitCode, res.Error = 1, "bad answer from worker: "+ev.err.Error()

@@ -47,6 +47,18 @@ type Result struct {
 	// MaxRSS is the peak resident set size in bytes. For a worker it is the
 	// worker's peak so far, which includes earlier jobs.
 	MaxRSS int64
+	// CPUFrom and MaxRSSFrom say what UserCPU, SysCPU and MaxRSS cover:
+	// "cgroup", the job's whole process tree (its cgroup's cpu.stat);
+	// "rusage", the job's process and the children it waited for;
+	// "worker", the worker process that ran the job (its CPU over the job,
+	// its peak so far); "not measured", the figure is 0 because no right
+	// one was available (the rusage of a small command holds the daemon's
+	// own peak, which it inherits at exec).
+	CPUFrom, MaxRSSFrom string
+	// MemoryPeak and PidsPeak are the most memory (page cache included)
+	// and processes the job's cgroup held, where the cgroup v2 memory and
+	// pids controllers are enabled; 0 when not measured.
+	MemoryPeak, PidsPeak int64
 	// Error is the error RunJob returned or panicked with, or why the job
 	// could not be started; "" otherwise.
 	Error string
@@ -90,6 +102,11 @@ func resultFromExit(e *pool.Exit) Result {
 		SysCPU:   e.SysCPU,
 		MaxRSS:   e.MaxRSS,
 		Output:   e.Output,
+
+		CPUFrom:    e.CPUFrom.String(),
+		MaxRSSFrom: e.MaxRSSFrom.String(),
+		MemoryPeak: e.MemoryPeak,
+		PidsPeak:   e.PidsPeak,
 	}
 	if e.Err != nil {
 		r.Error = e.Err.Error()

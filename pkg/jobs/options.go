@@ -46,6 +46,10 @@ type Options struct {
 	// consecutive errors from NextJob; 0 retries for ever.
 	MaxHookErrors int
 
+	// Isolation says how each job's processes are held together: a cgroup
+	// per job where it can, a process group elsewhere.
+	Isolation Isolation
+
 	// Logger receives the daemon's own messages (default slog.Default()).
 	Logger *slog.Logger
 	// Output receives each line the jobs write, from several goroutines

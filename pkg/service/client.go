@@ -155,6 +155,9 @@ func (s *service) printStatus(st *control.StatusReply) {
 	fmt.Fprintf(w, "pool: %d/%d busy, %s queued, all busy for %s\n", st.Busy, st.MaxChildren, queued, st.Saturated.Round(time.Second))
 	fmt.Fprintf(w, "jobs: %d started, %d succeeded, %d failed, %d retries\n", st.Started, st.Succeeded, st.Failed, st.Retried)
 	fmt.Fprintf(w, "reloads: %d, %d refused\n", st.Reloads, st.ReloadsFailed)
+	if st.Isolation != "" {
+		fmt.Fprintf(w, "jobs run in %s\n", st.Isolation)
+	}
 	for _, warn := range st.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", warn)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/jobdaemon/jobdaemon/internal/metrics"
 	"github.com/jobdaemon/jobdaemon/pkg/jobs"
 	"github.com/jobdaemon/jobdaemon/pkg/lifecycle"
+	"github.com/jobdaemon/jobdaemon/pkg/pool"
 )
 
 // runDaemon runs the daemon until it stops, and returns the exit code. It
@@ -180,6 +181,16 @@ func (r *daemonRun) jobsOptions(sink func(jobs.Line)) jobs.Options {
 	opts := r.svc.opts.Jobs
 	opts.Logger, opts.Output = r.log, sink
 	opts.JobsPerChild = r.st.Pool.JobsPerChild
+	opts.Isolation = jobs.Isolation{
+		Cgroups:       jobs.CgroupMode(r.st.Pool.Cgroups),
+		PerJobCgroups: r.st.Pool.CgroupPerJob,
+		KeepLeftovers: r.st.Job.KeepLeftovers,
+		StateDir:      r.st.StatePath(),
+		MemoryMax:     int64(r.st.Job.MemoryMax),
+		PidsMax:       r.st.Job.PidsMax,
+		CPUWeight:     r.st.Job.CPUWeight,
+		CPUMax:        r.st.Job.CPUMax,
+	}
 	setRuntimeOptions(&opts, &r.st)
 	appReload, appReloaded, appStop := opts.OnReload, opts.OnReloaded, opts.OnStop
 	opts.OnReload = func(o *jobs.Options) error {
@@ -402,6 +413,9 @@ func (r *daemonRun) dropPrivileges() ([]string, error) {
 			return nil, err
 		}
 	}
+	if err := r.prepareIsolation(cred); err != nil {
+		return nil, err
+	}
 	groups := make([]int, len(cred.Groups))
 	for i, g := range cred.Groups {
 		groups[i] = int(g)
@@ -481,4 +495,32 @@ func (e *earlySignals) cancelled() bool {
 func (e *earlySignals) stop() {
 	e.handOver()
 	<-e.done
+}
+
+// prepareIsolation makes ready, while the daemon is still root, what the
+// pool needs once it is not: the state directory, owned by the daemon's
+// user, and, without systemd, a cgroup delegated to that user, as
+// systemd's Delegate=yes does, so that jobs still get cgroups of their own
+// after the drop.
+func (r *daemonRun) prepareIsolation(cred *syscall.Credential) error {
+	uid, gid := int(cred.Uid), int(cred.Gid)
+	if dir := r.st.StatePath(); dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("daemon.state_dir: %w", err)
+		}
+		if err := os.Lchown(dir, uid, gid); err != nil {
+			return fmt.Errorf("daemon.state_dir: %w", err)
+		}
+	}
+	if r.manager == lifecycle.Systemd || r.st.Pool.Cgroups == "off" {
+		return nil
+	}
+	name := r.st.CgroupName(r.svc.name)
+	if _, err := pool.DelegateCgroup(name, uid, gid); err != nil {
+		if r.st.Pool.Cgroups == "require" {
+			return fmt.Errorf("pool.cgroups = \"require\": %w", err)
+		}
+		r.log.Info("no cgroup delegated to the daemon's user; jobs will run in process groups", "cgroup", name, "err", err)
+	}
+	return nil
 }

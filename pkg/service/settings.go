@@ -3,6 +3,7 @@ package service
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"maps"
 	"os/user"
@@ -41,6 +42,7 @@ type Settings struct {
 
 	Daemon  DaemonSettings  `toml:"daemon"`
 	Pool    PoolSettings    `toml:"pool"`
+	Job     JobSettings     `toml:"job"`
 	Control ControlSettings `toml:"control"`
 	Log     LogSettings     `toml:"log"`
 }
@@ -63,6 +65,17 @@ type DaemonSettings struct {
 	StopTimeout time.Duration `toml:"stop_timeout" reload:"live"`
 	// IdleInterval is the longest the daemon sleeps when no job is ready.
 	IdleInterval time.Duration `toml:"idle_interval" reload:"live"`
+	// StateDir is where the process groups of running jobs are recorded,
+	// so that a daemon started after a crash kills what the previous
+	// one's jobs left before it runs any job again. "" puts it beside the
+	// PID file (PIDFILE without its extension, plus ".state"), or keeps no
+	// state when there is no PID file.
+	StateDir string `toml:"state_dir"`
+	// Cgroup names the cgroup that a daemon started as root without
+	// systemd hands to User before it drops its privileges, as systemd's
+	// Delegate=yes does, so that its jobs still get cgroups; "" derives a
+	// name unique to the PID file.
+	Cgroup string `toml:"cgroup"`
 }
 
 // PoolSettings are the [pool] table: how many jobs run at once and how
@@ -85,7 +98,36 @@ type PoolSettings struct {
 	// ForwardSignals, if true, sends StopSignal to running jobs on a
 	// graceful stop; if false they run on until StopTimeout.
 	ForwardSignals bool `toml:"forward_signals" reload:"live"`
+	// Cgroups is "auto" (a cgroup per job where cgroup v2 can be written:
+	// as root, or under systemd with Delegate=yes; process groups
+	// elsewhere, and the daemon says why), "off" (process groups) or
+	// "require" (refuse to start without cgroups).
+	Cgroups string `toml:"cgroups"`
+	// CgroupPerJob makes a new cgroup for each job instead of one per
+	// slot that the slot's jobs reuse.
+	CgroupPerJob bool `toml:"cgroup_per_job"`
 }
+
+// JobSettings are what the service itself reads of the [job] table: how a
+// job's processes are held together and limited.
+type JobSettings struct {
+	// KeepLeftovers lets what a job leaves behind when its command exits
+	// run on; by default it is killed. A timeout, a stop and the next
+	// start after a crash kill it anyway.
+	KeepLeftovers bool `toml:"keep_leftovers"`
+	// MemoryMax, PidsMax, CPUWeight (1 to 10000) and CPUMax (in CPUs, such
+	// as 0.5) limit each job's cgroup; 0 sets none. A limit needs per-job
+	// cgroups and the cgroup v2 controller for it: without them the
+	// daemon refuses to start.
+	MemoryMax Bytes   `toml:"memory_max"`
+	PidsMax   int64   `toml:"pids_max"`
+	CPUWeight int     `toml:"cpu_weight"`
+	CPUMax    float64 `toml:"cpu_max"`
+}
+
+// Bytes is a number of bytes. In TOML it is written with a binary unit,
+// "512MiB" (see config.toml).
+type Bytes int64
 
 // ControlSettings are the [control] table: the control socket.
 type ControlSettings struct {
@@ -142,6 +184,7 @@ func Defaults(name string) Settings {
 			KillGrace:      10 * time.Second,
 			StopSignal:     syscall.SIGTERM,
 			ForwardSignals: true,
+			Cgroups:        "auto",
 		},
 		Control: ControlSettings{Socket: "/run/" + name + "/control.sock"},
 		Log:     LogSettings{Level: "info", JobOutput: "info", Format: "auto", Target: "auto", JobFacility: "user"},
@@ -178,8 +221,25 @@ func (s *Settings) Validate() error {
 	v.positive("daemon.stop_timeout", d.StopTimeout, "30s")
 	v.positive("daemon.idle_interval", d.IdleInterval, "2s")
 
+	v.path("daemon.state_dir", d.StateDir)
+	if strings.ContainsAny(d.Cgroup, "/\x00") || d.Cgroup == "." || d.Cgroup == ".." {
+		v.fail("daemon.cgroup", nil, "%q: a cgroup name has no '/'", d.Cgroup)
+	}
+
 	p := &s.Pool
 	v.intRange("pool.max_children", p.MaxChildren, 1, MaxChildrenLimit)
+	switch p.Cgroups {
+	case "auto", "off", "require":
+	default:
+		v.fail("pool.cgroups", nil, "unknown mode %q: use \"auto\", \"off\" or \"require\"", p.Cgroups)
+	}
+	j := &s.Job
+	if j.MemoryMax < 0 || j.PidsMax < 0 || j.CPUMax < 0 {
+		v.fail("job", nil, "job limits cannot be negative: use 0 for none")
+	}
+	if j.CPUWeight != 0 {
+		v.intRange("job.cpu_weight", j.CPUWeight, 1, 10000)
+	}
 	v.intRange("pool.jobs_per_child", p.JobsPerChild, 1, 1_000_000)
 	if p.JobTimeout < 0 {
 		v.fail("pool.job_timeout", nil, "%v is negative: use 0 (no limit) or more", p.JobTimeout)
@@ -523,3 +583,42 @@ func join(prefix, name string) string {
 	}
 	return prefix + "." + name
 }
+
+// StatePath returns the state directory: Daemon.StateDir, or the one
+// beside the PID file; "" for none.
+func (s *Settings) StatePath() string {
+	switch {
+	case s.Daemon.StateDir != "":
+		return s.Daemon.StateDir
+	case s.Daemon.PIDFile == "":
+		return ""
+	}
+	return strings.TrimSuffix(s.Daemon.PIDFile, filepath.Ext(s.Daemon.PIDFile)) + ".state"
+}
+
+// CgroupName returns the cgroup to delegate as root without systemd:
+// Daemon.Cgroup, or the program's name and a hash of the PID file's path,
+// so that two daemons on one host never share it.
+func (s *Settings) CgroupName(name string) string {
+	if s.Daemon.Cgroup != "" {
+		return s.Daemon.Cgroup
+	}
+	h := fnv.New32a()
+	h.Write([]byte(s.Daemon.PIDFile))
+	return fmt.Sprintf("%s-%08x", name, h.Sum32())
+}
+
+// String writes b with the largest binary unit that divides it exactly:
+// "512MiB", "1536B".
+func (b Bytes) String() string {
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
+	n, i := int64(b), 0
+	for n != 0 && n%1024 == 0 && i < len(units)-1 {
+		n /= 1024
+		i++
+	}
+	return strconv.FormatInt(n, 10) + units[i]
+}
+
+// MarshalText writes b as String does.
+func (b Bytes) MarshalText() ([]byte, error) { return []byte(b.String()), nil }

@@ -132,6 +132,8 @@ func change(t *testing.T, key string, v reflect.Value) {
 		v.SetInt(int64(syscall.SIGINT))
 	case v.Kind() == reflect.Int || v.Kind() == reflect.Int64:
 		v.SetInt(v.Int() + 1)
+	case v.Kind() == reflect.Float64:
+		v.SetFloat(v.Float() + 0.5)
 	case v.Kind() == reflect.Bool:
 		v.SetBool(!v.Bool())
 	case v.Kind() == reflect.String && strings.HasPrefix(key, "log.level") || key == "log.job_output":

@@ -47,6 +47,13 @@ type Record struct {
 	SysCPU   float64 `json:"sys_cpu_seconds"`
 	// MaxRSS is the job's peak resident set size in bytes.
 	MaxRSS int64 `json:"max_rss_bytes"`
+	// CPUFrom and MaxRSSFrom say what the figures cover (see
+	// jobs.Result); MemoryPeak and PidsPeak are the peaks of the job's
+	// cgroup, 0 when not measured.
+	CPUFrom    string `json:"cpu_from,omitempty"`
+	MaxRSSFrom string `json:"max_rss_from,omitempty"`
+	MemoryPeak int64  `json:"memory_peak_bytes,omitempty"`
+	PidsPeak   int64  `json:"pids_peak,omitempty"`
 	// Error is why the job failed beyond its exit status, or "".
 	Error string `json:"error"`
 	// OutputTail is the end of the job's output, at most 4 KiB, starting
@@ -72,6 +79,10 @@ func NewRecord(res jobs.Result, attempt int, owner string) Record {
 		UserCPU:     res.UserCPU.Seconds(),
 		SysCPU:      res.SysCPU.Seconds(),
 		MaxRSS:      res.MaxRSS,
+		CPUFrom:     res.CPUFrom,
+		MaxRSSFrom:  res.MaxRSSFrom,
+		MemoryPeak:  res.MemoryPeak,
+		PidsPeak:    res.PidsPeak,
 		Error:       text(res.Error),
 		Attempt:     attempt,
 		Owner:       text(owner),

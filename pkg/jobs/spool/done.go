@@ -68,6 +68,16 @@ type Record struct {
 	SysCPU   float64 `json:"sys_cpu_seconds"`
 	// MaxRSS is the job's peak resident set size.
 	MaxRSS int64 `json:"max_rss_bytes"`
+	// CPUFrom and MaxRSSFrom say what the figures cover: "cgroup" (the
+	// job's whole process tree), "rusage" (its process and the children
+	// it waited for), "worker" (the worker that ran it), or "not measured"
+	// (the figure is 0). See jobs.Result.
+	CPUFrom    string `json:"cpu_from,omitempty"`
+	MaxRSSFrom string `json:"max_rss_from,omitempty"`
+	// MemoryPeak and PidsPeak are the peaks of the job's cgroup; 0 when
+	// not measured.
+	MemoryPeak int64 `json:"memory_peak_bytes,omitempty"`
+	PidsPeak   int64 `json:"pids_peak,omitempty"`
 	// Error is why the job failed beyond its exit status (jobs.Result's
 	// Error), or why it was refused; "" otherwise.
 	Error string `json:"error"`
@@ -93,6 +103,10 @@ func newRecord(c *claim, res jobs.Result, now time.Time) Record {
 		UserCPU:    res.UserCPU.Seconds(),
 		SysCPU:     res.SysCPU.Seconds(),
 		MaxRSS:     res.MaxRSS,
+		CPUFrom:    res.CPUFrom,
+		MaxRSSFrom: res.MaxRSSFrom,
+		MemoryPeak: res.MemoryPeak,
+		PidsPeak:   res.PidsPeak,
 		Error:      res.Error,
 		FinishedAt: now.UTC(),
 	}
