@@ -30,6 +30,7 @@ type statusReply struct {
 	Manager       string   `json:"manager"`
 	User          string   `json:"user"`
 	Warnings      []string `json:"warnings"`
+	Isolation     string   `json:"isolation"`
 	Slots         []struct {
 		Slot  int    `json:"slot"`
 		Pid   int    `json:"pid"`
