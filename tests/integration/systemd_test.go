@@ -53,6 +53,7 @@ read -r what arg <"$1" || true
 case "$what" in
 ok) echo "ok $JOB_ID attempt $JOB_ATTEMPT" ;;
 sleep) trap 'echo "$JOB_ID" >>` + sdState + `/terms; exit 0' TERM; sleep 300 & wait ;;
+setsid) setsid sh -c "sleep 3501 &"; echo "left a setsid sleep" ;;
 *) echo "unknown job $what" >&2; exit 64 ;;
 esac
 `
@@ -272,6 +273,26 @@ func TestSystemd(t *testing.T) {
 		}
 		writeSdConfig(t, func(s string) string { return strings.Replace(s, "max_children = 4", "max_children = 2", 1) })
 		b.must("systemctl", "reload", "jobdaemon.service")
+	})
+
+	// Under systemd with Delegate=yes, each job has a cgroup of its own:
+	// not even what escapes its process group with setsid outlives it.
+	t.Run("cgroups", func(t *testing.T) {
+		killSleepers(t, 3501)
+		if iso := b.status().Isolation; !strings.Contains(iso, "cgroups in /sys/fs/cgroup") || !strings.Contains(iso, "jobdaemon.service/jobs") {
+			t.Errorf("isolation under systemd: %q", iso)
+		}
+		os.WriteFile(filepath.Join(sdWork, "setsidjob"), []byte("setsid\n"), 0o644)
+		if code, out := b.ctl("submit", "--id", "setsid-job", sdWork+"/setsidjob"); code != 0 {
+			t.Fatalf("submit: exit %d\n%s", code, out)
+		}
+		b.waitFor("the job done", func() bool {
+			_, err := os.Stat(filepath.Join(sdState, "spool", "done", "setsid-job"))
+			return err == nil
+		})
+		if pids := sleepers(3501); len(pids) > 0 {
+			t.Errorf("what the job started with setsid outlived it: %v", pids)
+		}
 	})
 
 	t.Run("journal", func(t *testing.T) {
