@@ -309,3 +309,21 @@ func (e *env) edit(old, new string) {
 		e.t.Fatal(err)
 	}
 }
+
+// A limit is never ignored: where the cgroup v2 controller it needs is
+// missing (memory and pids are on cgroup v1 on these machines), the
+// daemon refuses to start and says which and why.
+func TestLimitWithoutControllerIsRefused(t *testing.T) {
+	needRoot(t)
+	e := newTreeEnv(t, "")
+	e.edit("max_attempts = 2\n", "max_attempts = 2\nmemory_max = \"64MiB\"\n")
+	for _, f := range []string{"/sys/fs/cgroup/unified/cgroup.controllers", "/sys/fs/cgroup/cgroup.controllers"} {
+		if b, _ := os.ReadFile(f); bytes.Contains(b, []byte("memory")) {
+			t.Skip("this host's cgroup v2 has the memory controller: the refusal cannot be shown")
+		}
+	}
+	code, out := e.run("run", "--drain") // --drain: should it start, it ends
+	if code == 0 || !strings.Contains(out, "memory.max") || !strings.Contains(out, "memory controller") {
+		t.Errorf("run with memory_max and no memory controller: exit %d\n%s", code, tail(out))
+	}
+}
