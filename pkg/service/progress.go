@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -26,6 +27,7 @@ type progressReporter struct {
 	stopc  chan struct{}
 	done   chan struct{}
 	once   sync.Once
+	began  atomic.Bool
 }
 
 func newProgress(w io.Writer, log *slog.Logger, counts func() progressCounts) *progressReporter {
@@ -36,14 +38,18 @@ func newProgress(w io.Writer, log *slog.Logger, counts func() progressCounts) *p
 }
 
 func (p *progressReporter) start() {
+	p.began.Store(true)
 	go p.loop()
 }
 
-// stop ends the reports, after a last one; it may be called more than once.
+// stop ends the reports, after a last one; it may be called more than
+// once, and before start (a daemon that failed to start).
 func (p *progressReporter) stop() {
 	p.once.Do(func() {
 		close(p.stopc)
-		<-p.done
+		if p.began.Load() {
+			<-p.done
+		}
 	})
 }
 
