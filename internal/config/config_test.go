@@ -9,6 +9,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -878,5 +879,83 @@ func TestCheckSource(t *testing.T) {
 	}
 	if c.Path() != path {
 		t.Errorf("Path() = %q, want %q", c.Path(), path)
+	}
+}
+
+// The postgres examples of the documentation and of both config.toml
+// files (commented out there) name keys that exist, with valid values.
+func TestPostgresExamples(t *testing.T) {
+	dir := t.TempDir()
+	prog := tool(t, dir)
+	check := func(t *testing.T, text string) {
+		t.Helper()
+		path := writeFile(t, dir, "config.toml", text, 0o644)
+		c, err := Parse(path)
+		if err == nil {
+			err = c.CheckSource()
+		}
+		if err != nil {
+			t.Fatalf("%v\nin:\n%s", err, text)
+		}
+		if c.Source.Type != "postgres" {
+			t.Fatalf("source type %q in:\n%s", c.Source.Type, text)
+		}
+	}
+	read := func(t *testing.T, name string) string {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join("..", "..", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	job := "[job]\ncommand = [\"" + prog + "\", \"{id}\"]\n"
+	for _, doc := range []string{"docs/POSTGRES.md", "README.md"} {
+		t.Run(doc, func(t *testing.T) {
+			blocks := regexp.MustCompile("(?s)```toml\n(.*?)```").FindAllStringSubmatch(read(t, doc), -1)
+			n := 0
+			for _, b := range blocks {
+				if !strings.Contains(b[1], `type = "postgres"`) {
+					continue
+				}
+				n++
+				// Indented inside a list item.
+				check(t, job+regexp.MustCompile(`(?m)^ +`).ReplaceAllString(b[1], ""))
+			}
+			if n == 0 {
+				t.Errorf("no postgres example in %s", doc)
+			}
+		})
+	}
+	for _, file := range []string{"config.toml", "dist/config.toml"} {
+		t.Run(file, func(t *testing.T) {
+			text := read(t, file)
+			i := strings.Index(text, "\n#[source.postgres]\n")
+			if i < 0 {
+				t.Fatalf("no commented-out [source.postgres] in %s", file)
+			}
+			block := text[i+1:]
+			block = block[:strings.Index(block+"\n\n", "\n\n")]
+			var keys []string
+			dsnSeen := false
+			for _, line := range strings.Split(block, "\n") {
+				k, _, isKey := strings.Cut(strings.TrimPrefix(line, "#"), " = ")
+				switch {
+				case line == "#[source.postgres]":
+					keys = append(keys, line[1:])
+				case !isKey || strings.Contains(k, " "):
+					continue // a comment
+				case strings.HasPrefix(k, "dsn") && dsnSeen:
+					continue // exactly one of them
+				default:
+					dsnSeen = dsnSeen || strings.HasPrefix(k, "dsn")
+					keys = append(keys, line[1:])
+				}
+			}
+			if !dsnSeen || len(keys) < 5 {
+				t.Fatalf("too little in the example of %s: %q", file, keys)
+			}
+			check(t, job+"[source]\ntype = \"postgres\"\n"+strings.Join(keys, "\n")+"\n")
+		})
 	}
 }
