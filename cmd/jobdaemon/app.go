@@ -58,6 +58,13 @@ func (a *app) Configure(ctx context.Context, s *service.Settings) error {
 		s.Log.JobIdentifier = filepath.Base(cfg.Job.Command[0])
 	}
 	if command == "run" {
+		if a.cfg == nil {
+			// At start, before the privilege drop: a DSN file may be
+			// root's alone. A reload keeps the source, and reads nothing.
+			if err := readSecrets(cfg); err != nil {
+				return err
+			}
+		}
 		a.pending = cfg
 	}
 	return nil
@@ -228,6 +235,15 @@ func (a *app) Failed() int {
 		return 0
 	}
 	return a.src.Failed()
+}
+
+// CountJobs implements service.JobCounter, for a source that counts its
+// jobs by state.
+func (a *app) CountJobs(ctx context.Context) (map[string]int64, error) {
+	if jc, ok := a.src.(service.JobCounter); ok {
+		return jc.CountJobs(ctx)
+	}
+	return nil, errors.New("the source does not count its jobs")
 }
 
 // Close closes the source and the job log, once the daemon has stopped.

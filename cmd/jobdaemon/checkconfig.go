@@ -22,13 +22,20 @@ func checkConfigCommand() *cobra.Command {
 		Long: `Loads the config file as "run" would: every unknown key, out-of-range
 value, missing user or group, and a command that does not exist or cannot
 be executed is reported with the file, line and key. On success it prints
-the settings in effect, defaults included and paths made absolute.
+the settings in effect, defaults included and paths made absolute, with
+the passwords of DSNs replaced by "xxxxx". A dsn_file or dsn_env is read,
+as the daemon reads it at start-up.
 
 Exits 0 when the file is valid, 78 when it is not.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			path := service.ConfigFile(cmd)
 			cfg, err := readConfig(path)
+			if err == nil {
+				// As the daemon does at start: a dsn_file that is open
+				// to others, or a dsn_env not set, is refused.
+				err = readSecrets(cfg)
+			}
 			if err != nil {
 				fmt.Fprintf(cmd.ErrOrStderr(), "jobdaemon: invalid configuration:\n%v\n", err)
 				return service.Exit(service.ExitConfig)
@@ -37,7 +44,7 @@ Exits 0 when the file is valid, 78 when it is not.`,
 				return nil
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "# %s is valid; the settings in effect:\n", path)
-			if err := toml.NewEncoder(cmd.OutOrStdout()).Encode(cfg); err != nil {
+			if err := toml.NewEncoder(cmd.OutOrStdout()).Encode(printable(cfg)); err != nil {
 				fmt.Fprintf(cmd.ErrOrStderr(), "jobdaemon: print config: %v\n", err)
 				return service.Exit(service.ExitSoftware)
 			}

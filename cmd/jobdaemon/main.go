@@ -1,5 +1,6 @@
 // Command jobdaemon runs a command for every job of a queue, a few at a
-// time: the files that land in a spool directory (the default), as a
+// time: the files that land in a spool directory (the default), or the
+// rows of a PostgreSQL queue that daemons on several hosts share, as a
 // foreground service (systemd, containers, terminals), a classic daemon,
 // or a batch run that exits when the queue is empty.
 //
@@ -26,6 +27,6 @@ func main() {
 		Version:    version,
 		Summary:    "runs a command for every job of a queue, at most max_children at once",
 		ConfigFile: "config.toml",
-		Commands:   []*cobra.Command{submitCommand(), checkConfigCommand()},
+		Commands:   []*cobra.Command{submitCommand(), checkConfigCommand(), pgCommand()},
 	}))
 }

@@ -7,10 +7,12 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	"github.com/jobdaemon/jobdaemon/internal/config"
 	"github.com/jobdaemon/jobdaemon/pkg/jobs"
+	"github.com/jobdaemon/jobdaemon/pkg/jobs/pgqueue"
 	"github.com/jobdaemon/jobdaemon/pkg/jobs/spool"
 	"github.com/jobdaemon/jobdaemon/pkg/service"
 )
@@ -48,21 +50,65 @@ func openSource(ctx context.Context, cfg *config.Config, log *slog.Logger) (sour
 			return nil, fmt.Errorf("open the spool: %w", err)
 		}
 		return spoolSource{sp}, nil
+	case "postgres":
+		return openPostgres(ctx, cfg, log)
 	}
 	return nil, fmt.Errorf("source type %q is not supported by this build", cfg.Source.Type)
 }
 
-// directSubmit returns how "submit" queues a job when no daemon runs: into
-// the source itself, by this process.
-func directSubmit(cfg *config.Config) (func(ctx context.Context, id string, r io.Reader) (string, error), error) {
+// readSecrets reads what the source of cfg needs from files or the
+// environment, at the daemon's start, before it drops its privileges: a
+// DSN file that only root may read.
+func readSecrets(cfg *config.Config) error {
+	if cfg.Source.Type == "postgres" {
+		_, err := cfg.PostgresDSN()
+		return err
+	}
+	return nil
+}
+
+// submitter queues jobs for "submit".
+type submitter interface {
+	// Submit queues the job read from r, named (spool) or keyed
+	// (postgres) id, and returns its id.
+	Submit(ctx context.Context, id string, r io.Reader) (string, error)
+	Close() error
+}
+
+// directSubmit returns how "submit" queues jobs when no daemon runs: into
+// the source itself, by this process. It reads and opens nothing until
+// the first job.
+func directSubmit(cfg *config.Config) (submitter, error) {
 	switch cfg.Source.Type {
 	case "spool":
-		dir := cfg.Source.Spool.Dir
-		return func(_ context.Context, id string, r io.Reader) (string, error) {
-			return spool.SubmitDir(dir, id, r)
-		}, nil
+		return spoolSubmitter(cfg.Source.Spool.Dir), nil
+	case "postgres":
+		return &pgSubmitter{cfg: cfg}, nil
 	}
 	return nil, fmt.Errorf("source type %q is not supported by this build", cfg.Source.Type)
+}
+
+// jobName is the name "submit" gives the job of file without --id: the
+// spool's job files keep their names, while a postgres job gets a row id
+// (--id would make the name its unique key, which is not meant).
+func jobName(cfg *config.Config, file string) string {
+	if cfg.Source.Type == "spool" && file != "-" {
+		return filepath.Base(file)
+	}
+	return ""
+}
+
+// printable returns cfg as check-config prints it: without passwords.
+func printable(cfg *config.Config) *config.Config {
+	c := *cfg
+	p := &c.Source.Postgres
+	if p.DSN != "" {
+		p.DSN = pgqueue.Redact(p.DSN)
+	}
+	if p.ListenDSN != "" {
+		p.ListenDSN = pgqueue.Redact(p.ListenDSN)
+	}
+	return &c
 }
 
 // maxPayload is the largest job the source of cfg takes; 0 when cfg is
@@ -74,9 +120,20 @@ func maxPayload(cfg *config.Config) int64 {
 	switch cfg.Source.Type {
 	case "spool":
 		return int64(cfg.Source.Spool.MaxPayload)
+	case "postgres":
+		return int64(cfg.Source.Postgres.MaxPayload)
 	}
 	return 0
 }
+
+// spoolSubmitter writes job files into the spool directory.
+type spoolSubmitter string
+
+func (dir spoolSubmitter) Submit(_ context.Context, id string, r io.Reader) (string, error) {
+	return spool.SubmitDir(string(dir), id, r)
+}
+
+func (spoolSubmitter) Close() error { return nil }
 
 // spoolSource is the spool as a source.
 type spoolSource struct{ *spool.Spool }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -28,6 +27,11 @@ place, so a daemon never sees half a job. --id names the job (with one
 FILE or -); by default a job takes the name of its file, and standard
 input gets a unique name. A name that already waits in incoming/ is
 refused (one that runs is no obstacle).
+
+With the postgres source, each job becomes a row of the queue, and its
+row id is printed. --id gives the job a unique key: while a job with that
+key waits or runs, submitting another adds nothing and prints the first
+one's id.
 
 When a daemon runs, the jobs go through its control socket, which checks
 the user's rights and the job's size; otherwise they are written into the
@@ -57,11 +61,14 @@ func submit(cmd *cobra.Command, id string, files []string) int {
 	// Only where jobs go is needed: the job's program and user need not
 	// exist on a host that only submits.
 	cfg, err := config.Parse(service.ConfigFile(cmd))
+	if err == nil {
+		err = cfg.CheckSource()
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "jobdaemon: invalid configuration:\n%v\n", err)
 		return service.ExitConfig
 	}
-	submit, err := directSubmit(cfg)
+	sub, err := directSubmit(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "jobdaemon submit: %v\n", err)
 		return service.ExitConfig
@@ -74,12 +81,16 @@ func submit(cmd *cobra.Command, id string, files []string) int {
 		cancel()
 		switch {
 		case err == nil:
-			submit = func(ctx context.Context, name string, r io.Reader) (string, error) {
-				return c.Submit(ctx, name, r)
-			}
+			sub = socketSubmitter{c}
 		case !service.IsNotRunning(err):
 			fmt.Fprintf(stderr, "jobdaemon submit: %v\n", err)
 			return service.ClientExitCode(err)
+		}
+	}
+	if _, viaDaemon := sub.(socketSubmitter); !viaDaemon {
+		if err := readSecrets(cfg); err != nil {
+			fmt.Fprintf(stderr, "jobdaemon: invalid configuration:\n%v\n", err)
+			return service.ExitConfig
 		}
 	}
 	// Every file is opened before the first job is queued: a missing one
@@ -98,14 +109,19 @@ func submit(cmd *cobra.Command, id string, files []string) int {
 		defer f.Close()
 		readers[i] = f
 	}
+	defer func() {
+		if err := sub.Close(); err != nil {
+			fmt.Fprintf(stderr, "jobdaemon submit: %v\n", err)
+		}
+	}()
 	status := service.ExitOK
 	for i, file := range files {
 		name := id
-		if name == "" && file != "-" {
-			name = filepath.Base(file)
+		if name == "" {
+			name = jobName(cfg, file)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		got, err := submit(ctx, name, readers[i])
+		got, err := sub.Submit(ctx, name, readers[i])
 		cancel()
 		if err != nil {
 			fmt.Fprintf(stderr, "jobdaemon submit: %s: %v\n", file, err)
@@ -116,3 +132,12 @@ func submit(cmd *cobra.Command, id string, files []string) int {
 	}
 	return status
 }
+
+// socketSubmitter queues jobs through a running daemon's control socket.
+type socketSubmitter struct{ c *service.Client }
+
+func (s socketSubmitter) Submit(ctx context.Context, id string, r io.Reader) (string, error) {
+	return s.c.Submit(ctx, id, r)
+}
+
+func (socketSubmitter) Close() error { return nil }

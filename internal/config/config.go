@@ -41,8 +41,9 @@ type Config struct {
 	file string     // path as given to Load, for errors
 	idx  *lineIndex // finds the line of a key in file
 
-	cred *syscall.Credential // [daemon] user and group, resolved by Validate
-	gid  int                 // the control socket's group, resolved by Validate; -1 for none
+	cred  *syscall.Credential // [daemon] user and group, resolved by Validate
+	gid   int                 // the control socket's group, resolved by Validate; -1 for none
+	pgDSN string              // the postgres DSN, once PostgresDSN has read it
 }
 
 // Settings returns the service's settings of c: its [daemon], [pool],
@@ -66,8 +67,10 @@ type Job struct {
 	// Command is the program and its arguments, run without a shell for
 	// each job; required. Command[0] is a path, or a name looked up in PATH
 	// when Load runs and replaced by the absolute path found. Arguments
-	// that are exactly one of the placeholders ({path}, {name}, {id},
-	// {slot}, {attempt}) are replaced per job; a placeholder inside a
+	// that are exactly one of the placeholders that the source fills in
+	// (Placeholders: {path}, {name}, {id}, {slot} and {attempt} for the
+	// spool; {id}, {slot} and {attempt} for postgres) are replaced per
+	// job, and another source's are refused; a placeholder inside a
 	// longer argument ("{path}.png") is an error, since nothing is
 	// interpolated. An argument with whitespace inside its braces (an awk
 	// program, say) is not taken for a placeholder.
@@ -95,11 +98,16 @@ type Job struct {
 
 // Source is the [source] table.
 type Source struct {
-	// Type is the kind of job source: "spool" (the default). "postgres" is
-	// planned and refused by this build.
+	// Type is the kind of job source: "spool" (the default), a directory
+	// on this host, or "postgres", a queue table that daemons on several
+	// hosts share. Each fills in its own placeholders of job.command
+	// (Placeholders).
 	Type string `toml:"type"`
 	// Spool is the [source.spool] table, used when Type is "spool".
 	Spool Spool `toml:"spool"`
+	// Postgres is the [source.postgres] table, used when Type is
+	// "postgres".
+	Postgres Postgres `toml:"postgres"`
 }
 
 // Spool is the [source.spool] table.
@@ -135,6 +143,7 @@ func Default() *Config {
 				MaxPayload:     64 << 20,
 				RescanInterval: Duration(10 * time.Second),
 			},
+			Postgres: defaultPostgres(),
 		},
 		gid: -1,
 	}
@@ -230,6 +239,7 @@ func (c *Config) resolvePaths(dir string) error {
 	}
 	abs(&c.Daemon.PIDFile)
 	abs(&c.Source.Spool.Dir)
+	abs(&c.Source.Postgres.DSNFile)
 	abs(&c.Control.Socket)
 	abs(&c.Log.JobLog)
 	abs(&c.Log.File)

@@ -9,6 +9,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -134,6 +135,16 @@ type = "spool"
 dir = "/srv/spool"
 max_payload = "10KB"
 rescan_interval = "1m"
+[source.postgres]
+dsn = "host=db.example dbname=jobs"
+listen_dsn = "host=pg.example dbname=jobs"
+listen = true
+schema = "jd"
+queue = "mail"
+lease_ttl = "20s"
+poll_interval = "250ms"
+retention = "0"
+max_payload = "1MiB"
 
 [control]
 socket = "/run/jd/control.sock"
@@ -160,7 +171,10 @@ job_identifier = "tool"
 		Job: Job{Command: []string{prog, "{path}", "--slot", "{slot}", "awk '{print $1}'"}, WorkingDir: "/tmp",
 			Env: map[string]string{"LANG": "C.UTF-8", "DOTTED.NAME": "x"}, InheritEnv: []string{"HOME", "TZ"},
 			MaxAttempts: 5, Backoff: 0},
-		Source:  Source{Type: "spool", Spool: Spool{Dir: "/srv/spool", MaxPayload: 10 << 10, RescanInterval: Duration(time.Minute)}},
+		Source: Source{Type: "spool", Spool: Spool{Dir: "/srv/spool", MaxPayload: 10 << 10, RescanInterval: Duration(time.Minute)},
+			Postgres: Postgres{DSN: "host=db.example dbname=jobs", ListenDSN: "host=pg.example dbname=jobs", Listen: true,
+				Schema: "jd", Queue: "mail", LeaseTTL: Duration(20 * time.Second), PollInterval: Duration(250 * time.Millisecond),
+				Retention: 0, MaxPayload: 1 << 20}},
 		Control: service.ControlSettings{Socket: "/run/jd/control.sock"},
 		Log: Log{LogSettings: service.LogSettings{Level: "trace", JobOutput: "debug", Format: "json",
 			Target: "file", File: "/var/log/jd/daemon.log", JobFacility: "local3", JobIdentifier: "tool"},
@@ -381,6 +395,9 @@ func TestErrors(t *testing.T) {
 	prog := tool(t, dir)
 	writeFile(t, dir, "notexec", "#!/bin/sh\n", 0o644)
 	cmd := withCommand(prog)
+	// A postgres source, and its [source.postgres] table, whose keys
+	// start at line 6.
+	pg := "[job]\ncommand = [\"" + prog + "\", \"{id}\"]\n[source]\ntype = \"postgres\"\n[source.postgres]\n"
 	tests := []struct {
 		name     string
 		text     string
@@ -434,8 +451,23 @@ func TestErrors(t *testing.T) {
 		{"level", cmd + "[log]\nlevel = \"verbose\"\n", 4, "log.level", `unknown level "verbose": use "trace"`},
 		{"job_output", cmd + "[log]\njob_output = \"loud\"\n", 4, "log.job_output", `unknown level "loud"`},
 		{"format", cmd + "[log]\nformat = \"xml\"\n", 4, "log.format", `unknown format "xml": use "auto", "text" or "json"`},
-		{"source type", cmd + "[source]\ntype = \"kafka\"\n", 4, "source.type", `unknown source "kafka"`},
-		{"postgres", cmd + "[source]\ntype = \"postgres\"\n", 4, "source.type", `"postgres" is not supported yet in this build`},
+		{"source type", cmd + "[source]\ntype = \"kafka\"\n", 4, "source.type", `unknown source "kafka": use "spool" or "postgres"`},
+		{"postgres without dsn", cmd + "[source]\ntype = \"postgres\"\n", 4, "source.type", `"postgres" needs the database: set one of dsn, dsn_file or dsn_env`},
+		{"two dsns", pg + "dsn = \"host=db\"\n\ndsn_env = \"DATABASE_URL\"\n", 8, "source.postgres.dsn_env", "dsn is set too: set exactly one of dsn, dsn_file and dsn_env"},
+		{"three dsns", pg + "dsn_env = \"X\"\ndsn_file = \"/etc/pg\"\ndsn = \"host=db\"\n", 7, "source.postgres.dsn_file", "dsn is set too"},
+		{"path with postgres", "[job]\ncommand = [\"" + prog + "\", \"{id}\", \"{path}\"]\n[source]\ntype = \"postgres\"\n[source.postgres]\ndsn = \"host=db\"\n", 2, "job.command",
+			`argument 2 {path} is not filled in with source.type = "postgres", whose placeholders are {id}, {slot}, {attempt}; a postgres job is a row, not a file: its payload is the command's standard input`},
+		{"name with postgres", "[source]\ntype = \"postgres\"\n[job]\ncommand = [\"" + prog + "\", \"{name}\"]\n[source.postgres]\ndsn = \"host=db\"\n", 4, "job.command", "argument 1 {name} is not filled in"},
+		{"dsn_env name", pg + "dsn_env = \"A=B\"\n", 6, "source.postgres.dsn_env", `contains "="`},
+		{"dsn_env inherited", "[job]\ncommand = [\"" + prog + "\"]\ninherit_env = [\"DATABASE_URL\"]\n[source]\ntype = \"postgres\"\n[source.postgres]\ndsn_env = \"DATABASE_URL\"\n", 7, "source.postgres.dsn_env", "would hand the database's password to every job"},
+		{"schema", pg + "dsn = \"x\"\nschema = \"Jobs\"\n", 7, "source.postgres.schema", "lower-case letters"},
+		{"queue", pg + "dsn = \"x\"\nqueue = \"\"\n", 7, "source.postgres.queue", "1 to 200 bytes"},
+		{"lease_ttl", pg + "dsn = \"x\"\nlease_ttl = \"500ms\"\n", 7, "source.postgres.lease_ttl", "500ms is under the minimum of 1s"},
+		{"poll_interval", pg + "dsn = \"x\"\npoll_interval = \"0s\"\n", 7, "source.postgres.poll_interval", "must be positive"},
+		{"retention", pg + "dsn = \"x\"\nretention = \"-1h\"\n", 7, "source.postgres.retention", "is negative"},
+		{"pg max_payload", pg + "dsn = \"x\"\nmax_payload = \"2GiB\"\n", 7, "source.postgres.max_payload", "use 1B to 1GiB"},
+		{"listen_dsn without listen", pg + "dsn = \"x\"\nlisten = false\nlisten_dsn = \"host=pg\"\n", 8, "source.postgres.listen_dsn", "listen = false"},
+		{"pg typo", pg + "dsn = \"x\"\nlease_tll = \"5s\"\n", 7, "source.postgres.lease_tll", `did you mean "lease_ttl"?`},
 		{"empty spool dir", cmd + "[source.spool]\ndir = \"\"\n", 4, "source.spool.dir", "required"},
 		{"long socket", cmd + "[control]\nsocket = \"/" + strings.Repeat("s", 120) + "\"\n", 4, "control.socket", "a Unix socket path holds at most 107"},
 		{"missing user", "[daemon]\nuser = \"no-such-user-jd\"\n" + cmd, 2, "daemon.user", `no user "no-such-user-jd" on this host`},
@@ -722,5 +754,208 @@ func TestCredential(t *testing.T) {
 	cr = load("user = \"0\"\ngroup = \"nogroup\"").Credential()
 	if cr == nil || cr.Uid != 0 || strconv.Itoa(int(cr.Gid)) != nogroup.Gid {
 		t.Errorf("uid 0 with group nogroup (%s): %+v", nogroup.Gid, cr)
+	}
+}
+
+// The DSN of a postgres source comes from exactly one place; a dsn_file
+// that others may read or change is refused before it is read, with the
+// line of dsn_file, and no error shows the DSN.
+func TestPostgresDSN(t *testing.T) {
+	dir := t.TempDir()
+	prog := tool(t, dir)
+	const secret = "host=db user=jd password=s3cret-Pw"
+	load := func(t *testing.T, table string) *Config {
+		t.Helper()
+		path := writeFile(t, dir, "config.toml", "[job]\ncommand = [\""+prog+"\", \"{id}\"]\n"+
+			"[source]\ntype = \"postgres\"\n[source.postgres]\n"+table, 0o644)
+		c, err := Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	dsnFile := func(t *testing.T, content string, mode os.FileMode) *Config {
+		t.Helper()
+		p := writeFile(t, dir, "secrets/pg.dsn", content, 0o600)
+		if err := os.Chmod(p, mode); err != nil { // past the umask
+			t.Fatal(err)
+		}
+		return load(t, "\ndsn_file = \"secrets/pg.dsn\"\n") // line 7
+	}
+	check := func(t *testing.T, c *Config, want, wantErr string) {
+		t.Helper()
+		got, err := c.PostgresDSN()
+		switch {
+		case wantErr == "" && (err != nil || got != want):
+			t.Errorf("PostgresDSN() = %q, %v; want %q", got, err, want)
+		case wantErr != "" && err == nil:
+			t.Errorf("PostgresDSN() = %q; want an error with %q", got, wantErr)
+		case wantErr != "":
+			if !strings.Contains(err.Error(), wantErr) {
+				t.Errorf("PostgresDSN() error %q; want %q", err, wantErr)
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("the error shows the password: %v", err)
+			}
+			var e *Error
+			if !errors.As(err, &e) || e.File != c.file || e.Line == 0 {
+				t.Errorf("error without file and line: %#v", err)
+			}
+		}
+	}
+
+	t.Run("dsn", func(t *testing.T) { check(t, load(t, "dsn = \""+secret+"\"\n"), secret, "") })
+	t.Run("file", func(t *testing.T) {
+		c := dsnFile(t, "\n  "+secret+"\n\n", 0o600)
+		if c.Source.Postgres.DSNFile != filepath.Join(dir, "secrets/pg.dsn") {
+			t.Errorf("dsn_file %q is not made absolute", c.Source.Postgres.DSNFile)
+		}
+		check(t, c, secret, "")
+		// Read once: the daemon reads it before dropping its privileges.
+		os.Chmod(c.Source.Postgres.DSNFile, 0o644)
+		check(t, c, secret, "")
+	})
+	t.Run("file 0640", func(t *testing.T) { check(t, dsnFile(t, secret, 0o640), secret, "") })
+	t.Run("file 0400", func(t *testing.T) { check(t, dsnFile(t, secret, 0o400), secret, "") })
+	t.Run("world-readable", func(t *testing.T) {
+		check(t, dsnFile(t, secret, 0o644), "", ":7: source.postgres.dsn_file: \""+dir+"/secrets/pg.dsn\" is open to other users (mode 0644)")
+	})
+	t.Run("group-writable", func(t *testing.T) { check(t, dsnFile(t, secret, 0o660), "", "may be changed by its group (mode 0660)") })
+	t.Run("empty", func(t *testing.T) { check(t, dsnFile(t, " \n", 0o600), "", "is empty") })
+	t.Run("missing", func(t *testing.T) {
+		check(t, load(t, "dsn_file = \"/nonexistent/pg.dsn\"\n"), "", `"/nonexistent/pg.dsn": no such file or directory`)
+	})
+	t.Run("directory", func(t *testing.T) {
+		os.MkdirAll(filepath.Join(dir, "dsndir"), 0o700)
+		check(t, load(t, "dsn_file = \"dsndir\"\n"), "", "is not a regular file")
+	})
+	t.Run("another user's", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("needs root to give the file away")
+		}
+		c := dsnFile(t, secret, 0o600)
+		if err := os.Chown(c.Source.Postgres.DSNFile, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		check(t, c, "", "belongs to uid 65534, neither root nor this process's user")
+	})
+	t.Run("env", func(t *testing.T) {
+		t.Setenv("JD_TEST_DSN", secret)
+		check(t, load(t, "dsn_env = \"JD_TEST_DSN\"\n"), secret, "")
+	})
+	t.Run("env unset", func(t *testing.T) {
+		check(t, load(t, "dsn_env = \"JD_TEST_NO_SUCH_DSN\"\n"), "", ":6: source.postgres.dsn_env: the environment variable JD_TEST_NO_SUCH_DSN is not set")
+	})
+}
+
+// Each source declares its placeholders; the spool's include the file's.
+func TestPlaceholdersPerSource(t *testing.T) {
+	if got := SourceTypes(); !slices.Equal(got, []string{"spool", "postgres"}) {
+		t.Errorf("SourceTypes() = %v", got)
+	}
+	if got := Placeholders("spool"); !slices.Equal(got, placeholders) {
+		t.Errorf("spool placeholders %v, want all of %v", got, placeholders)
+	}
+	if got := Placeholders("postgres"); slices.Contains(got, PlaceholderPath) || slices.Contains(got, PlaceholderName) || !slices.Contains(got, PlaceholderID) {
+		t.Errorf("postgres placeholders %v", got)
+	}
+	if Placeholders("kafka") != nil {
+		t.Error("an unknown source has placeholders")
+	}
+}
+
+// CheckSource looks at the source alone: a host that only submits need
+// not have the job's program.
+func TestCheckSource(t *testing.T) {
+	dir := t.TempDir()
+	path := writeFile(t, dir, "config.toml", "[job]\ncommand = [\"/nonexistent/prog\", \"{path}\"]\n[source]\ntype = \"postgres\"\n[source.postgres]\ndsn = \"host=db\"\n", 0o644)
+	c, err := Parse(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := errorList(t, c.CheckSource())
+	if len(errs) != 1 || errs[0].Key != "job.command" || errs[0].Line != 2 || !strings.Contains(errs[0].Msg, "{path} is not filled in") {
+		t.Errorf("CheckSource() = %v; want only the {path} placeholder refused, at line 2", errs)
+	}
+	if c.Path() != path {
+		t.Errorf("Path() = %q, want %q", c.Path(), path)
+	}
+}
+
+// The postgres examples of the documentation and of both config.toml
+// files (commented out there) name keys that exist, with valid values.
+func TestPostgresExamples(t *testing.T) {
+	dir := t.TempDir()
+	prog := tool(t, dir)
+	check := func(t *testing.T, text string) {
+		t.Helper()
+		path := writeFile(t, dir, "config.toml", text, 0o644)
+		c, err := Parse(path)
+		if err == nil {
+			err = c.CheckSource()
+		}
+		if err != nil {
+			t.Fatalf("%v\nin:\n%s", err, text)
+		}
+		if c.Source.Type != "postgres" {
+			t.Fatalf("source type %q in:\n%s", c.Source.Type, text)
+		}
+	}
+	read := func(t *testing.T, name string) string {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join("..", "..", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	job := "[job]\ncommand = [\"" + prog + "\", \"{id}\"]\n"
+	for _, doc := range []string{"docs/POSTGRES.md", "README.md"} {
+		t.Run(doc, func(t *testing.T) {
+			blocks := regexp.MustCompile("(?s)```toml\n(.*?)```").FindAllStringSubmatch(read(t, doc), -1)
+			n := 0
+			for _, b := range blocks {
+				if !strings.Contains(b[1], `type = "postgres"`) {
+					continue
+				}
+				n++
+				// Indented inside a list item.
+				check(t, job+regexp.MustCompile(`(?m)^ +`).ReplaceAllString(b[1], ""))
+			}
+			if n == 0 {
+				t.Errorf("no postgres example in %s", doc)
+			}
+		})
+	}
+	for _, file := range []string{"config.toml", "dist/config.toml"} {
+		t.Run(file, func(t *testing.T) {
+			text := read(t, file)
+			i := strings.Index(text, "\n#[source.postgres]\n")
+			if i < 0 {
+				t.Fatalf("no commented-out [source.postgres] in %s", file)
+			}
+			block := text[i+1:]
+			block = block[:strings.Index(block+"\n\n", "\n\n")]
+			var keys []string
+			dsnSeen := false
+			for _, line := range strings.Split(block, "\n") {
+				k, _, isKey := strings.Cut(strings.TrimPrefix(line, "#"), " = ")
+				switch {
+				case line == "#[source.postgres]":
+					keys = append(keys, line[1:])
+				case !isKey || strings.Contains(k, " "):
+					continue // a comment
+				case strings.HasPrefix(k, "dsn") && dsnSeen:
+					continue // exactly one of them
+				default:
+					dsnSeen = dsnSeen || strings.HasPrefix(k, "dsn")
+					keys = append(keys, line[1:])
+				}
+			}
+			if !dsnSeen || len(keys) < 5 {
+				t.Fatalf("too little in the example of %s: %q", file, keys)
+			}
+			check(t, job+"[source]\ntype = \"postgres\"\n"+strings.Join(keys, "\n")+"\n")
+		})
 	}
 }

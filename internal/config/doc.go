@@ -28,11 +28,23 @@
 //	backoff = "10s"        # first retry delay; doubles, with jitter
 //
 //	[source]
-//	type = "spool"
+//	type = "spool"         # or "postgres": a queue that several hosts share
 //	[source.spool]
 //	dir = "/var/spool/jobdaemon"
 //	max_payload = "64MiB"  # larger job files are refused
 //	rescan_interval = "10s"
+//	[source.postgres]      # exactly one of dsn, dsn_file, dsn_env
+//	dsn = ""               # libpq connection string (URL or key=value)
+//	dsn_file = ""          # a file holding it, 0600 (systemd: LoadCredential=)
+//	dsn_env = ""           # the environment variable holding it
+//	listen = true          # LISTEN for new jobs; false: poll only
+//	listen_dsn = ""        # LISTEN through this DSN (PgBouncer: PostgreSQL itself)
+//	schema = "jobdaemon"   # made by "jobdaemon pg migrate"
+//	queue = "default"
+//	lease_ttl = "60s"      # a dead host's jobs run elsewhere within it
+//	poll_interval = "1s"
+//	retention = "168h"     # completed rows kept; "0" keeps them
+//	max_payload = "16MiB"  # at most 1GiB
 //
 //	[control]
 //	socket = "/run/jobdaemon/control.sock"  # "" opens none
@@ -43,16 +55,27 @@
 //	format = "auto"        # auto|text|json
 //	joblog = ""            # one line per finished job, like GNU parallel's --joblog
 //
-// Relative paths (pid_file, source.spool.dir, control.socket, log.joblog,
-// job.working_dir, and a job.command[0] with a slash in it) are taken
-// relative to the directory of the configuration file, not the working
-// directory, so that a configuration means the same wherever the daemon is
-// started from.
+// Relative paths (pid_file, source.spool.dir, source.postgres.dsn_file,
+// control.socket, log.joblog, job.working_dir, and a job.command[0] with a
+// slash in it) are taken relative to the directory of the configuration
+// file, not the working directory, so that a configuration means the same
+// wherever the daemon is started from.
 //
 // The job command runs without a shell. Its arguments may be placeholders,
 // each a whole argument: {path}, {name}, {id}, {slot}, {attempt}. There is
 // no interpolation inside a string: "{path}.png" is refused, and a wrapper
-// script builds such names.
+// script builds such names. Each source type fills in its own, declared
+// beside the list of types (Placeholders): {path} and {name} are the
+// spool's job file; a postgres job is a row, whose payload is the
+// command's standard input and whose id is {id}, so Validate refuses
+// {path} and {name} there.
+//
+// The DSN of a postgres source is never in an error or in what the
+// binary prints. Validate checks that exactly one of dsn, dsn_file and
+// dsn_env is set; PostgresDSN reads it, once, checking a dsn_file's type,
+// mode and owner before reading it (the daemon does so at start-up,
+// before it drops its privileges). The [source] tables need a restart:
+// none of their keys is tagged reload:"live".
 //
 // Mistakes are reported as "file:line: key: what is wrong and the fix",
 // as many at once as can be found: a TOML syntax error stops the reading;

@@ -68,19 +68,7 @@ func (c *Config) Validate() error {
 
 	v.job(&c.Job)
 
-	switch c.Source.Type {
-	case "spool":
-		s := &c.Source.Spool
-		v.path("source.spool.dir", s.Dir, false)
-		if s.MaxPayload <= 0 {
-			v.fail("source.spool.max_payload", nil, "must be positive, such as \"64MiB\"")
-		}
-		v.positive("source.spool.rescan_interval", s.RescanInterval, "10s")
-	case "postgres":
-		v.fail("source.type", nil, "\"postgres\" is not supported yet in this build: use \"spool\"")
-	default:
-		v.fail("source.type", nil, "unknown source %q: use \"spool\"", c.Source.Type)
-	}
+	v.source(c)
 	return v.err()
 }
 

@@ -25,6 +25,10 @@ type StatusReply struct {
 	// Warnings are conditions an operator should fix, such as jobs
 	// running as root.
 	Warnings []string `json:"warnings,omitempty"`
+	// SourceJobs are the jobs of the source by state ("available",
+	// "running", "failed"...), when the source can count them: for a
+	// queue that several daemons share, all of theirs.
+	SourceJobs map[string]int64 `json:"source_jobs,omitempty"`
 }
 
 // ReloadReply is the answer to a reload that succeeded.

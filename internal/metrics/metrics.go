@@ -73,6 +73,14 @@ func New(status func() jobs.Status) *Metrics {
 	return m
 }
 
+// CountJobs adds the gauge jobdaemon_source_jobs{state}: the jobs of the
+// source by state, as count returns them at each scrape. An error from
+// count leaves the gauge out of that scrape. Call it once, before the
+// first scrape.
+func (m *Metrics) CountJobs(count func() (map[string]int64, error)) {
+	m.reg.MustRegister(&countCollector{count: count})
+}
+
 // Handler serves the metrics in Prometheus's text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
@@ -161,4 +169,25 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descSaturated, prometheus.CounterValue, s.Saturated.Seconds())
 	ch <- prometheus.MustNewConstMetric(descReloads, prometheus.CounterValue, float64(s.Reloads), "ok")
 	ch <- prometheus.MustNewConstMetric(descReloads, prometheus.CounterValue, float64(s.ReloadsFailed), "failed")
+}
+
+// countCollector turns the source's counts into one gauge per state.
+type countCollector struct {
+	count func() (map[string]int64, error)
+}
+
+var descSourceJobs = prometheus.NewDesc("jobdaemon_source_jobs",
+	"Jobs in the source, by state, as the source counts them: for a queue that several daemons share, all of theirs.",
+	[]string{"state"}, nil)
+
+func (c *countCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descSourceJobs }
+
+func (c *countCollector) Collect(ch chan<- prometheus.Metric) {
+	counts, err := c.count()
+	if err != nil {
+		return
+	}
+	for state, n := range counts {
+		ch <- prometheus.MustNewConstMetric(descSourceJobs, prometheus.GaugeValue, float64(n), state)
+	}
 }

@@ -82,3 +82,34 @@ func TestScrape(t *testing.T) {
 		t.Error("queue depth reported for a source that does not know it")
 	}
 }
+
+// The source's counts by state become one gauge each; a count that fails
+// leaves the gauge out, and the rest of the scrape stands.
+func TestCountJobs(t *testing.T) {
+	m := New(func() jobs.Status { return jobs.Status{Queued: -1} })
+	var fail bool
+	m.CountJobs(func() (map[string]int64, error) {
+		if fail {
+			return nil, io.ErrUnexpectedEOF
+		}
+		return map[string]int64{"available": 7, "running": 2, "failed": 1}, nil
+	})
+	scrape := func() string {
+		rec := httptest.NewRecorder()
+		m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		if rec.Code != 200 {
+			t.Fatalf("scrape: %d\n%s", rec.Code, rec.Body)
+		}
+		return rec.Body.String()
+	}
+	text := scrape()
+	for _, want := range []string{`jobdaemon_source_jobs{state="available"} 7`, `jobdaemon_source_jobs{state="running"} 2`, `jobdaemon_source_jobs{state="failed"} 1`} {
+		if !strings.Contains(text, want) {
+			t.Errorf("scrape lacks %q", want)
+		}
+	}
+	fail = true
+	if text := scrape(); strings.Contains(text, "jobdaemon_source_jobs{") || !strings.Contains(text, "jobdaemon_children_max") {
+		t.Errorf("after a failed count:\n%s", text)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/jobdaemon/jobdaemon/internal/control"
 	"github.com/jobdaemon/jobdaemon/pkg/jobs"
@@ -35,7 +36,26 @@ func (b *backend) Status() control.StatusReply {
 	b.mu.Lock()
 	warnings := append([]string(nil), b.warnings...)
 	b.mu.Unlock()
-	return control.StatusReply{Status: b.d.Status(), Version: b.version, Manager: b.manager, User: b.user, Warnings: warnings}
+	// Counted first: a source may count its depth in the same look.
+	counts, _ := countJobs(b.app)
+	return control.StatusReply{Status: b.d.Status(), Version: b.version, Manager: b.manager, User: b.user,
+		Warnings: warnings, SourceJobs: counts}
+}
+
+// countTimeout bounds a JobCounter: a status or a scrape must not hang on
+// the source.
+const countTimeout = time.Second
+
+// countJobs asks the application's JobCounter, if it has one, for its
+// counts; nil, nil without one.
+func countJobs(app jobs.Source) (map[string]int64, error) {
+	jc, ok := app.(JobCounter)
+	if !ok {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), countTimeout)
+	defer cancel()
+	return jc.CountJobs(ctx)
 }
 
 // userName names the user the process runs as; it does not change once

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -154,6 +156,13 @@ func (s *service) printStatus(st *control.StatusReply) {
 	}
 	fmt.Fprintf(w, "pool: %d/%d busy, %s queued, all busy for %s\n", st.Busy, st.MaxChildren, queued, st.Saturated.Round(time.Second))
 	fmt.Fprintf(w, "jobs: %d started, %d succeeded, %d failed, %d retries\n", st.Started, st.Succeeded, st.Failed, st.Retried)
+	if len(st.SourceJobs) > 0 {
+		var counts []string
+		for _, state := range slices.Sorted(maps.Keys(st.SourceJobs)) {
+			counts = append(counts, fmt.Sprintf("%d %s", st.SourceJobs[state], state))
+		}
+		fmt.Fprintf(w, "source: %s\n", strings.Join(counts, ", "))
+	}
 	fmt.Fprintf(w, "reloads: %d, %d refused\n", st.Reloads, st.ReloadsFailed)
 	if st.Isolation != "" {
 		fmt.Fprintf(w, "jobs run in %s\n", st.Isolation)

@@ -157,6 +157,9 @@ func (r *daemonRun) start(drain bool, sink func(jobs.Line)) (code int, err error
 	}
 	// Scraped through the control socket, which serves once r.d is set.
 	m := metrics.New(func() jobs.Status { return r.d.Status() })
+	if _, ok := r.svc.app.(JobCounter); ok {
+		m.CountJobs(func() (map[string]int64, error) { return countJobs(r.svc.app) })
+	}
 	opts.Observer = observers(m, r.svc.opts.Jobs.Observer)
 	if r.d, err = jobs.New(r.svc.app, opts); err != nil {
 		return ExitConfig, err

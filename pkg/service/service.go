@@ -86,6 +86,18 @@ type FailedCounter interface {
 	Failed() int
 }
 
+// JobCounter is an optional hook of an application whose source counts
+// its jobs by state ("available", "running", "failed"...), beyond the
+// number waiting that jobs.Depther gives: "status" shows the counts, and
+// /metrics exports them as jobdaemon_source_jobs{state}. For a queue that
+// several daemons share, they are the queue's, not this daemon's.
+// CountJobs is called at each status request and scrape, never on the
+// dispatcher goroutine, with a context that ends after a second; an error
+// leaves the counts out of that answer.
+type JobCounter interface {
+	CountJobs(ctx context.Context) (map[string]int64, error)
+}
+
 // ErrBadJob marks a submitted job that the source refuses for what it is.
 var ErrBadJob = control.ErrBadRequest
 

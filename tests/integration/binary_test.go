@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jobdaemon/jobdaemon/internal/pgtest"
 )
 
 var binary string // the jobdaemon binary built for the tests
@@ -32,7 +34,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build jobdaemon:", err)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := pgtest.Main(m) // stops the package's PostgreSQL server, if a test started it
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -145,9 +145,22 @@ func TestOpenWrongPassword(t *testing.T) {
 			t.Errorf("the password shows:\n%v\n%s", err, logs.String())
 		}
 	}
+	// Connect, for short tasks, says the same at once; so does MigrateDSN.
+	wrongDSN := strings.Replace(dsn, "user=postgres", "user=pgq_pw password="+wrong, 1)
+	if _, err := pgqueue.Connect(ctx, wrongDSN); !errors.Is(err, pgqueue.ErrAuth) || strings.Contains(err.Error(), wrong) {
+		t.Errorf("Connect with a wrong password: %v", err)
+	}
+	if err := pgqueue.MigrateDSN(ctx, wrongDSN, pgqueue.DefaultSchema); !errors.Is(err, pgqueue.ErrAuth) || strings.Contains(err.Error(), wrong) {
+		t.Errorf("MigrateDSN with a wrong password: %v", err)
+	}
 	// The right one works.
 	right := strings.Replace(dsn, "user=postgres", "user=pgq_pw password=the-right-one", 1)
 	openQueue(t, pgqueue.Options{DSN: right})
+	conn, err := pgqueue.Connect(ctx, right)
+	if err != nil {
+		t.Fatalf("Connect: %v", err)
+	}
+	conn.Close(ctx)
 }
 
 // A database without the schema: Open says to migrate, at once.

@@ -136,6 +136,22 @@ func connectError(cfg *pgx.ConnConfig, err error) error {
 	return fmt.Errorf("connect to %s: %w", where(cfg), err)
 }
 
+// Connect connects to the database of dsn, trying once, for a short task
+// such as enqueueing from a command line (Enqueue with the connection).
+// Its errors name the server and the reason, wrap ErrAuth when the
+// server refused the credentials, and never show the DSN's password.
+func Connect(ctx context.Context, dsn string) (*pgx.Conn, error) {
+	cfg, err := parseDSN(dsn)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
+	if err != nil {
+		return nil, connectError(cfg.ConnConfig, err)
+	}
+	return conn, nil
+}
+
 func isAuth(err error) bool {
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) {

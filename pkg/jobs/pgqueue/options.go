@@ -23,6 +23,8 @@ const (
 	DefaultPollInterval = time.Second
 	DefaultRetention    = 7 * 24 * time.Hour
 	DefaultMaxPayload   = 16 << 20
+	// MinLeaseTTL is the shortest Options.LeaseTTL.
+	MinLeaseTTL = time.Second
 	// KeepForever, as Options.Retention, never prunes completed jobs.
 	KeepForever time.Duration = -1
 )
@@ -101,8 +103,8 @@ func (o *Options) withDefaults() error {
 	if o.LeaseTTL == 0 {
 		o.LeaseTTL = DefaultLeaseTTL
 	}
-	if o.LeaseTTL < time.Second {
-		return fmt.Errorf("lease TTL %v is under the minimum of 1s", o.LeaseTTL)
+	if o.LeaseTTL < MinLeaseTTL {
+		return fmt.Errorf("lease TTL %v is under the minimum of %v", o.LeaseTTL, MinLeaseTTL)
 	}
 	if o.PollInterval <= 0 {
 		o.PollInterval = DefaultPollInterval
@@ -119,6 +121,15 @@ func (o *Options) withDefaults() error {
 	}
 	return nil
 }
+
+// CheckSchema returns nil when name can be Options.Schema, and otherwise
+// an error wrapping ErrBadName that says which names can: for checking a
+// configuration before Open.
+func CheckSchema(name string) error { return checkSchema(name) }
+
+// CheckQueue returns nil when name can be Options.Queue, and otherwise an
+// error wrapping ErrBadName that says which names can.
+func CheckQueue(name string) error { return checkQueue(name) }
 
 // checkQueue accepts a queue name of 1 to 200 bytes of printable UTF-8.
 func checkQueue(q string) error {

@@ -321,13 +321,9 @@ func migrateTx(ctx context.Context, tx pgx.Tx, schema string) error {
 // disconnects. It tries once: an unreachable server is an error. Errors
 // never show the DSN's password.
 func MigrateDSN(ctx context.Context, dsn, schema string) error {
-	cfg, err := parseDSN(dsn)
+	conn, err := Connect(ctx, dsn)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
-	}
-	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
-	if err != nil {
-		return fmt.Errorf("migrate: %w", connectError(cfg.ConnConfig, err))
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	return Migrate(ctx, conn, schema)
