@@ -533,7 +533,8 @@ func TestPackage(t *testing.T) {
 		t.Fatal(err)
 	}
 	if st := pkgStatus(t); st != "" && st != "un" {
-		t.Fatalf("the package jobdaemon is installed on this machine already (%s): the test would remove it", st)
+		t.Fatalf("the package jobdaemon is installed on this machine already (%s): the test would remove it "+
+			"(if a killed run of this test left it, purge it: dpkg --purge jobdaemon)", st)
 	}
 	for _, p := range []string{"/usr/bin/jobdaemon", "/etc/jobdaemon", "/var/lib/jobdaemon", "/var/log/jobdaemon", "/etc/init.d/jobdaemon"} {
 		if pkgExists(p) {
