@@ -6,7 +6,8 @@
 //
 // It is package service driven by config.toml: "jobdaemon help" lists
 // the commands, and config.toml at the root of the repository shows every
-// setting.
+// setting. Every command reads --config, by default $JOBDAEMON_CONFIG or
+// else /etc/jobdaemon/config.toml, the file the Debian package installs.
 package main
 
 import (
@@ -23,10 +24,9 @@ var version = ""
 
 func main() {
 	os.Exit(service.Main(newApp(), service.Options{
-		Name:       "jobdaemon",
-		Version:    version,
-		Summary:    "runs a command for every job of a queue, at most max_children at once",
-		ConfigFile: "config.toml",
-		Commands:   []*cobra.Command{submitCommand(), checkConfigCommand(), pgCommand()},
+		Name:     "jobdaemon",
+		Version:  version,
+		Summary:  "runs a command for every job of a queue, at most max_children at once",
+		Commands: []*cobra.Command{submitCommand(), checkConfigCommand(), pgCommand()},
 	}))
 }

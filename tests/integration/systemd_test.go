@@ -179,7 +179,7 @@ func writeSdConfig(t *testing.T, edit func(string) string) {
 	s := strings.NewReplacer(
 		`user = "jobdaemon"`, `user = "nobody"`,
 		`group = "jobdaemon"`, `group = "nogroup"`,
-		"/usr/local/bin/process-job", sdWork+"/job.sh",
+		"/usr/libexec/jobdaemon/example-job", sdWork+"/job.sh",
 		"/var/lib/jobdaemon/spool", sdState+"/spool",
 	).Replace(string(cfg))
 	if edit != nil {
