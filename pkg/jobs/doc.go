@@ -51,6 +51,19 @@
 // worker that dies mid-job fails that job with its exit status and is
 // replaced.
 //
+// A Commander whose jobs are a script in PHP, Python or any language can
+// run them in command workers instead of a process each: WorkerCommand
+// (the hook WorkerCommander) returns the command, started once per slot
+// and kept; it reads one job per line on its standard input and answers
+// each on file descriptor 3 (docs/WORKER-PROTOCOL.md), and its standard
+// output and error stay the jobs' log. Command workers and Go workers share
+// one path through the dispatcher (workers.go): the same limits, timeouts
+// (the worker's process group is stopped, the job times out, the worker is
+// replaced), crash handling, and a backoff before new workers when workers
+// end before their first answer, so that a broken script never spins
+// (Status.WorkerFailedStarts). A command worker's CPU time and peak RSS
+// are known when it exits: they come with its last job (Result.Usage).
+//
 // # Shared variables
 //
 // VarsFrom(ctx) in any hook returns a small key/value map held by the

@@ -15,12 +15,16 @@ type Options struct {
 	// MaxChildren is how many jobs run at once (default: the number of
 	// CPUs). It can be changed while running with SetMaxChildren.
 	MaxChildren int
-	// JobsPerChild, above 1, makes each child a worker that runs up to that
-	// many jobs before it exits (Runner applications only). 0 or 1 starts
-	// a fresh child per job.
+	// JobsPerChild is how many jobs a worker runs before it is replaced,
+	// lowered by a random 10% per worker when above 1. For a Runner, above
+	// 1 makes each child a worker, and 0 or 1 starts a fresh child per job.
+	// For the command workers of a WorkerCommander, 1 is a worker per job
+	// and 0 means no limit. A Commander without WorkerCommander runs one
+	// process per job and refuses more.
 	JobsPerChild int
 	// WorkerMaxAge and WorkerMaxRSS, if positive, retire a worker that is
-	// older, or larger in memory, after its current job.
+	// older, or larger in memory, after its current job (lowered by a
+	// random 10% per worker, as JobsPerChild).
 	WorkerMaxAge time.Duration
 	WorkerMaxRSS int64
 
@@ -118,9 +122,9 @@ func (o *Options) withDefaults() {
 	if o.MaxChildren < 1 {
 		o.MaxChildren = runtime.NumCPU()
 	}
-	if o.JobsPerChild < 1 {
-		o.JobsPerChild = 1
-	}
+	// JobsPerChild 0 keeps its meaning, which depends on the kind of
+	// worker (see workerLimits).
+	o.JobsPerChild = max(o.JobsPerChild, 0)
 	if o.KillGrace <= 0 {
 		o.KillGrace = pool.DefaultKillGrace
 	}
