@@ -367,4 +367,3 @@ func TestCommandWorkerLimits(t *testing.T) {
 		t.Errorf("a Commander without WorkerCommander and JobsPerChild 2: %v", err)
 	}
 }
-
