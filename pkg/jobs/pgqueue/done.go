@@ -25,7 +25,7 @@ const maxTail = 4 << 10
 //
 //	{"outcome": "exit 2", "exit_code": 2, "signal": "", "timed_out": false,
 //	 "interrupted": false, "duration_seconds": 0.153, "user_cpu_seconds": 0.1,
-//	 "sys_cpu_seconds": 0.02, "max_rss_bytes": 10485760, "error": "",
+//	 "sys_cpu_seconds": 0.02, "max_rss_bytes": 10485760, "usage_of": "job", "error": "",
 //	 "output_tail": "line 3: bad date\n", "output_truncated": false,
 //	 "attempt": 3, "owner": "web1/4f0c.../1234/9a3b1c2d"}
 type Record struct {
@@ -47,6 +47,10 @@ type Record struct {
 	SysCPU   float64 `json:"sys_cpu_seconds"`
 	// MaxRSS is the job's peak resident set size in bytes.
 	MaxRSS int64 `json:"max_rss_bytes"`
+	// UsageOf says whose figures UserCPU, SysCPU and MaxRSS are
+	// (jobs.Result.Usage): "job", "worker" (a command worker's, over its
+	// life, with the last job it ran) or "none".
+	UsageOf string `json:"usage_of"`
 	// Error is why the job failed beyond its exit status, or "".
 	Error string `json:"error"`
 	// OutputTail is the end of the job's output, at most 4 KiB, starting
@@ -72,6 +76,7 @@ func NewRecord(res jobs.Result, attempt int, owner string) Record {
 		UserCPU:     res.UserCPU.Seconds(),
 		SysCPU:      res.SysCPU.Seconds(),
 		MaxRSS:      res.MaxRSS,
+		UsageOf:     res.Usage.String(),
 		Error:       text(res.Error),
 		Attempt:     attempt,
 		Owner:       text(owner),

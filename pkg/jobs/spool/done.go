@@ -35,6 +35,7 @@ const maxTail = 4 << 10
 //	  "user_cpu_seconds": 0.1,
 //	  "sys_cpu_seconds": 0.02,
 //	  "max_rss_bytes": 10485760,
+//	  "usage_of": "job",
 //	  "error": "",
 //	  "output_tail": "reading report.csv\nline 3: bad date\n",
 //	  "output_truncated": false,
@@ -68,6 +69,12 @@ type Record struct {
 	SysCPU   float64 `json:"sys_cpu_seconds"`
 	// MaxRSS is the job's peak resident set size.
 	MaxRSS int64 `json:"max_rss_bytes"`
+	// UsageOf says whose figures UserCPU, SysCPU and MaxRSS are
+	// (jobs.Result.Usage): "job", the job's own; "worker", those of the
+	// command worker that ran it and others before it, over its whole
+	// life (they come with the last job a worker ran); "none", not
+	// measured (the other jobs of a command worker).
+	UsageOf string `json:"usage_of"`
 	// Error is why the job failed beyond its exit status (jobs.Result's
 	// Error), or why it was refused; "" otherwise.
 	Error string `json:"error"`
@@ -93,6 +100,7 @@ func newRecord(c *claim, res jobs.Result, now time.Time) Record {
 		UserCPU:    res.UserCPU.Seconds(),
 		SysCPU:     res.SysCPU.Seconds(),
 		MaxRSS:     res.MaxRSS,
+		UsageOf:    res.Usage.String(),
 		Error:      res.Error,
 		FinishedAt: now.UTC(),
 	}
