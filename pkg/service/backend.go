@@ -2,11 +2,13 @@ package service
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os/user"
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/jobdaemon/jobdaemon/internal/control"
 	"github.com/jobdaemon/jobdaemon/pkg/jobs"
@@ -35,7 +37,21 @@ func (b *backend) Status() control.StatusReply {
 	b.mu.Lock()
 	warnings := append([]string(nil), b.warnings...)
 	b.mu.Unlock()
-	return control.StatusReply{Status: b.d.Status(), Version: b.version, Manager: b.manager, User: b.user, Warnings: warnings}
+	st := b.d.Status()
+	if w := failedStartsWarning(&st); w != "" {
+		warnings = append(warnings, w)
+	}
+	return control.StatusReply{Status: st, Version: b.version, Manager: b.manager, User: b.user, Warnings: warnings}
+}
+
+// failedStartsWarning describes workers that end before their first
+// answer, or returns "" when the last worker did answer.
+func failedStartsWarning(st *jobs.Status) string {
+	if st.WorkerFailedStarts == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d workers in a row ended before their first answer, the last: %s; the next starts in %s (a reload starts it at once)",
+		st.WorkerFailedStarts, st.WorkerStartError, st.WorkerBackoff.Round(100*time.Millisecond))
 }
 
 // userName names the user the process runs as; it does not change once

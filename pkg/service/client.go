@@ -154,6 +154,9 @@ func (s *service) printStatus(st *control.StatusReply) {
 	}
 	fmt.Fprintf(w, "pool: %d/%d busy, %s queued, all busy for %s\n", st.Busy, st.MaxChildren, queued, st.Saturated.Round(time.Second))
 	fmt.Fprintf(w, "jobs: %d started, %d succeeded, %d failed, %d retries\n", st.Started, st.Succeeded, st.Failed, st.Retried)
+	if st.WorkersStarted > 0 {
+		fmt.Fprintf(w, "workers: %d started\n", st.WorkersStarted)
+	}
 	fmt.Fprintf(w, "reloads: %d, %d refused\n", st.Reloads, st.ReloadsFailed)
 	for _, warn := range st.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", warn)

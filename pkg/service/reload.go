@@ -143,6 +143,9 @@ func (s *statusLine) line(d *jobs.Daemon) string {
 	case jobs.StatePaused, jobs.StateDraining, jobs.StateStopping:
 		line = string(st.State) + ": " + line
 	}
+	if st.WorkerFailedStarts > 0 {
+		line += fmt.Sprintf("; %d workers in a row ended before their first answer", st.WorkerFailedStarts)
+	}
 	if e := s.reloadErr.Load(); e != nil {
 		line += "; reload refused: " + *e
 	}
