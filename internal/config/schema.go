@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/jobdaemon/jobdaemon/pkg/service"
 )
 
 // node is one table of the schema, built from Config's toml tags.
@@ -192,13 +194,16 @@ func typeWord(t string) string {
 // decodeTarget returns what a value is decoded into: the field itself, or,
 // for the plain Go types of the service's settings, this package's types
 // that read the same values with clearer messages ("30" has no unit;
-// "SIGTREM" is not a signal, did you mean "SIGTERM"?).
+// "SIGTREM" is not a signal, did you mean "SIGTERM"?), and sizes with
+// units ("256MiB").
 func decodeTarget(fv reflect.Value) any {
 	switch fv.Type() {
 	case reflect.TypeFor[time.Duration]():
 		return (*Duration)(fv.Addr().Interface().(*time.Duration))
 	case reflect.TypeFor[syscall.Signal]():
 		return (*Signal)(fv.Addr().Interface().(*syscall.Signal))
+	case reflect.TypeFor[service.ByteSize]():
+		return (*Size)(fv.Addr().Interface().(*service.ByteSize))
 	}
 	return fv.Addr().Interface()
 }
