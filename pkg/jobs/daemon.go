@@ -84,6 +84,7 @@ type Daemon struct {
 	failedStarts   int
 	startNotBefore time.Time
 	startErr       string
+	probe          *running // after those, the one new worker on trial
 
 	output  func(Line) // Options.Output
 	tailMax int        // Options.TailSize
@@ -313,7 +314,17 @@ func (d *Daemon) noteSaturation() {
 // returns how long to wait before asking the source again, or 0 to wait
 // for an event (a job ending, a wake-up, a control request).
 func (d *Daemon) dispatch(hctx context.Context) time.Duration {
-	for !d.paused && d.stopMode == 0 {
+	for first := true; ; first = false {
+		if !first {
+			// The ends of jobs before the next start: the pool frees a
+			// child's slot before it reports its end, and a worker that
+			// ended before its first answer must hold back the next start
+			// (startWait) before its slot goes to another.
+			d.handleEvents(hctx)
+		}
+		if d.paused || d.stopMode != 0 {
+			return 0
+		}
 		if wait := time.Until(d.notBefore); wait > 0 {
 			return wait
 		}
@@ -361,7 +372,6 @@ func (d *Daemon) dispatch(hctx context.Context) time.Duration {
 			d.opts.Observer.JobStarted(job, time.Since(asked))
 		}
 	}
-	return 0
 }
 
 // busy returns the number of jobs running.
@@ -448,6 +458,9 @@ func (d *Daemon) startJob(hctx context.Context, slot int, r *running, job *Job) 
 			d.startFailed(err.Error())
 			d.finish(hctx, job, Result{ExitCode: -1, Error: err.Error()})
 			return false
+		}
+		if d.failedStarts > 0 {
+			d.probe = r // no other new worker until this one answers or ends
 		}
 	}
 	d.stateMu.Lock()

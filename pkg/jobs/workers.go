@@ -205,8 +205,10 @@ func (d *Daemon) retireCommandWorkers() {
 // Workers that end before their first well-formed answer (a syntax
 // error, a missing library, a crash at start-up) are counted in a row,
 // and each new worker waits after them: 100 ms after the first, doubling
-// up to 30 s, so that a broken worker script never spins. The first
-// well-formed answer of any worker, or a reload, starts the count over.
+// up to 30 s, so that a broken worker script never spins. And then only
+// one new worker is tried at a time (d.probe), not one per free slot. The
+// first well-formed answer of any worker, or a reload, starts the count
+// over.
 const (
 	startBackoffBase = 100 * time.Millisecond
 	startBackoffMax  = 30 * time.Second
@@ -216,6 +218,9 @@ const (
 // first well-formed answer of its own accord: not timed out, not stopped
 // by the daemon.
 func (d *Daemon) workerExited(r *running) {
+	if d.probe == r {
+		d.probe = nil
+	}
 	c := r.child
 	if d.log.Enabled(context.Background(), slog.LevelDebug) {
 		d.log.Debug("worker exited", "pid", c.Pid, "slot", c.Slot, "exit", c.Exit().String(), "jobs", r.worker.Completed())
@@ -258,15 +263,19 @@ func (d *Daemon) startsReset(why string) {
 	}
 	d.stateMu.Lock()
 	n := d.failedStarts
-	d.failedStarts, d.startNotBefore, d.startErr = 0, time.Time{}, ""
+	d.failedStarts, d.startNotBefore, d.startErr, d.probe = 0, time.Time{}, "", nil
 	d.stateMu.Unlock()
 	d.log.Info("workers start without waiting again", "why", why, "failed_before", n)
 }
 
-// startWait returns how long a new worker must still wait.
+// startWait returns how long a new worker must still wait; the backoff
+// when one on trial runs, since its end will say.
 func (d *Daemon) startWait(now time.Time) time.Duration {
-	if d.failedStarts == 0 {
+	switch {
+	case d.failedStarts == 0:
 		return 0
+	case d.probe != nil:
+		return startBackoffMax
 	}
 	return d.startNotBefore.Sub(now)
 }
