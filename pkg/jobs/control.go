@@ -24,7 +24,7 @@ var ErrStopping = errors.New("daemon is stopping")
 // ScaleMaxChildren cap what they are asked for at it.
 const MaxChildrenLimit = 10000
 
-// do runs f on the dispatcher goroutine and waits for it.
+// do runs f on the loop goroutine, as the dispatcher, and waits for it.
 func (d *Daemon) do(f func()) error {
 	done := make(chan struct{})
 	select {
@@ -36,8 +36,8 @@ func (d *Daemon) do(f func()) error {
 	}
 }
 
-// Reload calls Options.OnReload, then LoadConfig, on the dispatcher
-// goroutine, and returns when both have returned. If either fails, the
+// Reload calls Options.OnReload, then LoadConfig, by the dispatcher, and
+// returns when both have returned. If either fails, the
 // error is returned and the daemon runs on as before. A daemon that is
 // stopping refuses with ErrStopping, and calls neither.
 func (d *Daemon) Reload(ctx context.Context) error {

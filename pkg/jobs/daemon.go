@@ -64,9 +64,9 @@ type Daemon struct {
 	pool   *pool.Pool
 	start  time.Time
 
-	// Owned by the dispatcher goroutine, which writes the fields that
-	// Status reads (running and each r.job, paused, stopMode, generation)
-	// under stateMu.
+	// Owned by the dispatcher (whoever holds mu: see loop and
+	// pushAnswer), which writes the fields that Status reads (running and
+	// each r.job, paused, stopMode, generation) under stateMu too.
 	stateMu      sync.Mutex
 	maxBeforeRun int // MaxChildren until the pool exists
 	running      map[*pool.Child]*running
@@ -92,6 +92,15 @@ type Daemon struct {
 	hctx     context.Context // the hooks' context, set by Run; dispatcher only
 	ctl      chan func()
 	finished chan struct{}
+
+	// mu is the dispatcher: its holder handles events and starts jobs,
+	// and calls the hooks, one at a time. The loop goroutine takes it for
+	// each pass; a worker's reader goroutine that brings an answer takes
+	// it when it is free (pushAnswer).
+	mu sync.Mutex
+	// answers is set when an answer waits in events for the dispatcher:
+	// whoever releases mu runs a pass for it (drain).
+	answers atomic.Bool
 
 	evMu     sync.Mutex
 	events   []event
@@ -257,16 +266,25 @@ func (d *Daemon) loop(ctx, hctx context.Context, sigs <-chan os.Signal) {
 		defer t.Stop()
 		beat = t.C
 	}
+	var todo func() // what woke the loop, done under the lock
 	for {
+		d.mu.Lock()
+		if todo != nil {
+			todo()
+			todo = nil
+		}
 		d.handleEvents(hctx)
 		if d.stopMode != 0 && len(d.running) == 0 {
+			d.mu.Unlock()
 			return
 		}
 		wait := d.dispatch(hctx)
 		if d.stopMode != 0 && len(d.running) == 0 {
+			d.mu.Unlock()
 			continue // dispatch stopped the daemon (MaxHookErrors)
 		}
 		d.noteSaturation()
+		d.drain()
 		if wait > 0 {
 			timer.Reset(wait)
 		} else {
@@ -275,21 +293,76 @@ func (d *Daemon) loop(ctx, hctx context.Context, sigs <-chan os.Signal) {
 		select {
 		case <-d.evNotify:
 		case f := <-d.ctl:
-			f()
+			todo = f
 		case _, ok := <-wake:
 			if !ok {
 				wake = nil // a closed channel would wake us for ever
 			}
-			d.backoff, d.notBefore = 0, time.Time{}
+			todo = func() { d.backoff, d.notBefore = 0, time.Time{} }
 		case <-timer.C:
 		case <-ctxDone:
 			ctxDone = nil
-			d.beginStop(Graceful)
+			todo = func() { d.beginStop(Graceful) }
 		case sig := <-sigs:
-			d.onSignal(hctx, sig)
+			todo = func() { d.onSignal(hctx, sig) }
 		case <-beat:
-			d.opts.Heartbeat()
+			todo = d.opts.Heartbeat
 		}
+	}
+}
+
+// pushAnswer queues a worker's answer, on the worker's reader goroutine,
+// and, when the dispatcher is free, runs the dispatcher's pass right there:
+// the answer is handled, and the worker's next job sent, without waking
+// the loop goroutine. Handing each answer over to another goroutine cost a
+// wake-up of a second thread by the Go scheduler per job, a third of the
+// throughput of trivial jobs (docs/PERFORMANCE.md, "Command workers").
+// The hooks still run one at a time, in order: under mu.
+func (d *Daemon) pushAnswer(ev event) {
+	d.evMu.Lock()
+	d.events = append(d.events, ev)
+	d.evMu.Unlock()
+	d.answers.Store(true)
+	if !d.mu.TryLock() {
+		return // its holder runs a pass for it (drain)
+	}
+	d.answerPass()
+}
+
+// answerPass runs the dispatcher's passes for the answers that wait, with
+// mu held, and releases it. It leaves to the loop goroutine what only it
+// can do: sleep until a time (a backoff), and end the loop.
+func (d *Daemon) answerPass() {
+	d.answers.Store(false)
+	d.handleEvents(d.hctx)
+	wait := time.Duration(0)
+	done := d.stopMode != 0 && len(d.running) == 0
+	if !done {
+		wait = d.dispatch(d.hctx)
+		d.noteSaturation()
+	}
+	if done || wait > 0 || d.stopMode != 0 {
+		d.notify()
+	}
+	d.drain()
+}
+
+// drain releases mu, and runs a pass for the answers that came while it was
+// held: their reader goroutines found it taken, and left them to its
+// holder. An answer queued after the check finds mu free, or its new holder
+// checks again.
+func (d *Daemon) drain() {
+	d.mu.Unlock()
+	if d.answers.Load() && d.mu.TryLock() {
+		d.answerPass()
+	}
+}
+
+// notify wakes the loop goroutine.
+func (d *Daemon) notify() {
+	select {
+	case d.evNotify <- struct{}{}:
+	default:
 	}
 }
 
@@ -325,8 +398,10 @@ func (d *Daemon) dispatch(hctx context.Context) time.Duration {
 		if d.paused || d.stopMode != 0 {
 			return 0
 		}
-		if wait := time.Until(d.notBefore); wait > 0 {
-			return wait
+		if !d.notBefore.IsZero() {
+			if wait := time.Until(d.notBefore); wait > 0 {
+				return wait
+			}
 		}
 		slot, idle, ok := d.freeSlot()
 		if !ok {
@@ -341,7 +416,10 @@ func (d *Daemon) dispatch(hctx context.Context) time.Duration {
 			}
 		}
 		var job *Job
-		asked := time.Now()
+		var asked time.Time // for the Observer's dispatch latency
+		if d.opts.Observer != nil {
+			asked = time.Now()
+		}
 		// The slot being filled counts as free; an idle worker popped for
 		// it is still among the running children.
 		running := d.busy()
@@ -367,7 +445,7 @@ func (d *Daemon) dispatch(hctx context.Context) time.Duration {
 			}
 			return d.nothingReady(err)
 		}
-		d.hookErrs, d.backoff = 0, 0
+		d.hookErrs, d.backoff, d.notBefore = 0, 0, time.Time{}
 		if d.startJob(hctx, slot, idle, job) && d.opts.Observer != nil {
 			d.opts.Observer.JobStarted(job, time.Since(asked))
 		}
@@ -515,10 +593,7 @@ func (d *Daemon) push(ev event) {
 	d.evMu.Lock()
 	d.events = append(d.events, ev)
 	d.evMu.Unlock()
-	select {
-	case d.evNotify <- struct{}{}:
-	default:
-	}
+	d.notify()
 }
 
 func (d *Daemon) handleEvents(hctx context.Context) {

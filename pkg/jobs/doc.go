@@ -15,8 +15,12 @@
 //	               Wake() <-chan struct{}               parent: "new work arrived"
 //
 // Only NextJob and RunJob (or Command, for jobs that are external
-// programs) are required. The parent's hooks are called from one goroutine,
-// one at a time, so an application needs no locks of its own for them.
+// programs) are required. The parent's hooks are called by the dispatcher,
+// one at a time, each after the previous one has returned, so an
+// application needs no locks of its own for them. The dispatcher is one
+// lock rather than one goroutine: the daemon's own goroutine holds it, or,
+// when it is free, the goroutine that brings a worker's answer, which then
+// hands that worker its next job itself (daemon.go, pushAnswer).
 //
 // # The path of one job
 //

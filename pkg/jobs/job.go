@@ -139,7 +139,9 @@ func resultFromExit(e *pool.Exit) Result {
 // An error is logged and answered with backoff.
 //
 // The hooks of one daemon (NextJob, Command, LoadConfig, Done) are called
-// from one goroutine, the dispatcher, never at the same time. While one
+// by the dispatcher, one at a time, each after the previous one returned
+// (from the daemon's goroutine, or from the goroutine that brought a
+// worker's answer, under one lock; see the package documentation). While one
 // runs, no job is started or acknowledged: a hook should return quickly.
 // Their context is never cancelled, not even when Run's is: a stopping
 // daemon still acknowledges the jobs that end. A hook may call the
@@ -172,7 +174,7 @@ type Commander interface {
 // each with one line on file descriptor 3, while its standard output and
 // error stay the jobs' log.
 //
-// WorkerCommand is called on the dispatcher goroutine when a job waits for
+// WorkerCommand is called by the dispatcher when a job waits for
 // a slot that has no worker. A Spec starts a worker in that slot (its
 // Stdin is ignored: standard input carries the jobs; Timeout, StopSignal
 // and KillGrace apply to each of its jobs; JOBDAEMON_WORKER=1 and JOB_SLOT

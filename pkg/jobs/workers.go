@@ -77,13 +77,13 @@ func (d *Daemon) startWorker(slot int, spec *Spec, job *Job) (*running, error) {
 			Label: job.ID, StopSignal: sig, KillGrace: grace}
 		ws.OnResult = func(w *pool.Worker, msg []byte) {
 			a, err := workerproto.ParseAnswer(msg, r.sentID)
-			d.push(event{worker: w, answer: a, err: err})
+			d.pushAnswer(event{worker: w, answer: a, err: err})
 		}
 	} else {
 		ws.Spec = pool.Spec{Label: job.ID, StopSignal: d.opts.StopSignal, KillGrace: d.opts.KillGrace}
 		ws.OnResult = func(w *pool.Worker, msg []byte) {
 			rep, err := decodeReply(msg)
-			d.push(event{worker: w, reply: rep, err: err})
+			d.pushAnswer(event{worker: w, reply: rep, err: err})
 		}
 		ws.OnCall = func(_ *pool.Worker, req []byte) []byte { return d.vars.serve(req) }
 	}

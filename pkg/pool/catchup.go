@@ -131,15 +131,44 @@ func (p *outPipe) notify() {
 }
 
 // target returns how many bytes the worker has written into the pipe so
-// far: those read, and those still in the pipe.
-func (p *outPipe) target() int64 {
+// far: those read, and those still in the pipe, which only a pipe that
+// poll found readable may hold.
+func (p *outPipe) target(readable bool) int64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if !readable {
+		// What was written before the poll has been read, or is being
+		// read by a tryRead that holds the lock: counted either way.
+		return p.read
+	}
 	var pending int
 	if err := p.rc.Control(func(fd uintptr) { pending, _ = unix.IoctlGetInt(int(fd), unix.TIOCINQ) }); err != nil {
 		return 0 // closed: nothing more to wait for
 	}
 	return p.read + int64(pending)
+}
+
+// readable reports, with one poll of both pipes, which hold unread bytes:
+// usually neither, and then catchUp costs one system call. On an error it
+// says both, to be safe.
+func readable(a, b *outPipe) (ra, rb bool) {
+	ra, rb = true, true
+	_ = a.rc.Control(func(fa uintptr) {
+		_ = b.rc.Control(func(fb uintptr) {
+			fds := [2]unix.PollFd{{Fd: int32(fa), Events: unix.POLLIN}, {Fd: int32(fb), Events: unix.POLLIN}}
+			for {
+				_, err := unix.Poll(fds[:], 0)
+				if err == unix.EINTR {
+					continue
+				}
+				if err == nil {
+					ra, rb = fds[0].Revents != 0, fds[1].Revents != 0
+				}
+				return
+			}
+		})
+	})
+	return ra, rb
 }
 
 // caughtUp reports whether the output up to target has been handed over:
@@ -157,12 +186,14 @@ func (p *outPipe) caughtUp(target int64) bool {
 // readers have handed over what the child wrote before this call. It
 // returns at once for a child without outPipes (a command child).
 func (c *Child) catchUp() {
+	if c.outs[0] == nil || c.outs[1] == nil {
+		return
+	}
+	var r [2]bool
+	r[0], r[1] = readable(c.outs[0], c.outs[1])
 	var deadline *time.Timer
-	for _, p := range c.outs {
-		if p == nil {
-			continue
-		}
-		target := p.target()
+	for i, p := range c.outs {
+		target := p.target(r[i])
 		if p.caughtUp(target) {
 			continue
 		}

@@ -102,7 +102,7 @@ func (r *daemonRun) heartbeat() (func(), time.Duration) {
 // watchdog catches a stuck dispatcher. It is not for production.
 const envTestStall = "JOBDAEMON_TEST_STALL_AFTER"
 
-// updateStatus refreshes STATUS= off the dispatcher goroutine: the status
+// updateStatus refreshes STATUS= off the dispatcher: the status
 // asks the source for its depth and reads /proc for every child, which
 // the loop that also pings the watchdog must not wait for.
 func (r *daemonRun) updateStatus() {
