@@ -49,6 +49,8 @@ type outPipe struct {
 	n        int
 	errno    syscall.Errno
 	tryReadF func(uintptr) bool
+	unread   int // unreadIn's result
+	unreadF  func(uintptr)
 }
 
 func newOutPipe(f *os.File) (*outPipe, error) {
@@ -57,7 +59,7 @@ func newOutPipe(f *os.File) (*outPipe, error) {
 		return nil, err
 	}
 	p := &outPipe{f: f, rc: rc, wake: make(chan struct{}, 1)}
-	p.tryReadF = p.tryRead
+	p.tryReadF, p.unreadF = p.tryRead, p.unreadIn
 	return p, nil
 }
 
@@ -141,34 +143,61 @@ func (p *outPipe) target(readable bool) int64 {
 		// read by a tryRead that holds the lock: counted either way.
 		return p.read
 	}
-	var pending int
-	if err := p.rc.Control(func(fd uintptr) { pending, _ = unix.IoctlGetInt(int(fd), unix.TIOCINQ) }); err != nil {
+	if err := p.rc.Control(p.unreadF); err != nil {
 		return 0 // closed: nothing more to wait for
 	}
-	return p.read + int64(pending)
+	return p.read + int64(p.unread)
+}
+
+// unreadIn sets p.unread to the bytes waiting in the pipe fd (Control's
+// callback, a method value made once: a closure would cost an allocation
+// per answer).
+func (p *outPipe) unreadIn(fd uintptr) {
+	p.unread, _ = unix.IoctlGetInt(int(fd), unix.TIOCINQ)
+}
+
+// outPoll polls a worker's two output pipes at once, through their
+// RawConns, which keep the descriptors open meanwhile. Its callbacks are
+// method values made once, for the reason of unreadIn.
+type outPoll struct {
+	a, b           *outPipe
+	fds            [2]unix.PollFd
+	ok             bool
+	outerF, innerF func(uintptr)
+}
+
+func newOutPoll(a, b *outPipe) *outPoll {
+	q := &outPoll{a: a, b: b}
+	q.outerF, q.innerF = q.outer, q.inner
+	return q
 }
 
 // readable reports, with one poll of both pipes, which hold unread bytes:
 // usually neither, and then catchUp costs one system call. On an error it
 // says both, to be safe.
-func readable(a, b *outPipe) (ra, rb bool) {
-	ra, rb = true, true
-	_ = a.rc.Control(func(fa uintptr) {
-		_ = b.rc.Control(func(fb uintptr) {
-			fds := [2]unix.PollFd{{Fd: int32(fa), Events: unix.POLLIN}, {Fd: int32(fb), Events: unix.POLLIN}}
-			for {
-				_, err := unix.Poll(fds[:], 0)
-				if err == unix.EINTR {
-					continue
-				}
-				if err == nil {
-					ra, rb = fds[0].Revents != 0, fds[1].Revents != 0
-				}
-				return
-			}
-		})
-	})
-	return ra, rb
+func (q *outPoll) readable() (ra, rb bool) {
+	q.ok = false
+	_ = q.a.rc.Control(q.outerF)
+	if !q.ok {
+		return true, true
+	}
+	return q.fds[0].Revents != 0, q.fds[1].Revents != 0
+}
+
+func (q *outPoll) outer(fa uintptr) {
+	q.fds[0] = unix.PollFd{Fd: int32(fa), Events: unix.POLLIN}
+	_ = q.b.rc.Control(q.innerF)
+}
+
+func (q *outPoll) inner(fb uintptr) {
+	q.fds[1] = unix.PollFd{Fd: int32(fb), Events: unix.POLLIN}
+	for {
+		_, err := unix.Poll(q.fds[:], 0)
+		if err != unix.EINTR {
+			q.ok = err == nil
+			return
+		}
+	}
 }
 
 // caughtUp reports whether the output up to target has been handed over:
@@ -186,11 +215,11 @@ func (p *outPipe) caughtUp(target int64) bool {
 // readers have handed over what the child wrote before this call. It
 // returns at once for a child without outPipes (a command child).
 func (c *Child) catchUp() {
-	if c.outs[0] == nil || c.outs[1] == nil {
+	if c.outPoll == nil {
 		return
 	}
 	var r [2]bool
-	r[0], r[1] = readable(c.outs[0], c.outs[1])
+	r[0], r[1] = c.outPoll.readable()
 	var deadline *time.Timer
 	for i, p := range c.outs {
 		target := p.target(r[i])

@@ -126,6 +126,7 @@ type Child struct {
 
 	outR, outW, errR, errW *os.File
 	outs                   [2]*outPipe // a worker's stdout and stderr, for catchUp; nil otherwise
+	outPoll                *outPoll    // polls outs
 	stdinR, stdinW         *os.File    // a stdin pipe, when Spec.Stdin is not a file
 	stdinSrc               io.Reader   // what startStdin feeds into stdinW
 	tail                   Tail
@@ -319,6 +320,9 @@ func (c *Child) watch() {
 			// Without it (never on Linux) answers are only not synchronized
 			// with output.
 			c.outs[i], _ = newOutPipe(f)
+		}
+		if c.outs[0] != nil && c.outs[1] != nil {
+			c.outPoll = newOutPoll(c.outs[0], c.outs[1])
 		}
 		go c.worker.readLoop()
 	}
