@@ -78,9 +78,11 @@ for lang in python php; do
 	run "$lang" daemon-process "$NP"
 done
 
-printf '%-7s %-26s %9s %12s %9s %10s\n' lang mode jobs/s "daemon µs/job" "x bare" "x process"
+# "x bare" is the median over the rounds of the rate divided by the bare
+# driver's in the same round, with the lowest and highest: the machine's
+# load drifts between rounds more than between two runs of one round.
+printf '%-7s %-26s %9s %12s %9s %15s %10s\n' lang mode jobs/s "daemon µs/job" "x bare" "(range)" "x process"
 for lang in python php; do
-	bare=$(cut -d' ' -f1 "$tmp/$lang.bare" | median)
 	proc=$(cut -d' ' -f1 "$tmp/$lang.daemon-process" | median)
 	for mode in bare daemon daemon1 pool direct daemon-process; do
 		rate=$(cut -d' ' -f1 "$tmp/$lang.$mode" | median)
@@ -93,7 +95,16 @@ for lang in python php; do
 		direct) label="pool, no dispatcher" ;;
 		daemon-process) label="one process per job" ;;
 		esac
-		awk -v l="$lang" -v m="$label" -v r="$rate" -v c="$cpu" -v b="$bare" -v p="$proc" \
-			'BEGIN { printf "%-7s %-26s %9.0f %12.1f %8.2fx %9.0fx\n", l, m, r, c, r / b, r / p }'
+		if [[ $mode == daemon-process ]]; then
+			ratio="-" lo="" hi=""
+		else
+			ratios=$(paste -d' ' <(cut -d' ' -f1 "$tmp/$lang.$mode") <(cut -d' ' -f1 "$tmp/$lang.bare") | awk '{ print $1 / $2 }')
+			ratio=$(median <<<"$ratios")
+			lo=$(sort -g <<<"$ratios" | head -1)
+			hi=$(sort -g <<<"$ratios" | tail -1)
+		fi
+		awk -v l="$lang" -v m="$label" -v r="$rate" -v c="$cpu" -v x="$ratio" -v lo="$lo" -v hi="$hi" -v p="$proc" \
+			'BEGIN { rng = (lo == "") ? "" : sprintf("(%.2f-%.2f)", lo, hi); xb = (x == "-") ? "-" : sprintf("%.2fx", x);
+			         printf "%-7s %-26s %9.0f %12.1f %9s %15s %9.0fx\n", l, m, r, c, xb, rng, r / p }'
 	done
 done
