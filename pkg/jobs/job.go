@@ -174,19 +174,19 @@ type Commander interface {
 // each with one line on file descriptor 3, while its standard output and
 // error stay the jobs' log.
 //
-// WorkerCommand is called by the dispatcher when a job waits for
-// a slot that has no worker. A Spec starts a worker in that slot (its
-// Stdin is ignored: standard input carries the jobs; Timeout, StopSignal
-// and KillGrace apply to each of its jobs; JOBDAEMON_WORKER=1 and JOB_SLOT
-// are added to its Env); nil, nil runs the job with
-// Command instead, as a process of its own. An error fails the job, and
-// counts as a worker that failed to start (see Status.WorkerFailedStarts).
+// WorkerCommand is called by the dispatcher when a job waits for a slot
+// that has no worker. A Spec starts a worker in that slot: its Stdin is
+// ignored (standard input carries the jobs), JOBDAEMON_WORKER=1 and
+// JOB_SLOT are added to its Env, and its Timeout, StopSignal and
+// KillGrace apply to each of its jobs. nil, nil runs the job with Command
+// instead, as a process of its own. An error fails the job, and counts as
+// a worker that failed to start (see Status.WorkerFailedStarts).
 //
-// A job's Meta["path"], if set, is sent as its "path" (the spool's job
+// A job's Meta[MetaPath], if set, is sent as its "path" (the spool's job
 // file), the rest of Meta as "meta". A worker is retired after
 // Options.JobsPerChild jobs (0: no limit), WorkerMaxAge or WorkerMaxRSS,
 // and after a reload, so that it starts again with what the reload
-// changed.
+// changed. Its first job gets the lines it writes before it reads one.
 type WorkerCommander interface {
 	WorkerCommand(ctx context.Context, slot int) (*Spec, error)
 }
