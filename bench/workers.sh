@@ -19,6 +19,8 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="/usr/local/go/bin:$PATH"
+# The workers import the library from the checkout: leave no __pycache__.
+export PYTHONDONTWRITEBYTECODE=1
 
 N="${N:-20000}"
 NP="${NP:-300}"

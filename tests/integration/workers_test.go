@@ -111,7 +111,7 @@ kill_grace = "500ms"
 [job]
 mode = "worker"
 command = [%q, %q]
-env = { LANG = "C.UTF-8", WORKER_LIB = %q, RUN_LOG = %q }
+env = { LANG = "C.UTF-8", WORKER_LIB = %q, RUN_LOG = %q, PYTHONDONTWRITEBYTECODE = "1" }
 max_attempts = 2
 backoff = "10ms"
 [source.spool]
