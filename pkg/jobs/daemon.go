@@ -109,11 +109,10 @@ type Daemon struct {
 
 	linesMu sync.Mutex
 	// What the output lines of each running job need, by job id: its
-	// attempt, and for a worker's job the tail of its output. Output
-	// travels through a pipe and a worker's results through a socket, so a
-	// job's last lines may arrive after its result: for a worker that runs
-	// on, the tail holds what had arrived by then; for one that exits after
-	// the job, all of it.
+	// attempt, and for a worker's job the tail of its output. Output and
+	// answers travel apart, but the pool hands an answer over only after
+	// the lines written before it (pool's catch-up): the tail is whole
+	// when the answer is handled, but for a last line without its newline.
 	lines map[string]*jobLines
 
 	free atomic.Int32 // FreeSlots, set around each NextJob
