@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -186,7 +187,9 @@ func TestCommandWorkerExitsAtOnce(t *testing.T) {
 	if s.WorkersStarted < 3 || s.WorkersStarted > 10 {
 		t.Errorf("%d workers started in 3 s, want 3 to 10", s.WorkersStarted)
 	}
-	if s.WorkerFailedStarts != int(s.WorkersStarted) || s.WorkerBackoff <= 0 || s.WorkerBackoff > 30*time.Second ||
+	// A worker on trial may have started, and not ended yet.
+	failed, started := s.WorkerFailedStarts, int(s.WorkersStarted)
+	if failed < started-1 || failed > started || s.WorkerBackoff <= 0 || s.WorkerBackoff > 30*time.Second ||
 		!strings.Contains(s.WorkerStartError, "exit 3; its last output: cannot load the application: config.php missing") {
 		t.Errorf("status: %d started, %d failed starts, backoff %v, error %q", s.WorkersStarted, s.WorkerFailedStarts, s.WorkerBackoff, s.WorkerStartError)
 	}
@@ -196,8 +199,8 @@ func TestCommandWorkerExitsAtOnce(t *testing.T) {
 			t.Errorf("%s: %+v", id, r)
 		}
 	}
-	if uint64(len(w.results)) != s.WorkersStarted {
-		t.Errorf("%d results for %d workers: each takes one job down with it", len(w.results), s.WorkersStarted)
+	if n := len(w.results); n < started-1 || n > started {
+		t.Errorf("%d results for %d workers: each takes one job down with it", n, started)
 	}
 	w.mu.Unlock()
 
@@ -242,12 +245,20 @@ func TestCommandWorkerStopAndDrain(t *testing.T) {
 	})
 	t.Run("graceful", func(t *testing.T) {
 		w := newWorkerApp("sleep:60000", "hang")
-		d, errc := startSource(t, w, w.testApp, Options{MaxChildren: 2, NoSignals: true, StopTimeout: time.Second})
-		waitFor(t, "two jobs running", func() bool {
-			s := d.Status()
-			return s.Busy == 2 && s.Slots[0].RSS > 0 && s.Slots[1].RSS > 0
+		var mu sync.Mutex
+		var hanging bool // "hang" ignores SIGTERM once it has said so
+		output := func(l Line) {
+			mu.Lock()
+			defer mu.Unlock()
+			hanging = hanging || bytes.HasPrefix(l.Text, []byte("grandchild "))
+		}
+		d, errc := startSource(t, w, w.testApp, Options{MaxChildren: 2, NoSignals: true, StopTimeout: time.Second, Output: output})
+		waitFor(t, "two jobs running, one hanging", func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return hanging && d.Status().Busy == 2
 		})
-		time.Sleep(200 * time.Millisecond) // "hang" ignores SIGTERM from now on
+		time.Sleep(100 * time.Millisecond) // and "sleep" has started sleeping
 		start := time.Now()
 		d.Stop(Graceful)
 		waitRun(t, errc, "graceful stop")
