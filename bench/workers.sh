@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Command workers: trivial jobs through the Python and the PHP reference
-# workers (bench/workers/noop.*) at 2 workers, measured by bench/workers
-# in the same run as
+# workers (bench/workers/noop.*) at 2 workers, through the whole daemon
+# (jobs.Run, an in-memory source, WorkerCommand: bench/workers/daemon.go),
+# measured by bench/workers in the same run as
 #   bare     a minimal Go driver feeding the same worker over the same pipes
-#   process  the same script as one process per job
-# Targets (issue 11): pool >= 0.8x bare, >= 20x process, and under 20 µs of
-# the daemon's own CPU per job.
+#   process  the same script as one process per job, through the daemon
+#            too (JobsPerChild 1)
+# and, to tell where time goes, the pool with a dispatcher goroutine of its
+# own (pool) and without (direct).
+# Targets (issue 11): daemon >= 0.8x bare, >= 20x process, and under 20 µs
+# of the daemon's own CPU per job.
 #
 # Usage: bench/workers.sh   (N=20000 jobs per run, NP=300 for process,
 #                            R=5 rounds, each mode once per round, medians)
@@ -15,6 +19,8 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="/usr/local/go/bin:$PATH"
+# The workers import the library from the checkout: leave no __pycache__.
+export PYTHONDONTWRITEBYTECODE=1
 
 N="${N:-20000}"
 NP="${NP:-300}"
@@ -55,7 +61,7 @@ run() {
 		interp=$php script=bench/workers/noop.php
 	fi
 	local m=$mode
-	[[ $m == pool1 ]] && m=pool
+	[[ $m == daemon1 ]] && m=daemon
 	out=$(env "$@" "$tmp/workers" -mode "$m" -n "$n" -p "$P" -- "$interp" "$script")
 	echo "$(field rate "$out") $(field cpu_us_per_job "$out")" >>"$tmp/$lang.$mode"
 }
@@ -66,28 +72,41 @@ echo
 for lang in python php; do
 	for ((r = 0; r < R; r++)); do
 		run "$lang" bare "$N"
+		run "$lang" daemon "$N"
+		run "$lang" daemon1 "$N" GOMAXPROCS=1
 		run "$lang" pool "$N"
-		run "$lang" pool1 "$N" GOMAXPROCS=1
 		run "$lang" direct "$N"
 	done
-	run "$lang" process "$NP"
+	run "$lang" daemon-process "$NP"
 done
 
-printf '%-7s %-26s %9s %12s %9s %10s\n' lang mode jobs/s "daemon µs/job" "x bare" "x process"
+# "x bare" is the median over the rounds of the rate divided by the bare
+# driver's in the same round, with the lowest and highest: the machine's
+# load drifts between rounds more than between two runs of one round.
+printf '%-7s %-26s %9s %12s %9s %15s %10s\n' lang mode jobs/s "daemon µs/job" "x bare" "(range)" "x process"
 for lang in python php; do
-	bare=$(cut -d' ' -f1 "$tmp/$lang.bare" | median)
-	proc=$(cut -d' ' -f1 "$tmp/$lang.process" | median)
-	for mode in bare pool pool1 direct process; do
+	proc=$(cut -d' ' -f1 "$tmp/$lang.daemon-process" | median)
+	for mode in bare daemon daemon1 pool direct daemon-process; do
 		rate=$(cut -d' ' -f1 "$tmp/$lang.$mode" | median)
 		cpu=$(cut -d' ' -f2 "$tmp/$lang.$mode" | median)
 		case $mode in
 		bare) label="bare Go driver" ;;
-		pool) label="pool + dispatcher" ;;
-		pool1) label="pool + dispatcher, 1 P" ;;
+		daemon) label="daemon (jobs.Run)" ;;
+		daemon1) label="daemon, GOMAXPROCS=1" ;;
+		pool) label="pool + a dispatcher" ;;
 		direct) label="pool, no dispatcher" ;;
-		process) label="one process per job" ;;
+		daemon-process) label="one process per job" ;;
 		esac
-		awk -v l="$lang" -v m="$label" -v r="$rate" -v c="$cpu" -v b="$bare" -v p="$proc" \
-			'BEGIN { printf "%-7s %-26s %9.0f %12.1f %8.2fx %9.0fx\n", l, m, r, c, r / b, r / p }'
+		if [[ $mode == daemon-process ]]; then
+			ratio="-" lo="" hi=""
+		else
+			ratios=$(paste -d' ' <(cut -d' ' -f1 "$tmp/$lang.$mode") <(cut -d' ' -f1 "$tmp/$lang.bare") | awk '{ print $1 / $2 }')
+			ratio=$(median <<<"$ratios")
+			lo=$(sort -g <<<"$ratios" | head -1)
+			hi=$(sort -g <<<"$ratios" | tail -1)
+		fi
+		awk -v l="$lang" -v m="$label" -v r="$rate" -v c="$cpu" -v x="$ratio" -v lo="$lo" -v hi="$hi" -v p="$proc" \
+			'BEGIN { rng = (lo == "") ? "" : sprintf("(%.2f-%.2f)", lo, hi); xb = (x == "-") ? "-" : sprintf("%.2fx", x);
+			         printf "%-7s %-26s %9.0f %12.1f %9s %15s %9.0fx\n", l, m, r, c, xb, rng, r / p }'
 	done
 done

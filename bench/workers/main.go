@@ -1,10 +1,16 @@
 // Command workers measures trivial jobs through a command worker (one of
 // the reference workers of examples/workers, with a handler that does
-// nothing), three ways:
+// nothing), several ways:
 //
-//	-mode pool      the daemon's way: pkg/pool (ProtocolLines) and
-//	                internal/workerproto, a dispatcher goroutine that
-//	                encodes each job and parses each answer, as pkg/jobs does
+//	-mode daemon          the daemon: jobs.Run with an in-memory source
+//	                      and WorkerCommand (daemon.go), the whole path of
+//	                      a job but the spool's filing
+//	-mode daemon-process  the same with a worker per job (JobsPerChild 1):
+//	                      the same script as one process per job
+//	-mode pool      pkg/pool (ProtocolLines) and internal/workerproto, a
+//	                dispatcher goroutine that encodes each job and parses
+//	                each answer, the shape of pkg/jobs without it
+//	-mode direct    the same, with no dispatcher goroutine
 //	-mode bare      a bare driver: os/exec, the same two pipes, one
 //	                goroutine per worker writing a line and reading a line
 //	-mode process   the same script as one process per job: a worker
@@ -14,8 +20,8 @@
 //
 // It prints "mode=M jobs=N seconds=S rate=R/s cpu_us_per_job=C", where C
 // is the CPU time of this process alone (the daemon's side, without the
-// workers) per job. The workers' start-up is outside the measure of pool
-// and bare, inside that of process.
+// workers) per job. The workers' start-up is outside the measure of
+// daemon, pool, direct and bare, inside that of the process modes.
 package main
 
 import (
@@ -51,7 +57,19 @@ func main() {
 		os.Exit(2)
 	}
 	var run func(n, p int, cmd []string) (time.Duration, error)
+	var measured time.Duration // the daemon modes' own measure of their CPU time
+	daemon := func(jobsPerWorker int) func(n, p int, cmd []string) (time.Duration, error) {
+		return func(n, p int, cmd []string) (time.Duration, error) {
+			secs, cpu, err := runDaemon(n, p, jobsPerWorker, cmd)
+			measured = cpu
+			return secs, err
+		}
+	}
 	switch *mode {
+	case "daemon":
+		run = daemon(0)
+	case "daemon-process":
+		run = daemon(1)
 	case "pool":
 		run = runPool
 	case "direct":
@@ -76,6 +94,9 @@ func main() {
 	cpu0 := selfCPU()
 	secs, err := run(*n, *p, cmd)
 	cpu := selfCPU() - cpu0
+	if measured > 0 {
+		cpu = measured
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "workers:", err)
 		os.Exit(1)

@@ -18,8 +18,9 @@ import (
 
 // app is the binary's application: config.toml gives the service its
 // settings, the jobs come from the configured source, and each runs the
-// configured command. The hooks run on the dispatcher goroutine, one at a
-// time; Configure also runs in the client commands.
+// configured command: a process per job, or, in worker mode, a command
+// worker per slot that runs many. The hooks run on the dispatcher
+// goroutine, one at a time; Configure also runs in the client commands.
 type app struct {
 	cfg     *config.Config // in force, from the first LoadConfig on
 	pending *config.Config // read by Configure, applied by the next LoadConfig
@@ -70,19 +71,8 @@ func (a *app) Configure(ctx context.Context, s *service.Settings) error {
 	return nil
 }
 
-// readConfig loads the config file and checks what the binary needs beyond
-// config.Load: at start and on every reload.
-func readConfig(path string) (*config.Config, error) {
-	cfg, err := config.Load(path)
-	if err != nil {
-		return nil, err
-	}
-	if cfg.Pool.JobsPerChild > 1 {
-		return nil, fmt.Errorf("%s: [pool] jobs_per_child = %d: the jobdaemon binary runs one command per job; "+
-			"set it to 1 (worker children are for Go programs built on pkg/jobs)", path, cfg.Pool.JobsPerChild)
-	}
-	return cfg, nil
-}
+// readConfig loads the config file, at start and on every reload.
+func readConfig(path string) (*config.Config, error) { return config.Load(path) }
 
 // LoadConfig implements jobs.ConfigLoader. At start it opens the source,
 // after the service dropped its privileges, so that what the source
@@ -148,9 +138,55 @@ func jobEnv(job config.Job) []string {
 	return env
 }
 
-// NextJob implements jobs.Source.
+// NextJob implements jobs.Source. In worker mode, a job whose source gives
+// it as a file (the spool) gets the file's content as its payload, for its
+// job line; a file that cannot be read whole is filed as failed, and the
+// next job taken.
 func (a *app) NextJob(ctx context.Context, slot int) (*jobs.Job, error) {
-	return a.src.NextJob(ctx, slot)
+	for {
+		job, err := a.src.NextJob(ctx, slot)
+		if job == nil || err != nil || a.cfg.Job.Mode != config.ModeWorker {
+			return job, err
+		}
+		path := job.Meta[jobs.MetaPath]
+		if path == "" || job.Payload != nil {
+			return job, nil
+		}
+		if job.Payload, err = readPayload(path, maxPayload(a.cfg)); err == nil {
+			return job, nil
+		}
+		d := jobs.DaemonFrom(ctx)
+		d.Logger().Warn("cannot read the job's file for its worker", "job_id", job.ID, "err", err)
+		if _, err := a.src.Finish(ctx, job, jobs.Result{ExitCode: -1, Error: err.Error()}); err != nil {
+			return nil, fmt.Errorf("file the unreadable job %q: %w", job.ID, err)
+		}
+	}
+}
+
+// readPayload reads a job's file, of at most limit bytes (0: no limit).
+func readPayload(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read the job's file: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read the job's file: %w", err)
+	}
+	if limit > 0 && fi.Size() > limit {
+		return nil, fmt.Errorf("the job's file is %d bytes, more than max_payload (%d)", fi.Size(), limit)
+	}
+	// Read to the size it had, and no further: a file that grows now
+	// would not be read whole.
+	b := make([]byte, fi.Size())
+	if _, err := io.ReadFull(f, b); err != nil {
+		return nil, fmt.Errorf("read the job's file %s: %w", path, err)
+	}
+	if n, _ := f.Read(make([]byte, 1)); n > 0 {
+		return nil, fmt.Errorf("the job's file %s grew while it was read", path)
+	}
+	return b, nil
 }
 
 // Wake implements jobs.Waker.
@@ -170,24 +206,23 @@ func (a *app) Depth() (int, error) {
 // input (its file, for a source whose jobs are files), and nothing else of
 // the daemon's environment.
 func (a *app) Command(ctx context.Context, job *jobs.Job) (*jobs.Spec, error) {
-	path := job.Meta["path"]
+	path := job.Meta[jobs.MetaPath]
 	slot, attempt := strconv.Itoa(job.Slot), strconv.Itoa(job.Attempt)
-	args := make([]string, len(a.cfg.Job.Command))
-	for i, arg := range a.cfg.Job.Command {
-		switch arg {
+	args := a.args(func(p string) string {
+		switch p {
 		case config.PlaceholderPath:
-			arg = path
+			return path
 		case config.PlaceholderName:
-			arg = job.Meta["name"]
+			return job.Meta["name"]
 		case config.PlaceholderID:
-			arg = job.ID
+			return job.ID
 		case config.PlaceholderSlot:
-			arg = slot
+			return slot
 		case config.PlaceholderAttempt:
-			arg = attempt
+			return attempt
 		}
-		args[i] = arg
-	}
+		return p
+	})
 	env := append(a.env[:len(a.env):len(a.env)], "JOB_ID="+job.ID, "JOB_SLOT="+slot, "JOB_ATTEMPT="+attempt)
 	st := &started{args: args}
 	var stdin io.Reader = bytes.NewReader(job.Payload)
@@ -203,17 +238,57 @@ func (a *app) Command(ctx context.Context, job *jobs.Job) (*jobs.Spec, error) {
 	return &jobs.Spec{Path: args[0], Args: args, Env: env, Dir: a.cfg.Job.WorkingDir, Stdin: stdin}, nil
 }
 
+// args returns the configured command with each argument that is a
+// placeholder replaced by what value returns for it (config.Validate lets
+// through only the placeholders of the mode).
+func (a *app) args(value func(placeholder string) string) []string {
+	args := make([]string, len(a.cfg.Job.Command))
+	for i, arg := range a.cfg.Job.Command {
+		if i > 0 && strings.HasPrefix(arg, "{") {
+			arg = value(arg)
+		}
+		args[i] = arg
+	}
+	return args
+}
+
+// workerArgs returns the command of slot's worker.
+func (a *app) workerArgs(slot int) []string {
+	return a.args(func(p string) string {
+		if p == config.PlaceholderSlot {
+			return strconv.Itoa(slot)
+		}
+		return p
+	})
+}
+
+// WorkerCommand implements jobs.WorkerCommander: in worker mode, the
+// configured command, with {slot} replaced, and the jobs' environment (the
+// daemon adds JOBDAEMON_WORKER and JOB_SLOT); in process mode, nil, and
+// each job runs its own process (Command).
+func (a *app) WorkerCommand(ctx context.Context, slot int) (*jobs.Spec, error) {
+	if a.cfg.Job.Mode != config.ModeWorker {
+		return nil, nil
+	}
+	args := a.workerArgs(slot)
+	return &jobs.Spec{Path: args[0], Args: args, Env: a.env, Dir: a.cfg.Job.WorkingDir}, nil
+}
+
 // Finish implements jobs.Finisher: the source files the job.
 func (a *app) Finish(ctx context.Context, job *jobs.Job, res jobs.Result) (jobs.Verdict, error) {
+	var args []string
 	if st := a.running[job.ID]; st != nil {
 		delete(a.running, job.ID)
 		if st.stdin != nil {
 			st.stdin.Close()
 		}
-		if a.joblog != nil {
-			if err := a.joblog.write(res, st.args); err != nil {
-				return jobs.Unknown, err
-			}
+		args = st.args
+	} else if a.cfg.Job.Mode == config.ModeWorker {
+		args = append(a.workerArgs(job.Slot), job.ID) // which worker, which job
+	}
+	if a.joblog != nil && args != nil {
+		if err := a.joblog.write(res, args); err != nil {
+			return jobs.Unknown, err
 		}
 	}
 	return a.src.Finish(ctx, job, res)

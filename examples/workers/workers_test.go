@@ -361,27 +361,35 @@ func TestManyJobsRecycled(t *testing.T) {
 			}
 			return len(live) == 2
 		}
+		handle := func(a answer) {
+			job := live[a.w]
+			if job == nil {
+				t.Fatalf("answer %q with no job in flight", a.line)
+			}
+			ans, err := workerproto.ParseAnswer([]byte(a.line), job.ID)
+			if err != nil || !ans.OK {
+				t.Fatalf("job %s: %+v, %v", job.ID, ans, err)
+			}
+			n, _ := strconv.Atoi(job.ID)
+			if seen[n] {
+				t.Fatalf("job %d answered twice", n)
+			}
+			seen[n] = true
+			answered++
+			feed(a.w)
+		}
 		fill()
 		timeout := time.After(300 * time.Second)
 		for answered < jobs || !stable() {
 			select {
 			case a := <-d.answers:
-				job := live[a.w]
-				if job == nil {
-					t.Fatalf("answer %q with no job in flight", a.line)
-				}
-				ans, err := workerproto.ParseAnswer([]byte(a.line), job.ID)
-				if err != nil || !ans.OK {
-					t.Fatalf("job %s: %+v, %v", job.ID, ans, err)
-				}
-				n, _ := strconv.Atoi(job.ID)
-				if seen[n] {
-					t.Fatalf("job %d answered twice", n)
-				}
-				seen[n] = true
-				answered++
-				feed(a.w)
+				handle(a)
 			case w := <-exits:
+				// The pool hands over a worker's answers before its exit,
+				// but on another channel: the last ones may wait there.
+				for len(d.answers) > 0 {
+					handle(<-d.answers)
+				}
 				delete(live, w)
 				exited++
 				if e := w.Exit(); !e.Success() || w.Busy() || w.Completed() != limit {

@@ -64,8 +64,14 @@ type Log struct {
 // Job is the [job] table: the service's settings of it (how a job's
 // processes are held together and limited), and the command.
 type Job struct {
+	// Mode is how the command runs jobs: "process" (the default), a
+	// process per job; or "worker", a command worker started once per
+	// slot and kept, which reads one job per line on its standard input
+	// and answers each on file descriptor 3 (docs/WORKER-PROTOCOL.md). It
+	// takes effect at the next start.
+	Mode string `toml:"mode"`
 	// Command is the program and its arguments, run without a shell for
-	// each job; required. Command[0] is a path, or a name looked up in PATH
+	// each job (or once per worker, in worker mode); required. Command[0] is a path, or a name looked up in PATH
 	// when Load runs and replaced by the absolute path found. Arguments
 	// that are exactly one of the placeholders that the source fills in
 	// (Placeholders: {path}, {name}, {id}, {slot} and {attempt} for the
@@ -73,13 +79,15 @@ type Job struct {
 	// job, and another source's are refused; a placeholder inside a
 	// longer argument ("{path}.png") is an error, since nothing is
 	// interpolated. An argument with whitespace inside its braces (an awk
-	// program, say) is not taken for a placeholder.
+	// program, say) is not taken for a placeholder. In worker mode only
+	// {slot} is: a worker runs many jobs, which it reads on its stdin.
 	Command []string `toml:"command" reload:"live"`
 	// WorkingDir is the directory jobs run in; "" (the default) is the
 	// daemon's own working directory. It must exist.
 	WorkingDir string `toml:"working_dir" reload:"live"`
 	// Env is added to each job's environment, after InheritEnv. The daemon
-	// also sets JOB_ID, JOB_PATH, JOB_SLOT and JOB_ATTEMPT, which Env may not set.
+	// also sets JOB_ID, JOB_PATH, JOB_SLOT and JOB_ATTEMPT (in worker mode
+	// JOBDAEMON_WORKER and JOB_SLOT), which Env may not set.
 	Env map[string]string `toml:"env" reload:"live"`
 	// InheritEnv names variables of the daemon's environment passed on to
 	// jobs. By default nothing of the daemon's environment is passed on.
@@ -116,7 +124,9 @@ type Spool struct {
 	// failed/ (default "/var/spool/jobdaemon").
 	Dir string `toml:"dir"`
 	// MaxPayload is the largest job file accepted; larger ones are moved
-	// to failed/ unread (default 64MiB; must be positive).
+	// to failed/ unread (default 64MiB; must be positive). In worker mode
+	// the file travels in its job line, in base64: the default is then
+	// 32MiB, and at most MaxWorkerPayload.
 	MaxPayload Size `toml:"max_payload"`
 	// RescanInterval is how often the spool is scanned for files that
 	// inotify did not report (default 10s; must be positive).
@@ -133,6 +143,7 @@ func Default() *Config {
 		Control: def.Control,
 		Log:     Log{LogSettings: def.Log},
 		Job: Job{
+			Mode:        ModeProcess,
 			MaxAttempts: 3,
 			Backoff:     Duration(10 * time.Second),
 		},
@@ -201,10 +212,45 @@ func Parse(path string) (*Config, error) {
 		return nil, err
 	}
 	c.file, c.idx = path, p.idx
+	c.modeDefaults()
 	if err := c.resolvePaths(filepath.Dir(path)); err != nil {
 		return nil, &Error{File: path, Msg: "cannot find the configuration file's directory: " + err.Error(), Err: err}
 	}
 	return c, nil
+}
+
+// The values of job.mode.
+const (
+	ModeProcess = "process"
+	ModeWorker  = "worker"
+)
+
+// Worker mode's own defaults, for the keys the file does not set.
+const (
+	// DefaultWorkerJobs is pool.jobs_per_child in worker mode: a worker
+	// is replaced after that many jobs, which bounds what a leak in the
+	// job's code can cost, at the price of a worker start per that many
+	// jobs.
+	DefaultWorkerJobs = 1000
+	// DefaultWorkerPayload is source.spool.max_payload in worker mode.
+	DefaultWorkerPayload Size = 32 << 20
+	// MaxWorkerPayload is the largest source.spool.max_payload in worker
+	// mode: a job line, with its payload in base64 and room for its id
+	// and path, must fit in the 64 MiB the pool carries (pool.MaxMessage).
+	MaxWorkerPayload Size = 47 << 20
+)
+
+// modeDefaults sets worker mode's own defaults where the file is silent.
+func (c *Config) modeDefaults() {
+	if c.Job.Mode != ModeWorker {
+		return
+	}
+	if !c.idx.has("pool.jobs_per_child") {
+		c.Pool.JobsPerChild = DefaultWorkerJobs
+	}
+	if !c.idx.has("source.spool.max_payload") {
+		c.Source.Spool.MaxPayload = DefaultWorkerPayload
+	}
 }
 
 // maxFileSize is the largest configuration file read; it keeps a wrong

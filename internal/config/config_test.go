@@ -1,8 +1,7 @@
 package config
 
 import (
-	"github.com/jobdaemon/jobdaemon/pkg/service"
-
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
@@ -18,6 +17,9 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/jobdaemon/jobdaemon/pkg/pool"
+	"github.com/jobdaemon/jobdaemon/pkg/service"
 )
 
 // writeFile writes text to dir/name with mode and returns its path.
@@ -116,13 +118,16 @@ idle_interval = "500ms"
 [pool]
 max_children = 8
 jobs_per_child = 100
+worker_max_age = "1h"
+worker_max_rss = "256MiB"
 job_timeout = "1h30m"
 kill_grace = "5s"
 stop_signal = "INT"
 forward_signals = false
 
 [job]
-command = ["`+prog+`", "{path}", "--slot", "{slot}", "awk '{print $1}'"]
+mode = "worker"
+command = ["`+prog+`", "--slot", "{slot}", "awk '{print $1}'"]
 working_dir = "/tmp"
 env = { LANG = "C.UTF-8", "DOTTED.NAME" = "x" }
 inherit_env = ["HOME", "TZ"]
@@ -166,9 +171,9 @@ job_identifier = "tool"
 	want := &Config{
 		Daemon: service.DaemonSettings{PIDFile: "/run/jd/jd.pid", User: "root", Group: "0",
 			StopTimeout: time.Minute, IdleInterval: 500 * time.Millisecond},
-		Pool: service.PoolSettings{MaxChildren: 8, JobsPerChild: 100, JobTimeout: 90 * time.Minute,
-			KillGrace: 5 * time.Second, StopSignal: syscall.SIGINT, ForwardSignals: false, Cgroups: "auto"},
-		Job: Job{Command: []string{prog, "{path}", "--slot", "{slot}", "awk '{print $1}'"}, WorkingDir: "/tmp",
+		Pool: service.PoolSettings{MaxChildren: 8, JobsPerChild: 100, WorkerMaxAge: time.Hour, WorkerMaxRSS: 256 << 20,
+			JobTimeout: 90 * time.Minute, KillGrace: 5 * time.Second, StopSignal: syscall.SIGINT, ForwardSignals: false, Cgroups: "auto"},
+		Job: Job{Mode: "worker", Command: []string{prog, "--slot", "{slot}", "awk '{print $1}'"}, WorkingDir: "/tmp",
 			Env: map[string]string{"LANG": "C.UTF-8", "DOTTED.NAME": "x"}, InheritEnv: []string{"HOME", "TZ"},
 			MaxAttempts: 5, Backoff: 0},
 		Source: Source{Type: "spool", Spool: Spool{Dir: "/srv/spool", MaxPayload: 10 << 10, RescanInterval: Duration(time.Minute)},
@@ -417,7 +422,7 @@ func TestErrors(t *testing.T) {
 		{"subtable", cmd + "[source.spoool]\ndir = \"/x\"\n", 3, "source.spoool", `unknown table [source.spoool] (did you mean [source.spool]?)`},
 		{"top-level key", "max_children = 3\n" + cmd, 1, "max_children",
 			`unknown key "max_children" at the top level ("max_children" belongs in [pool])`},
-		{"dotted", cmd + "pool.max_chidren = 3\n", 3, "job.pool", "unknown table [job.pool]; the keys of [job] are command, working_dir"},
+		{"dotted", cmd + "pool.max_chidren = 3\n", 3, "job.pool", "unknown table [job.pool]; the keys of [job] are mode, command, working_dir"},
 		{"dotted in table", "[job]\ncommand = [\"" + prog + "\"]\nenv.A = \"b\"\nretry.max = 3\n", 4, "job.retry", "unknown table [job.retry]"},
 		{"inline", cmd + "[pool]\nx = { y = 1 }\n", 4, "pool.x", "unknown table [pool.x]"},
 		{"unknown in inline table", "pool = { max_chidren = 3 }\n" + cmd, 1, "pool.max_chidren", `(did you mean "max_children"?)`},
@@ -440,7 +445,19 @@ func TestErrors(t *testing.T) {
 		// Values refused by Validate.
 		{"max_children 0", "[pool]\nmax_children = 0\n" + cmd, 2, "pool.max_children", "pool.max_children: 0 is out of range: use 1 to 10000"},
 		{"max_children big", "[pool]\nmax_children = 10001\n" + cmd, 2, "pool.max_children", "out of range"},
-		{"jobs_per_child", "[pool]\njobs_per_child = 0\n" + cmd, 2, "pool.jobs_per_child", "0 is out of range: use 1 to 1000000"},
+		{"jobs_per_child", "[pool]\njobs_per_child = -1\n" + cmd, 2, "pool.jobs_per_child", "-1 is out of range: use 0 to 1000000"},
+		{"jobs_per_child in process mode", "[pool]\njobs_per_child = 5\n" + cmd, 2, "pool.jobs_per_child",
+			`5: a process runs one job in job.mode "process"; set it to 1, or set mode = "worker" in [job]`},
+		{"negative worker_max_age", "[pool]\nworker_max_age = \"-1m\"\n" + cmd, 2, "pool.worker_max_age", "-1m0s is negative"},
+		{"worker_max_rss unit", "[pool]\nworker_max_rss = \"1 lot\"\n" + cmd, 2, "pool.worker_max_rss", `unknown unit "lot"`},
+		{"worker_max_rss type", "[pool]\nworker_max_rss = 1.5\n" + cmd, 2, "pool.worker_max_rss", `want a size such as "64MiB", not a float`},
+		{"mode", cmd + "mode = \"workers\"\n", 3, "job.mode", `unknown mode "workers" (did you mean "worker"?)`},
+		{"mode far off", cmd + "mode = \"fork\"\n", 3, "job.mode", `unknown mode "fork": use "process" (a process per job) or "worker"`},
+		{"worker placeholder", "[job]\nmode = \"worker\"\ncommand = [\"" + prog + "\", \"{slot}\", \"{path}\"]\n", 3, "job.command",
+			"argument 2 is {path}, which names one job: in worker mode the command starts once per slot"},
+		{"worker payload", "[job]\nmode = \"worker\"\ncommand = [\"" + prog + "\"]\n[source.spool]\nmax_payload = \"48MiB\"\n", 5,
+			"source.spool.max_payload", "48MiB is too large for worker mode, where a job's file travels in its job line, in base64: use at most 47MiB"},
+		{"reserved env JOBDAEMON_WORKER", cmd + "env = { JOBDAEMON_WORKER = \"x\" }\n", 3, "job.env.JOBDAEMON_WORKER", "set by the daemon"},
 		{"max_attempts", cmd + "max_attempts = 0\n", 3, "job.max_attempts", "0 is out of range"},
 		{"negative timeout", "[pool]\njob_timeout = \"-1s\"\n" + cmd, 2, "pool.job_timeout", "-1s is negative"},
 		{"negative backoff", cmd + "backoff = \"-1m\"\n", 3, "job.backoff", "is negative"},
@@ -550,7 +567,7 @@ format = 3
 command = []
 [pool]
 max_children = 0
-jobs_per_child = 0
+jobs_per_child = -1
 [log]
 level = "x"
 `, 0o644)
@@ -957,5 +974,43 @@ func TestPostgresExamples(t *testing.T) {
 			}
 			check(t, job+"[source]\ntype = \"postgres\"\n"+strings.Join(keys, "\n")+"\n")
 		})
+	}
+}
+
+// Worker mode has defaults of its own for the keys a file does not set;
+// those it sets keep their values.
+func TestWorkerModeDefaults(t *testing.T) {
+	dir := t.TempDir()
+	prog := tool(t, dir)
+	job := "[job]\nmode = \"worker\"\ncommand = [\"" + prog + "\", \"{slot}\"]\n"
+	c, err := Load(writeFile(t, dir, "config.toml", job, 0o644))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Pool.JobsPerChild != DefaultWorkerJobs || c.Source.Spool.MaxPayload != DefaultWorkerPayload {
+		t.Errorf("worker mode defaults: jobs_per_child %d, max_payload %v", c.Pool.JobsPerChild, c.Source.Spool.MaxPayload)
+	}
+	c, err = Load(writeFile(t, dir, "config.toml", job+"[pool]\njobs_per_child = 0\n[source.spool]\nmax_payload = \"1MiB\"\n", 0o644))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Pool.JobsPerChild != 0 || c.Source.Spool.MaxPayload != 1<<20 {
+		t.Errorf("worker mode with values: jobs_per_child %d, max_payload %v", c.Pool.JobsPerChild, c.Source.Spool.MaxPayload)
+	}
+	c, err = Load(writeFile(t, dir, "config.toml", withCommand(prog), 0o644))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Job.Mode != ModeProcess || c.Pool.JobsPerChild != 1 || c.Source.Spool.MaxPayload != 64<<20 {
+		t.Errorf("process mode: %q, jobs_per_child %d, max_payload %v", c.Job.Mode, c.Pool.JobsPerChild, c.Source.Spool.MaxPayload)
+	}
+}
+
+// A job line with a payload of MaxWorkerPayload, in base64, and a long id
+// and path fits in what the pool carries.
+func TestMaxWorkerPayloadFits(t *testing.T) {
+	line := base64.StdEncoding.EncodedLen(int(MaxWorkerPayload)) + 64<<10
+	if line > pool.MaxMessage {
+		t.Errorf("a job line of %d bytes, more than pool.MaxMessage (%d)", line, pool.MaxMessage)
 	}
 }

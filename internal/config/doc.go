@@ -13,13 +13,16 @@
 //
 //	[pool]
 //	max_children = 4
-//	jobs_per_child = 1     # >1: worker children
+//	jobs_per_child = 1     # worker mode: jobs per worker (default 1000; 0 = no limit)
+//	worker_max_age = "0s"  # worker mode: replace older workers (0 = never)
+//	worker_max_rss = "0"   # worker mode: replace larger workers (0 = never)
 //	job_timeout = "0s"     # 0 = none
 //	kill_grace = "10s"     # after the stop signal, before SIGKILL
 //	stop_signal = "SIGTERM"
 //	forward_signals = true # send stop_signal to jobs on a graceful stop
 //
 //	[job]
+//	mode = "process"       # or "worker": a command worker per slot (docs/WORKER-PROTOCOL.md)
 //	command = ["/usr/local/bin/thumbnail", "{path}", "{id}"]
 //	working_dir = ""       # "" = the daemon's
 //	env = { LANG = "C.UTF-8" }
@@ -31,7 +34,7 @@
 //	type = "spool"         # or "postgres": a queue that several hosts share
 //	[source.spool]
 //	dir = "/var/spool/jobdaemon"
-//	max_payload = "64MiB"  # larger job files are refused
+//	max_payload = "64MiB"  # larger job files are refused (worker mode: 32MiB, at most 47MiB)
 //	rescan_interval = "10s"
 //	[source.postgres]      # exactly one of dsn, dsn_file, dsn_env
 //	dsn = ""               # libpq connection string (URL or key=value)
@@ -76,6 +79,12 @@
 // mode and owner before reading it (the daemon does so at start-up,
 // before it drops its privileges). The [source] tables need a restart:
 // none of their keys is tagged reload:"live".
+// script builds such names. In worker mode the command starts once per
+// slot and runs many jobs, so only {slot} is allowed.
+//
+// Worker mode has defaults of its own for the keys a file does not set:
+// jobs_per_child 1000 (DefaultWorkerJobs) and max_payload 32MiB
+// (DefaultWorkerPayload).
 //
 // Mistakes are reported as "file:line: key: what is wrong and the fix",
 // as many at once as can be found: a TOML syntax error stops the reading;

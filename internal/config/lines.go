@@ -73,6 +73,16 @@ func (idx *lineIndex) line(key string) int {
 	return l
 }
 
+// has reports whether the document sets key, as toml.Key.String()
+// writes it; false for a nil index.
+func (idx *lineIndex) has(key string) bool {
+	if idx == nil {
+		return false
+	}
+	_, ok := idx.keys[key]
+	return ok
+}
+
 // primitive finds the undecoded value of key.
 func (idx *lineIndex) primitive(key toml.Key) (toml.Primitive, bool) {
 	tbl := idx.top

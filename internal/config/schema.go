@@ -194,7 +194,8 @@ func typeWord(t string) string {
 // decodeTarget returns what a value is decoded into: the field itself, or,
 // for the plain Go types of the service's settings, this package's types
 // that read the same values with clearer messages ("30" has no unit;
-// "SIGTREM" is not a signal, did you mean "SIGTERM"?).
+// "SIGTREM" is not a signal, did you mean "SIGTERM"?), and sizes with
+// units ("256MiB").
 func decodeTarget(fv reflect.Value) any {
 	switch fv.Type() {
 	case reflect.TypeFor[time.Duration]():

@@ -38,8 +38,9 @@ var placeholders = []string{PlaceholderPath, PlaceholderName, PlaceholderID, Pla
 // "{print $1}" (awk) does not; "{}" and "{.}" (GNU parallel) do.
 var braces = regexp.MustCompile(`\{[^{}\s]*\}`)
 
-// reservedEnv are set by the daemon for each job; job.env may not set them.
-var reservedEnv = []string{"JOB_ID", "JOB_PATH", "JOB_SLOT", "JOB_ATTEMPT"}
+// reservedEnv are set by the daemon for each job, or each worker;
+// job.env may not set them.
+var reservedEnv = []string{"JOB_ID", "JOB_PATH", "JOB_SLOT", "JOB_ATTEMPT", "JOBDAEMON_WORKER"}
 
 // Validate checks every value of c and returns all the problems found, each
 // an *Error naming the key, its line when c came from Load or Parse, and
@@ -67,6 +68,7 @@ func (c *Config) Validate() error {
 	v.path("log.joblog", c.Log.JobLog, true)
 
 	v.job(&c.Job)
+	v.mode(c)
 
 	v.source(c)
 	return v.err()
@@ -142,6 +144,35 @@ func (v *validator) job(j *Job) {
 	}
 	v.intRange("job.max_attempts", j.MaxAttempts, 1, 1_000_000)
 	v.nonNegative("job.backoff", j.Backoff)
+}
+
+// mode checks what job.mode changes: the placeholders a worker's command
+// may have, and how many jobs a child runs.
+func (v *validator) mode(c *Config) {
+	j := &c.Job
+	switch j.Mode {
+	case ModeProcess:
+		if n := c.Pool.JobsPerChild; n > 1 {
+			v.fail("pool.jobs_per_child", nil, "%d: a process runs one job in job.mode \"process\"; set it to 1, or set mode = \"worker\" in [job] to run many jobs in each worker, a command that reads them on its standard input (docs/WORKER-PROTOCOL.md)", n)
+		}
+		return
+	case ModeWorker:
+	default:
+		msg := fmt.Sprintf("unknown mode %q: use %q (a process per job) or %q (a command worker per slot, docs/WORKER-PROTOCOL.md)", j.Mode, ModeProcess, ModeWorker)
+		if s := suggest(j.Mode, []string{ModeProcess, ModeWorker}); s != "" {
+			msg = fmt.Sprintf("unknown mode %q (did you mean %q?)", j.Mode, s)
+		}
+		v.fail("job.mode", nil, "%s", msg)
+		return
+	}
+	for i, arg := range j.Command {
+		if i > 0 && arg != PlaceholderSlot && slices.Contains(placeholders, arg) {
+			v.fail("job.command", nil, "argument %d is %s, which names one job: in worker mode the command starts once per slot and runs many jobs, which it reads on its standard input with their id, path and attempt; only %s may be an argument (docs/WORKER-PROTOCOL.md)", i, arg, PlaceholderSlot)
+		}
+	}
+	if s := c.Source.Spool; c.Source.Type == "spool" && s.MaxPayload > MaxWorkerPayload {
+		v.fail("source.spool.max_payload", nil, "%v is too large for worker mode, where a job's file travels in its job line, in base64: use at most %v", s.MaxPayload, MaxWorkerPayload)
+	}
 }
 
 // placeholderError explains why m, a braced word found in arg, is wrong,

@@ -81,7 +81,7 @@ func (p *parser) answer() (Answer, error) {
 	}
 	if p.b[p.i] != '{' {
 		if err := p.value(); err != nil {
-			return a, fmt.Errorf("not JSON: %w", err)
+			return a, err
 		}
 		return a, errors.New("not a JSON object")
 	}

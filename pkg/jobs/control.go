@@ -24,7 +24,7 @@ var ErrStopping = errors.New("daemon is stopping")
 // ScaleMaxChildren cap what they are asked for at it.
 const MaxChildrenLimit = 10000
 
-// do runs f on the dispatcher goroutine and waits for it.
+// do runs f on the loop goroutine, as the dispatcher, and waits for it.
 func (d *Daemon) do(f func()) error {
 	done := make(chan struct{})
 	select {
@@ -36,8 +36,8 @@ func (d *Daemon) do(f func()) error {
 	}
 }
 
-// Reload calls Options.OnReload, then LoadConfig, on the dispatcher
-// goroutine, and returns when both have returned. If either fails, the
+// Reload calls Options.OnReload, then LoadConfig, by the dispatcher, and
+// returns when both have returned. If either fails, the
 // error is returned and the daemon runs on as before. A daemon that is
 // stopping refuses with ErrStopping, and calls neither.
 func (d *Daemon) Reload(ctx context.Context) error {
@@ -90,6 +90,11 @@ func (d *Daemon) tryReload(hctx context.Context) error {
 		next.MaxChildren = d.pool.Max()
 	}
 	d.apply(next)
+	// Command workers start again with what the reload changed: their
+	// command, environment, code. And a worker script that failed to start
+	// may have been fixed: the next start need not wait.
+	d.retireCommandWorkers()
+	d.startsReset("reload")
 	d.stateMu.Lock()
 	d.generation++
 	d.stateMu.Unlock()
@@ -346,8 +351,23 @@ type Status struct {
 	Saturated     time.Duration `json:"saturated_ns"` // time spent with every slot busy
 	// Isolation says how jobs are held together: "per-slot cgroups in
 	// /sys/fs/cgroup/...", or "process groups: " and why not cgroups.
-	Isolation string       `json:"isolation,omitempty"`
-	Slots     []SlotStatus `json:"slots"`
+	Isolation string `json:"isolation,omitempty"`
+	// WorkersStarted counts the workers started, Go and command workers.
+	WorkersStarted uint64 `json:"workers_started"`
+	// WorkerFailedStarts is the number of workers in a row that ended, or
+	// could not start, before their first answer: a broken worker script,
+	// a missing interpreter. While it is above 0, each new worker waits
+	// (100 ms after the first, doubling up to 30 s); the first answer of
+	// any worker, or a reload, sets it back to 0.
+	WorkerFailedStarts int `json:"worker_failed_starts"`
+	// WorkerBackoff is how long a new worker must still wait; 0 when none
+	// does.
+	WorkerBackoff time.Duration `json:"worker_backoff_ns"`
+	// WorkerStartError says how the last of those workers ended, with its
+	// last line of output ("exit 255; its last output: PHP Parse error:
+	// ..."), while WorkerFailedStarts is above 0.
+	WorkerStartError string       `json:"worker_start_error,omitempty"`
+	Slots            []SlotStatus `json:"slots"`
 }
 
 // SlotStatus describes one child.
@@ -370,16 +390,17 @@ type SlotStatus struct {
 // StateStopped and the final counters.
 func (d *Daemon) Status() Status {
 	s := Status{
-		State:         StateStopped,
-		Pid:           os.Getpid(),
-		Started:       d.started.Load(),
-		Succeeded:     d.succeeded.Load(),
-		Failed:        d.failed.Load(),
-		Retried:       d.retried.Load(),
-		EndedFailed:   d.gaveUp.Load(),
-		Reloads:       d.reloads.Load(),
-		ReloadsFailed: d.reloadsFailed.Load(),
-		Queued:        -1,
+		State:          StateStopped,
+		Pid:            os.Getpid(),
+		Started:        d.started.Load(),
+		Succeeded:      d.succeeded.Load(),
+		Failed:         d.failed.Load(),
+		Retried:        d.retried.Load(),
+		EndedFailed:    d.gaveUp.Load(),
+		Reloads:        d.reloads.Load(),
+		ReloadsFailed:  d.reloadsFailed.Load(),
+		WorkersStarted: d.workersStarted.Load(),
+		Queued:         -1,
 	}
 	if dp, ok := d.app.(Depther); ok {
 		if n, err := dp.Depth(); err == nil {
@@ -428,6 +449,10 @@ func (d *Daemon) snapshot(s *Status) []*pool.Child {
 	s.Saturated = d.saturated
 	if !d.saturatedSince.IsZero() {
 		s.Saturated += now.Sub(d.saturatedSince)
+	}
+	if d.failedStarts > 0 {
+		s.WorkerFailedStarts, s.WorkerStartError = d.failedStarts, d.startErr
+		s.WorkerBackoff = max(d.startNotBefore.Sub(now), 0)
 	}
 	children := make([]*pool.Child, 0, len(d.running))
 	for c := range d.running {

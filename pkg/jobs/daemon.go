@@ -9,8 +9,10 @@ import (
 	"os/signal"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
+	"github.com/jobdaemon/jobdaemon/internal/workerproto"
 	"github.com/jobdaemon/jobdaemon/pkg/pool"
 )
 
@@ -51,6 +53,7 @@ type Daemon struct {
 	app    Source
 	runner Runner
 	cmdr   Commander
+	wcmdr  WorkerCommander
 	loader ConfigLoader
 	acker  Acker
 	filer  Finisher
@@ -61,9 +64,9 @@ type Daemon struct {
 	pool   *pool.Pool
 	start  time.Time
 
-	// Owned by the dispatcher goroutine, which writes the fields that
-	// Status reads (running and each r.job, paused, stopMode, generation)
-	// under stateMu.
+	// Owned by the dispatcher (whoever holds mu: see loop and
+	// pushAnswer), which writes the fields that Status reads (running and
+	// each r.job, paused, stopMode, generation) under stateMu too.
 	stateMu      sync.Mutex
 	maxBeforeRun int // MaxChildren until the pool exists
 	running      map[*pool.Child]*running
@@ -76,6 +79,12 @@ type Daemon struct {
 	generation   int
 	exitErr      error
 	encBuf       []byte
+	// Workers in a row that ended before their first answer (workers.go):
+	// how many, when the next may start, and how the last one ended.
+	failedStarts   int
+	startNotBefore time.Time
+	startErr       string
+	probe          *running // after those, the one new worker on trial
 
 	output  func(Line) // Options.Output
 	tailMax int        // Options.TailSize
@@ -84,6 +93,15 @@ type Daemon struct {
 	ctl      chan func()
 	finished chan struct{}
 
+	// mu is the dispatcher: its holder handles events and starts jobs,
+	// and calls the hooks, one at a time. The loop goroutine takes it for
+	// each pass; a worker's reader goroutine that brings an answer takes
+	// it when it is free (pushAnswer).
+	mu sync.Mutex
+	// answers is set when an answer waits in events for the dispatcher:
+	// whoever releases mu runs a pass for it (drain).
+	answers atomic.Bool
+
 	evMu     sync.Mutex
 	events   []event
 	spare    []event // owned by the dispatcher between two handleEvents
@@ -91,17 +109,17 @@ type Daemon struct {
 
 	linesMu sync.Mutex
 	// What the output lines of each running job need, by job id: its
-	// attempt, and for a worker's job the tail of its output. Output
-	// travels through a pipe and a worker's results through a socket, so a
-	// job's last lines may arrive after its result: for a worker that runs
-	// on, the tail holds what had arrived by then; for one that exits after
-	// the job, all of it.
+	// attempt, and for a worker's job the tail of its output. Output and
+	// answers travel apart, but the pool hands an answer over only after
+	// the lines written before it (pool's catch-up): the tail is whole
+	// when the answer is handled, but for a last line without its newline.
 	lines map[string]*jobLines
 
 	free      atomic.Int32 // FreeSlots, set around each NextJob
 	isolation string       // how jobs are held together; under stateMu
 
 	started, succeeded, failed, retried atomic.Uint64
+	workersStarted                      atomic.Uint64
 	retrying, gaveUp                    atomic.Uint64 // the Finisher's verdicts
 	reloads, reloadsFailed              atomic.Uint64
 
@@ -112,23 +130,38 @@ type Daemon struct {
 }
 
 // running is a child the dispatcher knows of: a command child running a
-// job, or a worker, busy or idle.
+// job, or a worker (a Go worker or a command worker), busy or idle.
 type running struct {
 	child    *pool.Child
 	worker   *pool.Worker
+	lines    bool    // a command worker (pool.ProtocolLines)
 	job      *Job    // nil for an idle worker
-	reply    *Result // a retiring worker's answer, awaiting its exit
+	reply    *Result // the result of a job whose worker exits next, filed at its exit
 	since    time.Time
 	timer    *time.Timer
 	timedOut atomic.Bool
+	answered bool // the worker gave a well-formed answer once
+
+	// sentID is the id of a command worker's job in flight, which its
+	// answer must carry. The dispatcher writes it before Send; the
+	// worker's reader goroutine reads it in OnResult, after the pool has
+	// seen, under the worker's lock that Send also takes, that a job is
+	// in flight: the lock orders the two.
+	sentID string
+	// The timeout of each of a command worker's jobs, and how it is
+	// stopped: its Spec's, or 0 for the Options' in force.
+	timeout    time.Duration
+	stopSignal syscall.Signal
+	killGrace  time.Duration
 }
 
 type event struct {
 	apply  func()       // a control request, run on the dispatcher
 	child  *pool.Child  // exited
 	worker *pool.Worker // answered
-	reply  workerReply
-	err    error
+	reply  workerReply  // a Go worker's answer
+	answer workerproto.Answer
+	err    error // the answer could not be decoded
 }
 
 // New checks app and returns a daemon ready to Run. app must implement
@@ -151,6 +184,7 @@ func New(app Source, opts Options) (*Daemon, error) {
 	d.output, d.tailMax = opts.Output, opts.TailSize
 	d.runner, _ = app.(Runner)
 	d.cmdr, _ = app.(Commander)
+	d.wcmdr, _ = app.(WorkerCommander)
 	d.loader, _ = app.(ConfigLoader)
 	d.acker, _ = app.(Acker)
 	d.filer, _ = app.(Finisher)
@@ -158,8 +192,8 @@ func New(app Source, opts Options) (*Daemon, error) {
 	if d.runner == nil && d.cmdr == nil {
 		return nil, fmt.Errorf("jobs: %T implements neither RunJob (Runner) nor Command (Commander)", app)
 	}
-	if d.cmdr != nil && opts.JobsPerChild > 1 {
-		return nil, errors.New("jobs: JobsPerChild > 1 is for RunJob; an application with Command runs one process per job")
+	if d.cmdr != nil && d.wcmdr == nil && opts.JobsPerChild > 1 {
+		return nil, errors.New("jobs: JobsPerChild > 1 is for workers: an application with Command runs one process per job, unless it implements WorkerCommander")
 	}
 	return d, nil
 }
@@ -239,16 +273,25 @@ func (d *Daemon) loop(ctx, hctx context.Context, sigs <-chan os.Signal) {
 		defer t.Stop()
 		beat = t.C
 	}
+	var todo func() // what woke the loop, done under the lock
 	for {
+		d.mu.Lock()
+		if todo != nil {
+			todo()
+			todo = nil
+		}
 		d.handleEvents(hctx)
 		if d.stopMode != 0 && len(d.running) == 0 {
+			d.mu.Unlock()
 			return
 		}
 		wait := d.dispatch(hctx)
 		if d.stopMode != 0 && len(d.running) == 0 {
+			d.mu.Unlock()
 			continue // dispatch stopped the daemon (MaxHookErrors)
 		}
 		d.noteSaturation()
+		d.drain()
 		if wait > 0 {
 			timer.Reset(wait)
 		} else {
@@ -257,21 +300,76 @@ func (d *Daemon) loop(ctx, hctx context.Context, sigs <-chan os.Signal) {
 		select {
 		case <-d.evNotify:
 		case f := <-d.ctl:
-			f()
+			todo = f
 		case _, ok := <-wake:
 			if !ok {
 				wake = nil // a closed channel would wake us for ever
 			}
-			d.backoff, d.notBefore = 0, time.Time{}
+			todo = func() { d.backoff, d.notBefore = 0, time.Time{} }
 		case <-timer.C:
 		case <-ctxDone:
 			ctxDone = nil
-			d.beginStop(Graceful)
+			todo = func() { d.beginStop(Graceful) }
 		case sig := <-sigs:
-			d.onSignal(hctx, sig)
+			todo = func() { d.onSignal(hctx, sig) }
 		case <-beat:
-			d.opts.Heartbeat()
+			todo = d.opts.Heartbeat
 		}
+	}
+}
+
+// pushAnswer queues a worker's answer, on the worker's reader goroutine,
+// and, when the dispatcher is free, runs the dispatcher's pass right there:
+// the answer is handled, and the worker's next job sent, without waking
+// the loop goroutine. Handing each answer over to another goroutine cost a
+// wake-up of a second thread by the Go scheduler per job, a third of the
+// throughput of trivial jobs (docs/PERFORMANCE.md, "Command workers").
+// The hooks still run one at a time, in order: under mu.
+func (d *Daemon) pushAnswer(ev event) {
+	d.evMu.Lock()
+	d.events = append(d.events, ev)
+	d.evMu.Unlock()
+	d.answers.Store(true)
+	if !d.mu.TryLock() {
+		return // its holder runs a pass for it (drain)
+	}
+	d.answerPass()
+}
+
+// answerPass runs the dispatcher's passes for the answers that wait, with
+// mu held, and releases it. It leaves to the loop goroutine what only it
+// can do: sleep until a time (a backoff), and end the loop.
+func (d *Daemon) answerPass() {
+	d.answers.Store(false)
+	d.handleEvents(d.hctx)
+	wait := time.Duration(0)
+	done := d.stopMode != 0 && len(d.running) == 0
+	if !done {
+		wait = d.dispatch(d.hctx)
+		d.noteSaturation()
+	}
+	if done || wait > 0 || d.stopMode != 0 {
+		d.notify()
+	}
+	d.drain()
+}
+
+// drain releases mu, and runs a pass for the answers that came while it was
+// held: their reader goroutines found it taken, and left them to its
+// holder. An answer queued after the check finds mu free, or its new holder
+// checks again.
+func (d *Daemon) drain() {
+	d.mu.Unlock()
+	if d.answers.Load() && d.mu.TryLock() {
+		d.answerPass()
+	}
+}
+
+// notify wakes the loop goroutine.
+func (d *Daemon) notify() {
+	select {
+	case d.evNotify <- struct{}{}:
+	default:
 	}
 }
 
@@ -296,16 +394,39 @@ func (d *Daemon) noteSaturation() {
 // returns how long to wait before asking the source again, or 0 to wait
 // for an event (a job ending, a wake-up, a control request).
 func (d *Daemon) dispatch(hctx context.Context) time.Duration {
-	for !d.paused && d.stopMode == 0 {
-		if wait := time.Until(d.notBefore); wait > 0 {
-			return wait
+	for first := true; ; first = false {
+		if !first {
+			// The ends of jobs before the next start: the pool frees a
+			// child's slot before it reports its end, and a worker that
+			// ended before its first answer must hold back the next start
+			// (startWait) before its slot goes to another.
+			d.handleEvents(hctx)
+		}
+		if d.paused || d.stopMode != 0 {
+			return 0
+		}
+		if !d.notBefore.IsZero() {
+			if wait := time.Until(d.notBefore); wait > 0 {
+				return wait
+			}
 		}
 		slot, idle, ok := d.freeSlot()
 		if !ok {
 			return 0
 		}
+		if idle == nil {
+			// A job would need a new worker; after workers that ended
+			// before their first answer, the next one waits.
+			if wait := d.startWait(time.Now()); wait > 0 {
+				d.pool.Release(slot)
+				return wait
+			}
+		}
 		var job *Job
-		asked := time.Now()
+		var asked time.Time // for the Observer's dispatch latency
+		if d.opts.Observer != nil {
+			asked = time.Now()
+		}
 		// The slot being filled counts as free; an idle worker popped for
 		// it is still among the running children.
 		running := d.busy()
@@ -331,12 +452,11 @@ func (d *Daemon) dispatch(hctx context.Context) time.Duration {
 			}
 			return d.nothingReady(err)
 		}
-		d.hookErrs, d.backoff = 0, 0
+		d.hookErrs, d.backoff, d.notBefore = 0, 0, time.Time{}
 		if d.startJob(hctx, slot, idle, job) && d.opts.Observer != nil {
 			d.opts.Observer.JobStarted(job, time.Since(asked))
 		}
 	}
-	return 0
 }
 
 // busy returns the number of jobs running.
@@ -381,47 +501,71 @@ func (d *Daemon) freeSlot() (int, *running, bool) {
 
 // startJob starts job in slot, in the idle worker r if not nil, and
 // reports whether it runs; if not, the job has been finished as failed.
+// Without an idle worker, a Runner's job gets a new Go worker, and a
+// Commander's either a new command worker (WorkerCommand) or a process of
+// its own (Command).
 func (d *Daemon) startJob(hctx context.Context, slot int, r *running, job *Job) bool {
 	job.Slot = slot
 	d.started.Add(1)
 	if job.Attempt > 1 {
 		d.retried.Add(1)
 	}
-	if d.cmdr != nil {
-		return d.startCommand(hctx, slot, job)
-	}
-	if r == nil {
-		w, err := d.pool.StartWorker(slot, d.workerSpec())
-		if err != nil {
+	var spec *Spec // a command worker's
+	if r == nil && d.cmdr != nil {
+		var err error
+		if spec, err = d.workerCommand(hctx, slot); err != nil {
 			d.pool.Release(slot)
+			d.startFailed("WorkerCommand: " + err.Error())
 			d.finish(hctx, job, Result{ExitCode: -1, Error: err.Error()})
 			return false
 		}
-		r = &running{child: w.Child, worker: w}
-		d.stateMu.Lock()
-		d.running[w.Child] = r
-		d.stateMu.Unlock()
+		if spec == nil {
+			return d.startCommand(hctx, slot, job)
+		}
+	}
+	// Encoded before a worker starts for it: a job that cannot be sent
+	// fails alone, and leaves the worker be.
+	if err := d.encode(job, r != nil && r.lines || spec != nil); err != nil {
+		if r != nil {
+			d.idle = append(d.idle, r)
+		} else {
+			d.pool.Release(slot)
+		}
+		d.log.Error("could not hand job to a worker", "job_id", job.ID, "slot", slot, "err", err)
+		d.finish(hctx, job, Result{ExitCode: -1, Error: err.Error()})
+		return false
+	}
+	if r == nil {
+		var err error
+		if r, err = d.startWorker(slot, spec, job); err != nil {
+			d.pool.Release(slot)
+			d.log.Error("could not start a worker", "job_id", job.ID, "slot", slot, "err", err)
+			d.startFailed(err.Error())
+			d.finish(hctx, job, Result{ExitCode: -1, Error: err.Error()})
+			return false
+		}
+		if d.failedStarts > 0 {
+			d.probe = r // no other new worker until this one answers or ends
+		}
 	}
 	d.stateMu.Lock()
 	r.job, r.since = job, time.Now()
 	d.stateMu.Unlock()
 	r.timedOut.Store(false)
+	r.sentID = job.ID
 	r.worker.SetLabel(job.ID)
 	d.trackLines(job, true)
-	d.encBuf = encodeJob(d.encBuf, job)
-	if err := r.worker.Send(d.encBuf); err != nil {
+	err := r.worker.Send(d.encBuf)
+	if cap(d.encBuf) > maxKeptBuf {
+		d.encBuf = nil // Send copied it
+	}
+	if err != nil {
 		// The worker is gone or going; its exit reports the job failed.
 		d.log.Warn("could not hand job to worker", "job_id", job.ID, "pid", r.child.Pid, "err", err)
 		r.worker.Retire()
 		return true // it runs as far as anyone can tell: its worker's exit ends it
 	}
-	if t := d.opts.JobTimeout; t > 0 {
-		w, sig, grace := r.worker, d.opts.StopSignal, d.opts.KillGrace
-		r.timer = time.AfterFunc(t, func() {
-			r.timedOut.Store(true)
-			w.Stop(sig, grace)
-		})
-	}
+	d.armTimeout(r)
 	return true
 }
 
@@ -449,26 +593,6 @@ func (d *Daemon) startCommand(hctx context.Context, slot int, job *Job) bool {
 	return true
 }
 
-func (d *Daemon) workerSpec() *pool.WorkerSpec {
-	jobs := d.opts.JobsPerChild
-	jitter := 0.1
-	if jobs <= 1 {
-		jitter = 0
-	}
-	return &pool.WorkerSpec{
-		Spec:   pool.Spec{StopSignal: d.opts.StopSignal, KillGrace: d.opts.KillGrace},
-		Jobs:   jobs,
-		MaxAge: d.opts.WorkerMaxAge,
-		MaxRSS: d.opts.WorkerMaxRSS,
-		Jitter: jitter,
-		OnResult: func(w *pool.Worker, msg []byte) {
-			rep, err := decodeReply(msg)
-			d.push(event{worker: w, reply: rep, err: err})
-		},
-		OnCall: func(_ *pool.Worker, req []byte) []byte { return d.vars.serve(req) },
-	}
-}
-
 // push queues an event for the dispatcher. The queue is unbounded (it
 // holds at most a few events per child) so that pool goroutines never
 // block on a busy dispatcher.
@@ -476,10 +600,7 @@ func (d *Daemon) push(ev event) {
 	d.evMu.Lock()
 	d.events = append(d.events, ev)
 	d.evMu.Unlock()
-	select {
-	case d.evNotify <- struct{}{}:
-	default:
-	}
+	d.notify()
 }
 
 func (d *Daemon) handleEvents(hctx context.Context) {
@@ -516,64 +637,99 @@ func (d *Daemon) exited(hctx context.Context, c *pool.Child) {
 	d.stateMu.Lock()
 	delete(d.running, c)
 	d.stateMu.Unlock()
-	if r.job == nil {
-		return // an idle worker retired
-	}
-	if r.reply != nil {
-		res := *r.reply
-		res.Output = d.untrackLines(r.job.ID)
-		d.finish(hctx, r.job, res)
-		return
-	}
-	res := resultFromExit(c.Exit())
-	if r.worker != nil {
-		if r.timer != nil {
-			r.timer.Stop()
-		}
-		res.TimedOut = r.timedOut.Load()
-		res.Duration = time.Since(r.since)
-		if res.Error == "" {
-			res.Error = "worker exited during the job: " + c.Exit().String()
-		}
-		if res.ExitCode == 0 && res.Signal == 0 {
-			res.ExitCode = 1 // exited cleanly, but never answered
-		}
-		res.Output = d.untrackLines(r.job.ID)
-	} else {
+	if r.worker == nil {
 		d.untrackLines(r.job.ID) // the tail is the Exit's
-	}
-	d.finish(hctx, r.job, res)
-}
-
-// answered handles a worker's result for its job.
-func (d *Daemon) answered(hctx context.Context, ev event) {
-	r := d.running[ev.worker.Child]
-	if r == nil || r.job == nil {
+		d.finish(hctx, r.job, resultFromExit(c.Exit()))
 		return
 	}
 	if r.timer != nil {
 		r.timer.Stop()
 	}
+	d.workerExited(r)
+	if r.job == nil {
+		return // an idle worker retired
+	}
+	var res Result
+	if r.reply != nil {
+		res = *r.reply
+		if r.lines {
+			// What the worker used is known now, and comes with its last job.
+			res.UserCPU, res.SysCPU, res.MaxRSS, res.Usage = workerUsage(r.worker)
+		}
+	} else {
+		res = resultFromExit(c.Exit())
+		res.TimedOut = r.timedOut.Load()
+		res.Duration = time.Since(r.since)
+		switch err := r.worker.Err(); {
+		case err != nil:
+			// A protocol error says better than the exit status why the
+			// job failed: the pool stopped the worker for it.
+			res.Error = "worker stopped: " + err.Error()
+		case res.Error == "":
+			res.Error = "worker exited during the job: " + c.Exit().String()
+		}
+		if res.ExitCode == 0 && res.Signal == 0 {
+			res.ExitCode = 1 // exited cleanly, but never answered
+		}
+		_, _, _, res.Usage = workerUsage(r.worker)
+	}
+	res.Output = d.untrackLines(r.job.ID)
+	d.finish(hctx, r.job, res)
+}
+
+// answered handles a worker's answer to its job. A worker whose answer
+// cannot be decoded, or whose job has timed out, is replaced: its job is
+// filed when it has exited, as is the last job of a retiring worker, with
+// the whole output tail.
+func (d *Daemon) answered(hctx context.Context, ev event) {
+	r := d.running[ev.worker.Child]
+	if r == nil || r.job == nil {
+		return
+	}
+	// A timer that cannot be stopped has fired, or is firing: the job is
+	// timed out whatever it answered, and the timer stops the worker.
+	timedOut := r.timer != nil && !r.timer.Stop() || r.timedOut.Load()
+	r.timer = nil
 	job := r.job
 	d.stateMu.Lock()
 	r.job = nil
 	d.stateMu.Unlock()
-	res := Result{
-		ExitCode: ev.reply.code,
-		Error:    ev.reply.err,
-		TimedOut: r.timedOut.Load(),
-		Duration: time.Since(r.since),
-		UserCPU:  ev.reply.userCPU,
-		SysCPU:   ev.reply.sysCPU,
-		MaxRSS:   ev.reply.maxRSS,
-
-		CPUFrom:    "worker",
-		MaxRSSFrom: "worker",
+	res := Result{TimedOut: timedOut, Duration: time.Since(r.since)}
+	if r.lines {
+		res.Usage = UsageNone // the worker's usage comes with its last job
+		switch {
+		case ev.err != nil:
+			res.ExitCode, res.Error = 1, ev.err.Error()
+		case !ev.answer.OK:
+			res.ExitCode, res.Error = 1, ev.answer.Error
+			if res.Error == "" {
+				res.Error = `the worker answered "ok": false, with no error`
+			}
+		}
+	} else {
+		res.ExitCode, res.Error = ev.reply.code, ev.reply.err
+		res.UserCPU, res.SysCPU, res.MaxRSS = ev.reply.userCPU, ev.reply.sysCPU, ev.reply.maxRSS
+		// Measured by the Go worker with getrusage around RunJob: its CPU
+		// over the job, its peak so far.
+		res.CPUFrom, res.MaxRSSFrom = "worker", "worker"
+		if ev.err != nil {
+			res.ExitCode, res.Error = 1, "bad answer from worker: "+ev.err.Error()
+		}
 	}
-	if ev.err != nil {
-		res.ExitCode, res.Error = 1, "bad answer from worker: "+ev.err.Error()
+	if ev.err == nil {
+		r.answered = true
+		d.startsReset("a worker answered")
 	}
-	if ev.worker.Retiring() {
+	if ev.err != nil || timedOut || ev.worker.Retiring() {
+		if ev.err != nil {
+			// It broke the protocol: whatever it does next cannot be
+			// trusted. Stopped as a timeout would stop it.
+			d.log.Warn("stopping a worker that sent a malformed answer", "pid", r.child.Pid, "job_id", job.ID, "err", ev.err)
+			ev.worker.Retire()
+			ev.worker.Stop(d.stopOf(r))
+		} else if timedOut {
+			ev.worker.Retire()
+		}
 		// The worker exits next. Its exit, once its output has been read
 		// to the end, finishes the job with the whole output tail.
 		d.stateMu.Lock()

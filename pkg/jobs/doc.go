@@ -15,8 +15,12 @@
 //	               Wake() <-chan struct{}               parent: "new work arrived"
 //
 // Only NextJob and RunJob (or Command, for jobs that are external
-// programs) are required. The parent's hooks are called from one goroutine,
-// one at a time, so an application needs no locks of its own for them.
+// programs) are required. The parent's hooks are called by the dispatcher,
+// one at a time, each after the previous one has returned, so an
+// application needs no locks of its own for them. The dispatcher is one
+// lock rather than one goroutine: the daemon's own goroutine holds it, or,
+// when it is free, the goroutine that brings a worker's answer, which then
+// hands that worker its next job itself (daemon.go, pushAnswer).
 //
 // # The path of one job
 //
@@ -50,6 +54,19 @@
 // jitter so that workers started together do not all restart together. A
 // worker that dies mid-job fails that job with its exit status and is
 // replaced.
+//
+// A Commander whose jobs are a script in PHP, Python or any language can
+// run them in command workers instead of a process each: WorkerCommand
+// (the hook WorkerCommander) returns the command, started once per slot
+// and kept; it reads one job per line on its standard input and answers
+// each on file descriptor 3 (docs/WORKER-PROTOCOL.md), and its standard
+// output and error stay the jobs' log. Command workers and Go workers share
+// one path through the dispatcher (workers.go): the same limits, timeouts
+// (the worker's process group is stopped, the job times out, the worker is
+// replaced), crash handling, and a backoff before new workers when workers
+// end before their first answer, so that a broken script never spins
+// (Status.WorkerFailedStarts). A command worker's CPU time and peak RSS
+// are known when it exits: they come with its last job (Result.Usage).
 //
 // # Shared variables
 //

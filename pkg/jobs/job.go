@@ -44,8 +44,8 @@ type Result struct {
 	Duration time.Duration
 	// UserCPU and SysCPU are the CPU time the job used.
 	UserCPU, SysCPU time.Duration
-	// MaxRSS is the peak resident set size in bytes. For a worker it is the
-	// worker's peak so far, which includes earlier jobs.
+	// MaxRSS is the peak resident set size in bytes. For a Go worker it is
+	// the worker's peak so far, which includes earlier jobs.
 	MaxRSS int64
 	// CPUFrom and MaxRSSFrom say what UserCPU, SysCPU and MaxRSS cover:
 	// "cgroup", the job's whole process tree (its cgroup's cpu.stat);
@@ -59,6 +59,9 @@ type Result struct {
 	// and processes the job's cgroup held, where the cgroup v2 memory and
 	// pids controllers are enabled; 0 when not measured.
 	MemoryPeak, PidsPeak int64
+	// Usage says whose figures UserCPU, SysCPU and MaxRSS are: the job's
+	// own, a command worker's that ran other jobs too, or none.
+	Usage UsageOf
 	// Error is the error RunJob returned or panicked with, or why the job
 	// could not be started; "" otherwise.
 	Error string
@@ -68,6 +71,39 @@ type Result struct {
 	// stopping it (a graceful or immediate stop), which is no fault of the
 	// job's: a Source may run it again without counting the attempt.
 	Interrupted bool
+}
+
+// UsageOf says what the CPU times and peak RSS of a Result measure.
+type UsageOf uint8
+
+// The kinds of usage figures.
+const (
+	// UsageJob: the job's own figures: its process (tree, with cgroups),
+	// or, in a Go worker, the CPU time of RunJob and the worker's peak RSS
+	// so far; also a worker's whole life when it ran this one job only.
+	UsageJob UsageOf = iota
+	// UsageWorker: the figures of the command worker that ran this job
+	// and others before it, over its whole life. A command worker's usage
+	// is known when it exits, so it comes with the last job it ran: the
+	// sum over all jobs' records is the workers' total.
+	UsageWorker
+	// UsageNone: not measured. A job that a command worker ran, and that
+	// was not its last, has no figures of its own: its worker's come with
+	// its last job (UsageWorker).
+	UsageNone
+)
+
+// String returns "job", "worker" or "none".
+func (u UsageOf) String() string {
+	switch u {
+	case UsageJob:
+		return "job"
+	case UsageWorker:
+		return "worker"
+	case UsageNone:
+		return "none"
+	}
+	return fmt.Sprintf("UsageOf(%d)", int(u))
 }
 
 // OK reports whether the job succeeded.
@@ -120,7 +156,9 @@ func resultFromExit(e *pool.Exit) Result {
 // An error is logged and answered with backoff.
 //
 // The hooks of one daemon (NextJob, Command, LoadConfig, Done) are called
-// from one goroutine, the dispatcher, never at the same time. While one
+// by the dispatcher, one at a time, each after the previous one returned
+// (from the daemon's goroutine, or from the goroutine that brought a
+// worker's answer, under one lock; see the package documentation). While one
 // runs, no job is started or acknowledged: a hook should return quickly.
 // Their context is never cancelled, not even when Run's is: a stopping
 // daemon still acknowledges the jobs that end. A hook may call the
@@ -144,6 +182,30 @@ type Runner interface {
 // application that implements both is run with Command.
 type Commander interface {
 	Command(ctx context.Context, job *Job) (*Spec, error)
+}
+
+// WorkerCommander is an optional hook of a Commander whose command can run
+// many jobs: a command worker (docs/WORKER-PROTOCOL.md), started once per
+// slot and kept, that reads one job per line on its standard input (a JSON
+// object: id, attempt, slot, payload in base64, path, meta) and answers
+// each with one line on file descriptor 3, while its standard output and
+// error stay the jobs' log.
+//
+// WorkerCommand is called by the dispatcher when a job waits for a slot
+// that has no worker. A Spec starts a worker in that slot: its Stdin is
+// ignored (standard input carries the jobs), JOBDAEMON_WORKER=1 and
+// JOB_SLOT are added to its Env, and its Timeout, StopSignal and
+// KillGrace apply to each of its jobs. nil, nil runs the job with Command
+// instead, as a process of its own. An error fails the job, and counts as
+// a worker that failed to start (see Status.WorkerFailedStarts).
+//
+// A job's Meta[MetaPath], if set, is sent as its "path" (the spool's job
+// file), the rest of Meta as "meta". A worker is retired after
+// Options.JobsPerChild jobs (0: no limit), WorkerMaxAge or WorkerMaxRSS,
+// and after a reload, so that it starts again with what the reload
+// changed. Its first job gets the lines it writes before it reads one.
+type WorkerCommander interface {
+	WorkerCommand(ctx context.Context, slot int) (*Spec, error)
 }
 
 // ConfigLoader is an optional hook, the PHP original's loadConfig. It is

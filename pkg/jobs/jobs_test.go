@@ -16,8 +16,12 @@ import (
 )
 
 // The test binary is also the daemon's child: TestMain runs Run for a
-// re-executed child, as an application's main would.
+// re-executed child, as an application's main would, or is a command
+// worker (helperLines).
 func TestMain(m *testing.M) {
+	if os.Getenv(envLinesWorker) != "" {
+		helperLines() // exits
+	}
 	if IsChild() {
 		d, err := New(&testApp{}, Options{})
 		if err != nil {

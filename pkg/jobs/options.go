@@ -15,12 +15,16 @@ type Options struct {
 	// MaxChildren is how many jobs run at once (default: the number of
 	// CPUs). It can be changed while running with SetMaxChildren.
 	MaxChildren int
-	// JobsPerChild, above 1, makes each child a worker that runs up to that
-	// many jobs before it exits (Runner applications only). 0 or 1 starts
-	// a fresh child per job.
+	// JobsPerChild is how many jobs a worker runs before it is replaced,
+	// lowered by a random 10% per worker when above 1. For a Runner, above
+	// 1 makes each child a worker, and 0 or 1 starts a fresh child per job.
+	// For the command workers of a WorkerCommander, 1 is a worker per job
+	// and 0 means no limit. A Commander without WorkerCommander runs one
+	// process per job and refuses more.
 	JobsPerChild int
 	// WorkerMaxAge and WorkerMaxRSS, if positive, retire a worker that is
-	// older, or larger in memory, after its current job.
+	// older, or larger in memory, after its current job (lowered by a
+	// random 10% per worker, as JobsPerChild).
 	WorkerMaxAge time.Duration
 	WorkerMaxRSS int64
 
@@ -68,7 +72,7 @@ type Options struct {
 	OnReady func()
 	// StopWhenIdle, if set, is asked whenever NextJob found nothing and no
 	// job is running; if it returns true, the daemon drains and Run
-	// returns. It runs on the dispatcher goroutine: it must not call the
+	// returns. It is called by the dispatcher: it must not call the
 	// Daemon's control methods. This is how a batch run ("process what is
 	// queued, then exit") is built.
 	StopWhenIdle func() bool
@@ -79,17 +83,17 @@ type Options struct {
 	// MaxHookErrors, WorkerMaxAge and WorkerMaxRSS (the last two for
 	// workers started from then on); changes to the others are ignored.
 	// They take effect once OnReload and LoadConfig have both succeeded; an
-	// error from either refuses the reload and changes nothing. It runs on
-	// the dispatcher goroutine.
+	// error from either refuses the reload and changes nothing. It is
+	// called by the dispatcher.
 	OnReload func(o *Options) error
 	// OnReloaded, if set, is called after every reload, whether a signal,
 	// Reload or a hook asked for it, with nil or the error that refused it.
-	// It runs on the dispatcher goroutine.
+	// It is called by the dispatcher.
 	OnReloaded func(err error)
 	// OnStop, if set, is called when a stop begins or escalates, with the
-	// mode in force from then on, on the dispatcher goroutine.
+	// mode in force from then on, by the dispatcher.
 	OnStop func(mode StopMode)
-	// OnReopen, if set, is called on SIGUSR1, on the dispatcher goroutine:
+	// OnReopen, if set, is called on SIGUSR1, by the dispatcher:
 	// the place to reopen log files after logrotate moved them.
 	OnReopen func()
 
@@ -101,12 +105,12 @@ type Options struct {
 	HeartbeatInterval time.Duration
 
 	// Observer, if set, is told when each job starts and ends, on the
-	// dispatcher goroutine: the place for metrics.
+	// dispatcher: the place for metrics.
 	Observer Observer
 }
 
-// Observer watches jobs, for metrics. Its methods run on the dispatcher
-// goroutine and must return quickly.
+// Observer watches jobs, for metrics. Its methods are called by the
+// dispatcher and must return quickly.
 type Observer interface {
 	// JobStarted is called once the job's process runs (or its worker has
 	// it). wait is the dispatch latency: the time from the dispatcher's
@@ -122,9 +126,9 @@ func (o *Options) withDefaults() {
 	if o.MaxChildren < 1 {
 		o.MaxChildren = runtime.NumCPU()
 	}
-	if o.JobsPerChild < 1 {
-		o.JobsPerChild = 1
-	}
+	// JobsPerChild 0 keeps its meaning, which depends on the kind of
+	// worker (see workerLimits).
+	o.JobsPerChild = max(o.JobsPerChild, 0)
 	if o.KillGrace <= 0 {
 		o.KillGrace = pool.DefaultKillGrace
 	}

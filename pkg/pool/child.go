@@ -125,8 +125,10 @@ type Child struct {
 	iso    childIsolation // its cgroup or group record (childiso.go)
 
 	outR, outW, errR, errW *os.File
-	stdinR, stdinW         *os.File  // a stdin pipe, when Spec.Stdin is not a file
-	stdinSrc               io.Reader // what startStdin feeds into stdinW
+	outs                   [2]*outPipe // a worker's stdout and stderr, for catchUp; nil otherwise
+	outPoll                *outPoll    // polls outs
+	stdinR, stdinW         *os.File    // a stdin pipe, when Spec.Stdin is not a file
+	stdinSrc               io.Reader   // what startStdin feeds into stdinW
 	tail                   Tail
 	// pending counts what must end before the child is finalized: the reap,
 	// each output stream, and a worker's channel.
@@ -314,6 +316,14 @@ func (c *Child) started(cmd *exec.Cmd) {
 // watch starts the goroutines that read the child's output.
 func (c *Child) watch() {
 	if c.worker != nil {
+		for i, f := range []*os.File{c.outR, c.errR} {
+			// Without it (never on Linux) answers are only not synchronized
+			// with output.
+			c.outs[i], _ = newOutPipe(f)
+		}
+		if c.outs[0] != nil && c.outs[1] != nil {
+			c.outPoll = newOutPoll(c.outs[0], c.outs[1])
+		}
 		go c.worker.readLoop()
 	}
 	go c.readOutput(c.outR, Stdout)

@@ -64,6 +64,12 @@
 //     closes. Answers are handed over as opaque lines, at most MaxAnswer
 //     bytes long.
 //
+// A worker's output and its answers travel on different pipes; an answer
+// is handed to OnResult only once the lines the worker wrote before it
+// have been handed to the Sink, under the label of the job they belong to
+// (catchup.go), so that a job's last lines are never taken for the next
+// job's.
+//
 // A worker that breaks its protocol (an answer too long or cut short, an
 // answer with no job in flight) is stopped, and [Worker.Err] says why; a
 // worker that closes its end is retired. Neither can make the pool block

@@ -663,3 +663,47 @@ func TestStartWorkerErrors(t *testing.T) {
 		t.Errorf("failed starts leaked descriptors: %d before, %d after", fds.Load(), n)
 	}
 }
+
+// What a worker writes before its answer is handed to the sink, under its
+// job's label, before the answer is handed over, even with a slow sink:
+// the next job's label never takes a line of the previous one.
+func TestLinesOutputBeforeAnswer(t *testing.T) {
+	var mu sync.Mutex
+	var out []Line
+	sink := SinkFunc(func(l Line) {
+		time.Sleep(200 * time.Microsecond) // a slow log
+		mu.Lock()
+		l.Text = bytes.Clone(l.Text)
+		out = append(out, l)
+		mu.Unlock()
+	})
+	p := newPool(t, Config{Max: 1, Sink: sink})
+	spec := linesSpec(t)
+	a := newAnswers(spec)
+	w := startWorker(t, p, spec)
+	const n = 200
+	for i := range n {
+		w.SetLabel(fmt.Sprint("job-", i))
+		if err := w.Send([]byte(fmt.Sprint("say:line-", i))); err != nil {
+			t.Fatal(err)
+		}
+		if got := a.next(t); got != "said" {
+			t.Fatalf("answer %q", got)
+		}
+		mu.Lock()
+		got := len(out)
+		mu.Unlock()
+		if got != i+1 {
+			t.Fatalf("after the answer to job %d, %d lines were handed over, want %d", i, got, i+1)
+		}
+	}
+	w.Retire()
+	waitDone(t, w.Child, 10*time.Second)
+	mu.Lock()
+	defer mu.Unlock()
+	for i, l := range out {
+		if want := fmt.Sprint("line-", i); string(l.Text) != want || l.Label != fmt.Sprint("job-", i) {
+			t.Errorf("line %d: %q under %q", i, l.Text, l.Label)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"sync"
 )
@@ -61,12 +62,18 @@ var readerPool sync.Pool
 func (c *Child) readOutput(f *os.File, stream Stream) {
 	defer c.ended()
 	defer f.Close()
+	var src io.Reader = f
+	out := c.outs[stream-1] // a worker's: see catchUp
+	if out != nil {
+		src = out
+		defer out.end()
+	}
 	size := c.pool.cfg.MaxLine
 	br, _ := readerPool.Get().(*bufio.Reader)
 	if br == nil || br.Size() != size {
-		br = bufio.NewReaderSize(f, size)
+		br = bufio.NewReaderSize(src, size)
 	} else {
-		br.Reset(f)
+		br.Reset(src)
 	}
 	defer func() {
 		br.Reset(nil)
@@ -83,6 +90,9 @@ func (c *Child) readOutput(f *os.File, stream Stream) {
 					partial = false
 				}
 				sink.Line(Line{Label: c.Label(), Slot: c.Slot, Pid: c.Pid, Stream: stream, Text: text, Partial: partial})
+			}
+			if out != nil {
+				out.handedOver(len(line))
 			}
 		}
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {

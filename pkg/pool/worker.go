@@ -257,6 +257,9 @@ func (w *Worker) readLoop() {
 				w.retireLocked()
 			}
 			w.mu.Unlock()
+			// What the job wrote before its answer is the job's: its lines
+			// are handed over with its label before the answer is.
+			w.Child.catchUp()
 			if w.spec.OnResult != nil {
 				w.spec.OnResult(w, msg)
 			}

@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os/user"
 	"strconv"
@@ -38,7 +39,11 @@ func (b *backend) Status() control.StatusReply {
 	b.mu.Unlock()
 	// Counted first: a source may count its depth in the same look.
 	counts, _ := countJobs(b.app)
-	return control.StatusReply{Status: b.d.Status(), Version: b.version, Manager: b.manager, User: b.user,
+	st := b.d.Status()
+	if w := failedStartsWarning(&st); w != "" {
+		warnings = append(warnings, w)
+	}
+	return control.StatusReply{Status: st, Version: b.version, Manager: b.manager, User: b.user,
 		Warnings: warnings, SourceJobs: counts}
 }
 
@@ -56,6 +61,16 @@ func countJobs(app jobs.Source) (map[string]int64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), countTimeout)
 	defer cancel()
 	return jc.CountJobs(ctx)
+}
+
+// failedStartsWarning describes workers that end before their first
+// answer, or returns "" when the last worker did answer.
+func failedStartsWarning(st *jobs.Status) string {
+	if st.WorkerFailedStarts == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d workers in a row ended before their first answer, the last: %s; the next starts in %s (a reload starts it at once)",
+		st.WorkerFailedStarts, st.WorkerStartError, st.WorkerBackoff.Round(100*time.Millisecond))
 }
 
 // userName names the user the process runs as; it does not change once

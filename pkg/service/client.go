@@ -163,6 +163,9 @@ func (s *service) printStatus(st *control.StatusReply) {
 		}
 		fmt.Fprintf(w, "source: %s\n", strings.Join(counts, ", "))
 	}
+	if st.WorkersStarted > 0 {
+		fmt.Fprintf(w, "workers: %d started\n", st.WorkersStarted)
+	}
 	fmt.Fprintf(w, "reloads: %d, %d refused\n", st.Reloads, st.ReloadsFailed)
 	if st.Isolation != "" {
 		fmt.Fprintf(w, "jobs run in %s\n", st.Isolation)

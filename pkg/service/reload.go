@@ -111,7 +111,7 @@ func (r *daemonRun) heartbeat() (func(), time.Duration) {
 // watchdog catches a stuck dispatcher. It is not for production.
 const envTestStall = "JOBDAEMON_TEST_STALL_AFTER"
 
-// updateStatus refreshes STATUS= off the dispatcher goroutine: the status
+// updateStatus refreshes STATUS= off the dispatcher: the status
 // asks the source for its depth and reads /proc for every child, which
 // the loop that also pings the watchdog must not wait for.
 func (r *daemonRun) updateStatus() {
@@ -151,6 +151,9 @@ func (s *statusLine) line(d *jobs.Daemon) string {
 	switch st.State {
 	case jobs.StatePaused, jobs.StateDraining, jobs.StateStopping:
 		line = string(st.State) + ": " + line
+	}
+	if st.WorkerFailedStarts > 0 {
+		line += fmt.Sprintf("; %d workers in a row ended before their first answer", st.WorkerFailedStarts)
 	}
 	if e := s.reloadErr.Load(); e != nil {
 		line += "; reload refused: " + *e

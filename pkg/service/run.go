@@ -232,6 +232,8 @@ func setRuntimeOptions(o *jobs.Options, st *Settings) {
 	o.NoForwardSignals = !st.Pool.ForwardSignals
 	o.StopTimeout = st.Daemon.StopTimeout
 	o.IdleInterval = st.Daemon.IdleInterval
+	o.WorkerMaxAge = st.Pool.WorkerMaxAge
+	o.WorkerMaxRSS = int64(st.Pool.WorkerMaxRSS)
 }
 
 // observers returns one Observer that tells each of obs that is not nil.

@@ -85,9 +85,18 @@ type PoolSettings struct {
 	// reload applies it only when the configured value changed, so that a
 	// size set at run time (scale, TTIN, TTOU) survives reloads.
 	MaxChildren int `toml:"max_children" reload:"live"`
-	// JobsPerChild, above 1, makes each child a worker that runs that many
-	// jobs before it is replaced.
+	// JobsPerChild is how many jobs a worker runs before it is replaced
+	// (jobs.Options.JobsPerChild), 0 to 1000000: for a Go program, above 1
+	// makes each child a worker, and 0 or 1 is a child per job; for
+	// command workers, 0 means no limit.
 	JobsPerChild int `toml:"jobs_per_child"`
+	// WorkerMaxAge, if positive, replaces a worker older than this after
+	// its current job; 0 never does. Workers started from then on take a
+	// new value.
+	WorkerMaxAge time.Duration `toml:"worker_max_age" reload:"live"`
+	// WorkerMaxRSS, if positive, replaces a worker whose resident set has
+	// passed this many bytes after its current job; 0 never does.
+	WorkerMaxRSS Bytes `toml:"worker_max_rss" reload:"live"`
 	// JobTimeout, if positive, stops a job that runs longer: StopSignal to
 	// its process group, then SIGKILL after KillGrace. 0 means no limit.
 	JobTimeout time.Duration `toml:"job_timeout" reload:"live"`
@@ -240,7 +249,13 @@ func (s *Settings) Validate() error {
 	if j.CPUWeight != 0 {
 		v.intRange("job.cpu_weight", j.CPUWeight, 1, 10000)
 	}
-	v.intRange("pool.jobs_per_child", p.JobsPerChild, 1, 1_000_000)
+	v.intRange("pool.jobs_per_child", p.JobsPerChild, 0, 1_000_000)
+	if p.WorkerMaxAge < 0 {
+		v.fail("pool.worker_max_age", nil, "%v is negative: use 0 (no limit) or more", p.WorkerMaxAge)
+	}
+	if p.WorkerMaxRSS < 0 {
+		v.fail("pool.worker_max_rss", nil, "%d is negative: use 0 (no limit) or more", p.WorkerMaxRSS)
+	}
 	if p.JobTimeout < 0 {
 		v.fail("pool.job_timeout", nil, "%v is negative: use 0 (no limit) or more", p.JobTimeout)
 	}

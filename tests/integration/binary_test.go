@@ -612,7 +612,9 @@ func TestConfigErrors(t *testing.T) {
 		{"not executable", "[job]\ncommand = [\"./data.txt\"]\n", "not executable"},
 		{"syntax", "[pool\nmax_children = 3\n", "config.toml:3"}, // after the 2 lines of [job]
 		{"placeholder inside", "[job]\ncommand = [\"/bin/echo\", \"{path}.png\"]\n", "{path}"},
-		{"worker children", "[pool]\njobs_per_child = 5\n", "jobs_per_child"},
+		{"worker children", "[pool]\njobs_per_child = 5\n", `jobs_per_child: 5: a process runs one job in job.mode "process"; set it to 1, or set mode = "worker"`},
+		{"worker placeholder", "[job]\nmode = \"worker\"\ncommand = [\"/bin/true\", \"{path}\"]\n", "argument 1 is {path}, which names one job"},
+		{"worker mode", "[job]\nmode = \"workers\"\ncommand = [\"/bin/true\"]\n", `unknown mode "workers" (did you mean "worker"?)`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()

@@ -25,7 +25,7 @@ const maxTail = 4 << 10
 //
 //	{"outcome": "exit 2", "exit_code": 2, "signal": "", "timed_out": false,
 //	 "interrupted": false, "duration_seconds": 0.153, "user_cpu_seconds": 0.1,
-//	 "sys_cpu_seconds": 0.02, "max_rss_bytes": 10485760, "error": "",
+//	 "sys_cpu_seconds": 0.02, "max_rss_bytes": 10485760, "usage_of": "job", "error": "",
 //	 "output_tail": "line 3: bad date\n", "output_truncated": false,
 //	 "attempt": 3, "owner": "web1/4f0c.../1234/9a3b1c2d"}
 type Record struct {
@@ -54,6 +54,10 @@ type Record struct {
 	MaxRSSFrom string `json:"max_rss_from,omitempty"`
 	MemoryPeak int64  `json:"memory_peak_bytes,omitempty"`
 	PidsPeak   int64  `json:"pids_peak,omitempty"`
+	// UsageOf says whose figures UserCPU, SysCPU and MaxRSS are
+	// (jobs.Result.Usage): "job", "worker" (a command worker's, over its
+	// life, with the last job it ran) or "none".
+	UsageOf string `json:"usage_of"`
 	// Error is why the job failed beyond its exit status, or "".
 	Error string `json:"error"`
 	// OutputTail is the end of the job's output, at most 4 KiB, starting
@@ -83,6 +87,7 @@ func NewRecord(res jobs.Result, attempt int, owner string) Record {
 		MaxRSSFrom:  res.MaxRSSFrom,
 		MemoryPeak:  res.MemoryPeak,
 		PidsPeak:    res.PidsPeak,
+		UsageOf:     res.Usage.String(),
 		Error:       text(res.Error),
 		Attempt:     attempt,
 		Owner:       text(owner),

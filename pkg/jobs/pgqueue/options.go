@@ -75,7 +75,7 @@ type Options struct {
 	MaxPayload int64
 	// Logger receives the queue's log records; nil discards them.
 	Logger *slog.Logger
-	// OnClaim, if set, is called by NextJob, on the dispatcher goroutine,
+	// OnClaim, if set, is called by NextJob, by the dispatcher,
 	// with each batch of jobs it claimed, before it hands out the first:
 	// for metrics (batch sizes, claim-to-start latency). It must return
 	// quickly and must not keep or change the jobs.

@@ -35,6 +35,7 @@ const maxTail = 4 << 10
 //	  "user_cpu_seconds": 0.1,
 //	  "sys_cpu_seconds": 0.02,
 //	  "max_rss_bytes": 10485760,
+//	  "usage_of": "job",
 //	  "error": "",
 //	  "output_tail": "reading report.csv\nline 3: bad date\n",
 //	  "output_truncated": false,
@@ -78,6 +79,12 @@ type Record struct {
 	// not measured.
 	MemoryPeak int64 `json:"memory_peak_bytes,omitempty"`
 	PidsPeak   int64 `json:"pids_peak,omitempty"`
+	// UsageOf says whose figures UserCPU, SysCPU and MaxRSS are
+	// (jobs.Result.Usage): "job", the job's own; "worker", those of the
+	// command worker that ran it and others before it, over its whole
+	// life (they come with the last job a worker ran); "none", not
+	// measured (the other jobs of a command worker).
+	UsageOf string `json:"usage_of"`
 	// Error is why the job failed beyond its exit status (jobs.Result's
 	// Error), or why it was refused; "" otherwise.
 	Error string `json:"error"`
@@ -107,6 +114,7 @@ func newRecord(c *claim, res jobs.Result, now time.Time) Record {
 		MaxRSSFrom: res.MaxRSSFrom,
 		MemoryPeak: res.MemoryPeak,
 		PidsPeak:   res.PidsPeak,
+		UsageOf:    res.Usage.String(),
 		Error:      res.Error,
 		FinishedAt: now.UTC(),
 	}

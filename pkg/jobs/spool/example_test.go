@@ -62,6 +62,7 @@ func Example() {
 	//   "user_cpu_seconds": 0,
 	//   "sys_cpu_seconds": 0,
 	//   "max_rss_bytes": 0,
+	//   "usage_of": "job",
 	//   "error": "",
 	//   "output_tail": "2 rows\n",
 	//   "output_truncated": false,

@@ -313,7 +313,7 @@ func TestSuccess(t *testing.T) {
 	out := strings.Repeat("x", 5000) + "\nsecond to last\nlast line\n"
 	mustDone(t, s, job, jobs.Result{
 		Duration: 1500 * time.Millisecond, UserCPU: time.Second, SysCPU: 250 * time.Millisecond,
-		MaxRSS: 1 << 20, Output: []byte(out),
+		MaxRSS: 1 << 20, Usage: jobs.UsageWorker, Output: []byte(out),
 	})
 	done := filepath.Join(s.Dir(), "done")
 	if names := ls(t, done); !slices.Equal(names, []string{"report.csv", "report.csv.result.json"}) {
@@ -325,7 +325,7 @@ func TestSuccess(t *testing.T) {
 	r := readRecord(t, filepath.Join(done, "report.csv.result.json"))
 	want := Record{
 		ID: "report.csv", File: "report.csv", Attempts: 1, Outcome: "ok",
-		Duration: 1.5, UserCPU: 1, SysCPU: 0.25, MaxRSS: 1 << 20,
+		Duration: 1.5, UserCPU: 1, SysCPU: 0.25, MaxRSS: 1 << 20, UsageOf: "worker",
 		OutputTail: "second to last\nlast line\n", OutputTruncated: true,
 	}
 	if !r.FinishedAt.Equal(clk.Now()) {
