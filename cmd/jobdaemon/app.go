@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jobdaemon/jobdaemon/internal/config"
 	"github.com/jobdaemon/jobdaemon/pkg/jobs"
@@ -199,6 +200,15 @@ func (a *app) Depth() (int, error) {
 		return 0, errors.New("the source is not open yet")
 	}
 	return a.src.Depth()
+}
+
+// OldestAge implements jobs.OldestAger: how long the oldest due job has
+// waited in the source.
+func (a *app) OldestAge() (time.Duration, error) {
+	if a.src == nil {
+		return 0, errors.New("the source is not open yet")
+	}
+	return a.src.OldestAge()
 }
 
 // Command implements jobs.Commander: the configured command, with the

@@ -25,6 +25,7 @@ type source interface {
 	jobs.Finisher
 	jobs.Waker
 	jobs.Depther
+	jobs.OldestAger
 	// Submit queues a job (the control socket, submit); errors wrapping
 	// service.ErrBadJob are the client's to fix.
 	Submit(ctx context.Context, id string, r io.Reader) (string, error)

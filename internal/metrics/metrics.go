@@ -7,6 +7,7 @@ package metrics
 
 import (
 	"net/http"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,34 +24,42 @@ type Metrics struct {
 	started   prometheus.Counter
 	succeeded prometheus.Counter
 	failed    *prometheus.CounterVec
+	completed prometheus.Counter
 	retried   *prometheus.CounterVec
+	gaveUp    prometheus.Counter
 	duration  *prometheus.HistogramVec
 	latency   prometheus.Histogram
 	cpu       *prometheus.CounterVec
 }
 
 // New returns the metrics of a daemon whose status is read from status
-// at each scrape.
-func New(status func() jobs.Status) *Metrics {
+// at each scrape; version goes into jobdaemon_build_info.
+func New(status func() jobs.Status, version string) *Metrics {
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
 		started: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "jobdaemon_jobs_started_total", Help: "Jobs started.",
+			Name: "jobdaemon_runs_started_total", Help: "Runs of jobs started: each attempt of each job.",
 		}),
 		succeeded: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "jobdaemon_jobs_succeeded_total", Help: "Jobs that ended well.",
+			Name: "jobdaemon_runs_succeeded_total", Help: "Runs of jobs that ended well.",
 		}),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "jobdaemon_jobs_failed_total",
+			Name: "jobdaemon_runs_failed_total",
 			Help: "Runs of jobs that failed, by reason: exit, signal, timeout, error (could not start or run), interrupted (by a stop).",
 		}, []string{"reason"}),
+		completed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jobdaemon_jobs_completed_total", Help: "Jobs done: a run succeeded and the source filed them as done.",
+		}),
 		retried: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jobdaemon_jobs_retried_total",
-			Help: "Failed runs that the source queued again, by the reason of the failure.",
+			Help: "Jobs queued again after a failed run, by the reason of the failure.",
 		}, []string{"reason"}),
+		gaveUp: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jobdaemon_jobs_failed_total", Help: "Jobs that failed for good: their last attempt failed.",
+		}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "jobdaemon_job_duration_seconds",
-			Help:    "Wall time of jobs, by outcome (succeeded or failed).",
+			Name:    "jobdaemon_run_duration_seconds",
+			Help:    "Wall time of runs of jobs, by outcome (succeeded or failed).",
 			Buckets: prometheus.ExponentialBuckets(0.005, 4, 12), // 5 ms to about 6 h
 		}, []string{"outcome"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -59,16 +68,21 @@ func New(status func() jobs.Status) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10), // 100 µs to 26 s
 		}),
 		cpu: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "jobdaemon_child_cpu_seconds_total",
-			Help: "CPU time used by finished jobs' processes, by mode (user or system).",
+			Name: "jobdaemon_run_cpu_seconds_total",
+			Help: "CPU time used by finished runs of jobs, by mode (user or system).",
 		}, []string{"mode"}),
 	}
 	for _, r := range Reasons {
 		m.failed.WithLabelValues(r)
 		m.retried.WithLabelValues(r)
 	}
-	m.reg.MustRegister(m.started, m.succeeded, m.failed, m.retried, m.duration, m.latency, m.cpu,
+	m.reg.MustRegister(m.started, m.succeeded, m.failed, m.completed, m.retried, m.gaveUp, m.duration, m.latency, m.cpu,
 		&statusCollector{status: status},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "jobdaemon_build_info",
+			Help:        "1, with the daemon's version and the Go version it was built with.",
+			ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+		}, func() float64 { return 1 }),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -126,8 +140,13 @@ func (m *Metrics) JobFinished(_ *jobs.Job, res jobs.Result, v jobs.Verdict) {
 	m.duration.WithLabelValues(outcome).Observe(res.Duration.Seconds())
 	m.cpu.WithLabelValues("user").Add(res.UserCPU.Seconds())
 	m.cpu.WithLabelValues("system").Add(res.SysCPU.Seconds())
-	if v == jobs.Retrying {
+	switch {
+	case v == jobs.Completed, v == jobs.Unknown && res.OK():
+		m.completed.Inc()
+	case v == jobs.Retrying:
 		m.retried.WithLabelValues(Reason(res)).Inc()
+	case v == jobs.Failed:
+		m.gaveUp.Inc()
 	}
 }
 
@@ -144,10 +163,14 @@ var (
 	descReloads   = prometheus.NewDesc("jobdaemon_reloads_total", "Reloads, by result (ok or failed).", []string{"result"}, nil)
 	descGen       = prometheus.NewDesc("jobdaemon_config_generation", "Configurations loaded since start: 1, plus one per successful reload.", nil, nil)
 	descUp        = prometheus.NewDesc("jobdaemon_up", "1 while the daemon takes jobs, 0 when paused or stopping.", nil, nil)
+	descReloadOK  = prometheus.NewDesc("jobdaemon_config_last_reload_successful",
+		"0 while the last reload was refused (the configuration in force is not the one on disk), else 1.", nil, nil)
+	descOldest = prometheus.NewDesc("jobdaemon_queue_oldest_age_seconds",
+		"How long the oldest job that is due has waited (absent when the source cannot tell).", nil, nil)
 )
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRunning, descMax, descSaturated, descQueued, descReloads, descGen, descUp} {
+	for _, d := range []*prometheus.Desc{descRunning, descMax, descSaturated, descQueued, descReloads, descGen, descUp, descReloadOK, descOldest} {
 		ch <- d
 	}
 }
@@ -166,6 +189,14 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	if s.Queued >= 0 {
 		gauge(descQueued, float64(s.Queued))
 	}
+	if s.OldestQueued >= 0 {
+		gauge(descOldest, s.OldestQueued.Seconds())
+	}
+	ok := 1.0
+	if s.LastReloadFailed {
+		ok = 0
+	}
+	gauge(descReloadOK, ok)
 	ch <- prometheus.MustNewConstMetric(descSaturated, prometheus.CounterValue, s.Saturated.Seconds())
 	ch <- prometheus.MustNewConstMetric(descReloads, prometheus.CounterValue, float64(s.Reloads), "ok")
 	ch <- prometheus.MustNewConstMetric(descReloads, prometheus.CounterValue, float64(s.ReloadsFailed), "failed")

@@ -32,31 +32,37 @@ func TestReason(t *testing.T) {
 // What the observer and the status say shows up in the scrape.
 func TestScrape(t *testing.T) {
 	st := jobs.Status{State: jobs.StateRunning, MaxChildren: 8, Busy: 3, Queued: 120, Generation: 2,
-		Reloads: 1, ReloadsFailed: 4, Saturated: 1500 * time.Millisecond}
-	m := New(func() jobs.Status { return st })
+		Reloads: 1, ReloadsFailed: 4, LastReloadFailed: true, Saturated: 1500 * time.Millisecond, OldestQueued: 90 * time.Second}
+	m := New(func() jobs.Status { return st }, "v1.2.3")
 	job := &jobs.Job{ID: "a"}
 	m.JobStarted(job, 2*time.Millisecond)
 	m.JobStarted(job, 3*time.Millisecond)
 	m.JobFinished(job, jobs.Result{Duration: time.Second, UserCPU: 250 * time.Millisecond, SysCPU: 50 * time.Millisecond}, jobs.Completed)
 	failed := jobs.Result{ExitCode: 3, Duration: 2 * time.Second}
 	m.JobFinished(job, failed, jobs.Retrying)
+	m.JobStarted(job, time.Millisecond)
+	m.JobFinished(job, failed, jobs.Failed)
 
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	body, _ := io.ReadAll(rec.Body)
 	text := string(body)
 	for _, want := range []string{
-		"jobdaemon_jobs_started_total 2",
-		"jobdaemon_jobs_succeeded_total 1",
-		`jobdaemon_jobs_failed_total{reason="exit"} 1`,
-		`jobdaemon_jobs_failed_total{reason="timeout"} 0`,
+		"jobdaemon_runs_started_total 3",
+		"jobdaemon_runs_succeeded_total 1",
+		`jobdaemon_runs_failed_total{reason="exit"} 2`,
+		`jobdaemon_runs_failed_total{reason="timeout"} 0`,
+		"jobdaemon_jobs_completed_total 1",
 		`jobdaemon_jobs_retried_total{reason="exit"} 1`,
-		`jobdaemon_job_duration_seconds_count{outcome="failed"} 1`,
-		`jobdaemon_job_duration_seconds_sum{outcome="succeeded"} 1`,
-		"jobdaemon_dispatch_latency_seconds_count 2",
-		"jobdaemon_dispatch_latency_seconds_sum 0.005",
-		`jobdaemon_child_cpu_seconds_total{mode="user"} 0.25`,
-		`jobdaemon_child_cpu_seconds_total{mode="system"} 0.05`,
+		"jobdaemon_jobs_failed_total 1",
+		`jobdaemon_run_duration_seconds_count{outcome="failed"} 2`,
+		`jobdaemon_run_duration_seconds_sum{outcome="succeeded"} 1`,
+		"jobdaemon_dispatch_latency_seconds_count 3",
+		"jobdaemon_dispatch_latency_seconds_sum 0.006",
+		`jobdaemon_run_cpu_seconds_total{mode="user"} 0.25`,
+		`jobdaemon_run_cpu_seconds_total{mode="system"} 0.05`,
+		"jobdaemon_config_last_reload_successful 0",
+		"jobdaemon_queue_oldest_age_seconds 90",
 		"jobdaemon_children_running 3",
 		"jobdaemon_children_max 8",
 		"jobdaemon_queue_depth 120",
@@ -81,12 +87,15 @@ func TestScrape(t *testing.T) {
 	if strings.Contains(rec.Body.String(), "jobdaemon_queue_depth ") {
 		t.Error("queue depth reported for a source that does not know it")
 	}
+	if !strings.Contains(text, `jobdaemon_build_info{goversion="go`) || !strings.Contains(text, `version="v1.2.3"} 1`) {
+		t.Error("scrape lacks jobdaemon_build_info with the version")
+	}
 }
 
 // The source's counts by state become one gauge each; a count that fails
 // leaves the gauge out, and the rest of the scrape stands.
 func TestCountJobs(t *testing.T) {
-	m := New(func() jobs.Status { return jobs.Status{Queued: -1} })
+	m := New(func() jobs.Status { return jobs.Status{Queued: -1, OldestQueued: -1} }, "dev")
 	var fail bool
 	m.CountJobs(func() (map[string]int64, error) {
 		if fail {

@@ -61,6 +61,7 @@ func (d *Daemon) reload(hctx context.Context) error {
 	} else {
 		d.reloads.Add(1)
 	}
+	d.lastReloadFailed.Store(err != nil)
 	if d.opts.OnReloaded != nil {
 		d.opts.OnReloaded(err)
 	}
@@ -315,6 +316,14 @@ type Depther interface {
 	Depth() (int, error)
 }
 
+// OldestAger is an optional hook of a Source that knows how long its
+// oldest waiting job has waited: a job due later counts from when it is
+// due, and an empty queue is 0. Status reports it as OldestQueued. It is
+// called from the goroutine that calls Status, like Depth.
+type OldestAger interface {
+	OldestAge() (time.Duration, error)
+}
+
 // State is what a daemon is doing.
 type State string
 
@@ -336,19 +345,31 @@ type Status struct {
 	Generation  int           `json:"config_generation"`
 	MaxChildren int           `json:"max_children"`
 	Busy        int           `json:"busy"` // children running a job
-	Started     uint64        `json:"jobs_started"`
-	Succeeded   uint64        `json:"jobs_succeeded"`
-	Failed      uint64        `json:"jobs_failed"`
-	Retried     uint64        `json:"jobs_retried"` // started again after a failure (Attempt > 1)
-	// EndedFailed counts the jobs that failed for good, by their source's
-	// verdict (see Finisher); 0 for a source that does not say.
-	EndedFailed uint64 `json:"jobs_ended_failed"`
+	// Runs count each time a job ran: started, and ended well or not.
+	RunsStarted   uint64 `json:"runs_started"`
+	RunsSucceeded uint64 `json:"runs_succeeded"`
+	RunsFailed    uint64 `json:"runs_failed"`
+	// Jobs count what became of the jobs after their runs, by their
+	// source's verdict (see Finisher): completed, queued again after a
+	// failed run (retried), or failed for good. A source that gives no
+	// verdict counts its successful runs as completed jobs, and nothing
+	// else.
+	JobsCompleted uint64 `json:"jobs_completed"`
+	JobsRetried   uint64 `json:"jobs_retried"`
+	JobsFailed    uint64 `json:"jobs_failed"`
 	// Queued is the number of jobs waiting, from the Source's Depth; -1
 	// when the Source does not know (see Depther) or failed to say.
-	Queued        int           `json:"queued"`
-	Reloads       uint64        `json:"reloads"`
-	ReloadsFailed uint64        `json:"reloads_failed"`
-	Saturated     time.Duration `json:"saturated_ns"` // time spent with every slot busy
+	Queued        int    `json:"queued"`
+	Reloads       uint64 `json:"reloads"`
+	ReloadsFailed uint64 `json:"reloads_failed"`
+	// LastReloadFailed is true while the last reload was refused: the
+	// configuration in force is not the one on disk.
+	LastReloadFailed bool `json:"last_reload_failed"`
+	// OldestQueued is how long the oldest job that is due has waited, from
+	// the Source's OldestAge; -1 when the Source does not know (see
+	// OldestAger) or failed to say.
+	OldestQueued time.Duration `json:"oldest_queued_ns"`
+	Saturated    time.Duration `json:"saturated_ns"` // time spent with every slot busy
 	// Isolation says how jobs are held together: "per-slot cgroups in
 	// /sys/fs/cgroup/...", or "process groups: " and why not cgroups.
 	Isolation string `json:"isolation,omitempty"`
@@ -390,21 +411,29 @@ type SlotStatus struct {
 // StateStopped and the final counters.
 func (d *Daemon) Status() Status {
 	s := Status{
-		State:          StateStopped,
-		Pid:            os.Getpid(),
-		Started:        d.started.Load(),
-		Succeeded:      d.succeeded.Load(),
-		Failed:         d.failed.Load(),
-		Retried:        d.retried.Load(),
-		EndedFailed:    d.gaveUp.Load(),
-		Reloads:        d.reloads.Load(),
-		ReloadsFailed:  d.reloadsFailed.Load(),
-		WorkersStarted: d.workersStarted.Load(),
-		Queued:         -1,
+		State:            StateStopped,
+		Pid:              os.Getpid(),
+		RunsStarted:      d.started.Load(),
+		RunsSucceeded:    d.succeeded.Load(),
+		RunsFailed:       d.failed.Load(),
+		JobsCompleted:    d.completed.Load(),
+		JobsRetried:      d.retrying.Load(),
+		JobsFailed:       d.gaveUp.Load(),
+		Reloads:          d.reloads.Load(),
+		ReloadsFailed:    d.reloadsFailed.Load(),
+		OldestQueued:     -1,
+		LastReloadFailed: d.lastReloadFailed.Load(),
+		WorkersStarted:   d.workersStarted.Load(),
+		Queued:           -1,
 	}
 	if dp, ok := d.app.(Depther); ok {
 		if n, err := dp.Depth(); err == nil {
 			s.Queued = n
+		}
+	}
+	if oa, ok := d.app.(OldestAger); ok {
+		if age, err := oa.OldestAge(); err == nil {
+			s.OldestQueued = age
 		}
 	}
 	select {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -118,10 +119,11 @@ type Daemon struct {
 	free      atomic.Int32 // FreeSlots, set around each NextJob
 	isolation string       // how jobs are held together; under stateMu
 
-	started, succeeded, failed, retried atomic.Uint64
-	workersStarted                      atomic.Uint64
-	retrying, gaveUp                    atomic.Uint64 // the Finisher's verdicts
-	reloads, reloadsFailed              atomic.Uint64
+	started, succeeded, failed  atomic.Uint64 // runs
+	completed, retrying, gaveUp atomic.Uint64 // jobs, by verdict
+	workersStarted              atomic.Uint64
+	reloads, reloadsFailed      atomic.Uint64
+	lastReloadFailed            atomic.Bool
 
 	// The time every slot was busy: the sum of the closed periods, and the
 	// start of the current one (zero when a slot is free). Under stateMu.
@@ -252,7 +254,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.opts.OnReady()
 	}
 	d.loop(ctx, hctx, sigs)
-	d.log.Info("daemon stopped", "succeeded", d.succeeded.Load(), "failed", d.failed.Load())
+	d.log.Info("daemon stopped", "runs_started", d.started.Load(), "runs_failed", d.failed.Load(),
+		"jobs_completed", d.completed.Load(), "jobs_failed", d.gaveUp.Load())
 	return d.exitErr
 }
 
@@ -507,9 +510,6 @@ func (d *Daemon) freeSlot() (int, *running, bool) {
 func (d *Daemon) startJob(hctx context.Context, slot int, r *running, job *Job) bool {
 	job.Slot = slot
 	d.started.Add(1)
-	if job.Attempt > 1 {
-		d.retried.Add(1)
-	}
 	var spec *Spec // a command worker's
 	if r == nil && d.cmdr != nil {
 		var err error
@@ -770,19 +770,18 @@ func (d *Daemon) finish(hctx context.Context, job *Job, res Result) {
 	if err != nil {
 		d.log.Error("could not file the finished job", "job_id", job.ID, "err", err)
 	}
-	switch v {
-	case Retrying:
+	switch {
+	case v == Completed, v == Unknown && res.OK():
+		d.completed.Add(1)
+	case v == Retrying:
 		d.retrying.Add(1)
-	case Failed:
+	case v == Failed:
 		d.gaveUp.Add(1)
 	}
 	if d.opts.Observer != nil {
 		d.opts.Observer.JobFinished(job, res, v)
 	}
-	if d.log.Enabled(hctx, slog.LevelDebug) {
-		d.log.Debug("job finished", "job_id", job.ID, "slot", job.Slot, "attempt", job.Attempt,
-			"result", res.String(), "duration", res.Duration, "verdict", v.String())
-	}
+	d.logFinished(hctx, job, &res, v)
 }
 
 // callHook calls an application hook, turning a panic into an error that
@@ -862,4 +861,30 @@ func (d *Daemon) tailSize() int {
 		return d.tailMax
 	}
 	return pool.DefaultTailSize
+}
+
+// logFinished logs a finished run at info, for the operator: the job, its
+// attempt, the outcome, the wall time in seconds and what became of the
+// job; a job that failed for good once more at warning, with the reason.
+func (d *Daemon) logFinished(ctx context.Context, job *Job, res *Result, v Verdict) {
+	if d.log.Enabled(ctx, slog.LevelInfo) {
+		attrs := []slog.Attr{slog.String("job_id", job.ID), slog.Int("attempt", job.Attempt), slog.Int("slot", job.Slot),
+			slog.String("outcome", res.String()), slog.Float64("duration_seconds", roundMilli(res.Duration))}
+		if v != Unknown {
+			attrs = append(attrs, slog.String("verdict", v.String()))
+		}
+		d.log.LogAttrs(ctx, slog.LevelInfo, "job finished", attrs...)
+	}
+	if v == Failed {
+		attrs := []slog.Attr{slog.String("job_id", job.ID), slog.Int("attempt", job.Attempt), slog.String("reason", res.String())}
+		if res.Error != "" && !strings.HasPrefix(res.String(), "error: ") {
+			attrs = append(attrs, slog.String("error", res.Error))
+		}
+		d.log.LogAttrs(ctx, slog.LevelWarn, "job failed for good", attrs...)
+	}
+}
+
+// roundMilli returns d in seconds, to the millisecond.
+func roundMilli(d time.Duration) float64 {
+	return float64(d.Round(time.Millisecond)) / float64(time.Second)
 }

@@ -610,7 +610,7 @@ func TestPauseHoldsJobs(t *testing.T) {
 	// the dispatcher handles the pause first. (startApp sets a.d first.)
 	d, errc := startApp(t, a, Options{MaxChildren: 2, NoSignals: true, OnReady: func() { a.d.Pause() }})
 	time.Sleep(300 * time.Millisecond)
-	if s := d.Status(); s.Started != 0 || s.State != StatePaused {
+	if s := d.Status(); s.RunsStarted != 0 || s.State != StatePaused {
 		t.Fatalf("paused daemon: %+v", s)
 	}
 	d.Resume()

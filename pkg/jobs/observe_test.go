@@ -54,7 +54,7 @@ func TestObserverAndCounters(t *testing.T) {
 		t.Errorf("results: %+v", rec.finished)
 	}
 	s := a.d.Status()
-	if s.Started != 3 || s.Succeeded != 2 || s.Failed != 1 || s.Retried != 1 {
+	if s.RunsStarted != 3 || s.RunsSucceeded != 2 || s.RunsFailed != 1 || s.JobsCompleted != 2 || s.JobsRetried != 0 {
 		t.Errorf("counters: %+v", s)
 	}
 	if s.Queued != -1 {
@@ -241,7 +241,7 @@ func TestSignalMethod(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() { errc <- d.Run(context.Background()) }()
 	waitFor(t, "paused", func() bool { return d.Status().State == StatePaused })
-	if s := d.Status(); s.Started != 0 {
+	if s := d.Status(); s.RunsStarted != 0 {
 		t.Fatalf("a job started before the queued pause took effect: %+v", s)
 	}
 	d.Signal(syscall.SIGTTIN)
@@ -389,8 +389,9 @@ func TestFinisherVerdicts(t *testing.T) {
 	if fmt.Sprint(rec.verdicts) != fmt.Sprint(want) {
 		t.Errorf("verdicts %v, want %v", rec.verdicts, want)
 	}
-	if s := d.Status(); s.EndedFailed != 1 || s.Failed != 2 {
-		t.Errorf("status: %d ended failed, %d failed runs; want 1 and 2", s.EndedFailed, s.Failed)
+	if s := d.Status(); s.JobsFailed != 1 || s.JobsRetried != 1 || s.JobsCompleted != 1 || s.RunsFailed != 2 {
+		t.Errorf("status: jobs %d completed, %d retried, %d failed, %d failed runs; want 1, 1, 1 and 2",
+			s.JobsCompleted, s.JobsRetried, s.JobsFailed, s.RunsFailed)
 	}
 	if n := f.dones.Load(); n != 0 {
 		t.Errorf("Done called %d times beside Finish", n)

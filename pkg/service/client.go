@@ -143,8 +143,13 @@ func (s *service) printStatus(st *control.StatusReply) {
 	w := s.stdout
 	fmt.Fprintf(w, "%s %s: pid %d, up %s, config generation %d", s.name, st.State, st.Pid,
 		st.Uptime.Round(time.Second), st.Generation)
-	if st.Manager != "" {
-		fmt.Fprintf(w, ", under %s", st.Manager)
+	switch st.Manager {
+	case "systemd":
+		fmt.Fprint(w, ", under systemd")
+	case "classic":
+		fmt.Fprint(w, ", a classic daemon")
+	case "foreground":
+		fmt.Fprint(w, ", in the foreground")
 	}
 	if st.User != "" {
 		fmt.Fprintf(w, ", user %s", st.User)
@@ -154,8 +159,13 @@ func (s *service) printStatus(st *control.StatusReply) {
 	if st.Queued >= 0 {
 		queued = strconv.Itoa(st.Queued)
 	}
-	fmt.Fprintf(w, "pool: %d/%d busy, %s queued, all busy for %s\n", st.Busy, st.MaxChildren, queued, st.Saturated.Round(time.Second))
-	fmt.Fprintf(w, "jobs: %d started, %d succeeded, %d failed, %d retries\n", st.Started, st.Succeeded, st.Failed, st.Retried)
+	fmt.Fprintf(w, "pool: %d/%d busy, %s queued", st.Busy, st.MaxChildren, queued)
+	if st.Saturated >= time.Second {
+		fmt.Fprintf(w, "; every slot was busy for %s in all", st.Saturated.Round(time.Second))
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "runs: %d started, %d succeeded, %d failed\n", st.RunsStarted, st.RunsSucceeded, st.RunsFailed)
+	fmt.Fprintf(w, "jobs: %d completed, %d retried, %d failed\n", st.JobsCompleted, st.JobsRetried, st.JobsFailed)
 	if len(st.SourceJobs) > 0 {
 		var counts []string
 		for _, state := range slices.Sorted(maps.Keys(st.SourceJobs)) {

@@ -147,7 +147,7 @@ func (s *statusLine) line(d *jobs.Daemon) string {
 	if st.Queued >= 0 {
 		line += fmt.Sprintf(", %d queued", st.Queued)
 	}
-	line += fmt.Sprintf(", %d done, %d failed", st.Succeeded, st.Failed)
+	line += fmt.Sprintf(", %d completed, %d failed", st.JobsCompleted, st.JobsFailed)
 	switch st.State {
 	case jobs.StatePaused, jobs.StateDraining, jobs.StateStopping:
 		line = string(st.State) + ": " + line

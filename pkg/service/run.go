@@ -156,7 +156,7 @@ func (r *daemonRun) start(drain bool, sink func(jobs.Line)) (code int, err error
 		opts.StopWhenIdle = r.idle
 	}
 	// Scraped through the control socket, which serves once r.d is set.
-	m := metrics.New(func() jobs.Status { return r.d.Status() })
+	m := metrics.New(func() jobs.Status { return r.d.Status() }, r.svc.opts.Version)
 	if _, ok := r.svc.app.(JobCounter); ok {
 		m.CountJobs(func() (map[string]int64, error) { return countJobs(r.svc.app) })
 	}
@@ -294,12 +294,9 @@ func (r *daemonRun) run(drain bool) int {
 	}
 	if drain {
 		st := r.d.Status()
-		failed := int(st.EndedFailed)
-		if fc, ok := r.svc.app.(FailedCounter); ok {
-			failed = fc.Failed()
-		}
-		fmt.Fprintf(r.svc.stderr, "%s: %d jobs run, %d succeeded, %d ended failed\n",
-			r.svc.name, st.Started, st.Succeeded, failed)
+		failed := r.failedJobs(&st)
+		fmt.Fprintf(r.svc.stderr, "%s: %d jobs completed, %d failed (%d runs, %d failed)\n",
+			r.svc.name, st.JobsCompleted, failed, st.RunsStarted, st.RunsFailed)
 		if failed > 0 {
 			return ExitFailure
 		}
@@ -310,11 +307,17 @@ func (r *daemonRun) run(drain bool) int {
 // progressCounts is where a drain run stands.
 func (r *daemonRun) progressCounts() progressCounts {
 	st := r.d.Status()
-	failed := int(st.EndedFailed)
+	return progressCounts{done: int(st.JobsCompleted), failed: r.failedJobs(&st), running: st.Busy, queued: max(st.Queued, 0)}
+}
+
+// failedJobs counts the jobs that failed for good: the source's own count
+// when it keeps one (it includes jobs refused without a run), else the
+// verdicts.
+func (r *daemonRun) failedJobs(st *jobs.Status) int {
 	if fc, ok := r.svc.app.(FailedCounter); ok {
-		failed = fc.Failed()
+		return fc.Failed()
 	}
-	return progressCounts{done: int(st.Succeeded), failed: failed, running: st.Busy, queued: max(st.Queued, 0)}
+	return int(st.JobsFailed)
 }
 
 // ready runs once the first LoadConfig is done and the dispatcher is about

@@ -21,9 +21,12 @@ type statusReply struct {
 	Generation    int      `json:"config_generation"`
 	MaxChildren   int      `json:"max_children"`
 	Busy          int      `json:"busy"`
-	Started       int      `json:"jobs_started"`
-	Succeeded     int      `json:"jobs_succeeded"`
-	Failed        int      `json:"jobs_failed"`
+	Started       int      `json:"runs_started"`
+	Succeeded     int      `json:"runs_succeeded"`
+	Failed        int      `json:"runs_failed"`
+	JobsCompleted int      `json:"jobs_completed"`
+	JobsRetried   int      `json:"jobs_retried"`
+	JobsFailed    int      `json:"jobs_failed"`
 	Queued        int      `json:"queued"`
 	Reloads       int      `json:"reloads"`
 	ReloadsFailed int      `json:"reloads_failed"`
@@ -205,9 +208,11 @@ func TestControlCommands(t *testing.T) {
 	}
 	metrics := e.curl("http://x/metrics")
 	for _, want := range []string{`jobdaemon_reloads_total{result="failed"} 1`, `jobdaemon_reloads_total{result="ok"} 1`,
-		"jobdaemon_children_max 5", `jobdaemon_jobs_failed_total{reason="signal"} 1`, "jobdaemon_jobs_succeeded_total 1",
+		"jobdaemon_children_max 5", `jobdaemon_runs_failed_total{reason="signal"} 1`, "jobdaemon_runs_succeeded_total 1",
 		// The killed job had an attempt left (max_attempts = 2): queued again.
-		`jobdaemon_jobs_retried_total{reason="signal"} 1`} {
+		`jobdaemon_jobs_retried_total{reason="signal"} 1`, "jobdaemon_jobs_completed_total 1",
+		// The last reload was refused, then one applied.
+		"jobdaemon_config_last_reload_successful 1", "jobdaemon_queue_oldest_age_seconds 0"} {
 		if !strings.Contains(metrics, want+"\n") {
 			t.Errorf("metrics lack %q", want)
 		}

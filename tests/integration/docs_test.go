@@ -37,7 +37,7 @@ func TestReadmeMinimalExample(t *testing.T) {
 	c := exec.Command(bin, "run", "--drain")
 	c.Env = append(os.Environ(), "MINIMAL_RUN_DIR="+dir, "MINIMAL_CHILDREN=3")
 	out, err := c.CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "1000 jobs run, 1000 succeeded, 0 ended failed") ||
+	if err != nil || !strings.Contains(string(out), "1000 jobs completed, 0 failed (1000 runs, 0 failed)") ||
 		!strings.Contains(string(out), "job-1000 in slot") {
 		t.Errorf("minimal run --drain: %v\n%s", err, tail(string(out)))
 	}

@@ -211,7 +211,7 @@ func TestWorkerModeTwentyThousandJobs(t *testing.T) {
 	start := time.Now()
 	code, out := e.run("run", "--drain")
 	took := time.Since(start)
-	if code != 0 || !strings.Contains(out, fmt.Sprintf("%d jobs run, %d succeeded, 0 ended failed", n, n)) {
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("%d jobs completed, 0 failed (%d runs, 0 failed)", n, n)) {
 		t.Fatalf("run --drain: exit %d\n%s", code, tail(out))
 	}
 	t.Logf("%d jobs in %v (%.0f jobs/s, with the spool's filing, a -race build of the daemon)", n, took, n/took.Seconds())

@@ -74,7 +74,9 @@ SELECT
     (SELECT count(*) FROM {t} WHERE state = 'available' AND queue = $1 AND run_at <= now()),
     (SELECT count(*) FROM {t} WHERE state = 'available' AND queue = $1 AND run_at > now()),
     (SELECT count(*) FROM {t} WHERE lease_until IS NOT NULL AND state = 'running' AND queue = $1),
-    (SELECT count(*) FROM {t} WHERE state = 'failed' AND queue = $1)`),
+    (SELECT count(*) FROM {t} WHERE state = 'failed' AND queue = $1),
+    (SELECT coalesce(extract(epoch FROM now() - min(run_at)), 0)::float8
+       FROM {t} WHERE state = 'available' AND queue = $1 AND run_at <= now())`),
 
 		notify: r.Replace(`SELECT pg_notify({channel}, $1)`),
 	}

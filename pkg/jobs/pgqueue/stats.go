@@ -17,6 +17,9 @@ type Stats struct {
 	Running int64 `json:"running"`
 	// Failed jobs have failed their last attempt (they are never pruned).
 	Failed int64 `json:"failed"`
+	// OldestAge is how long the oldest available job has been due, in
+	// seconds; 0 when none is.
+	OldestAge float64 `json:"oldest_age_seconds"`
 }
 
 // statsMaxAge is how long Depth reuses a count: status and metrics may be
@@ -27,7 +30,7 @@ const statsMaxAge = time.Second
 // partial indexes of the table.
 func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 	var s Stats
-	err := q.pool.QueryRow(ctx, q.sql.stats, planEach, q.opts.Queue).Scan(&s.Available, &s.Scheduled, &s.Running, &s.Failed)
+	err := q.pool.QueryRow(ctx, q.sql.stats, planEach, q.opts.Queue).Scan(&s.Available, &s.Scheduled, &s.Running, &s.Failed, &s.OldestAge)
 	if err != nil {
 		return Stats{}, fmt.Errorf("count jobs: %w", err)
 	}
@@ -57,4 +60,24 @@ func (q *Queue) Depth() (int, error) {
 		return 0, err
 	}
 	return int(s.Available + s.Scheduled), nil
+}
+
+// OldestAge returns how long the oldest due job has waited
+// (jobs.OldestAger), from the same count as Depth, reused for a second.
+func (q *Queue) OldestAge() (time.Duration, error) {
+	q.statsMu.Lock()
+	s, at := q.stats, q.statsAt
+	q.statsMu.Unlock()
+	if at.IsZero() || time.Since(at) >= statsMaxAge {
+		if err := q.down(); err != nil {
+			return 0, err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), claimTimeout)
+		defer cancel()
+		var err error
+		if s, err = q.Stats(ctx); err != nil {
+			return 0, err
+		}
+	}
+	return time.Duration(s.OldestAge * float64(time.Second)), nil
 }

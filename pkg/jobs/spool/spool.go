@@ -416,3 +416,39 @@ func (s *Spool) Depth() (int, error) {
 	}
 	return n, nil
 }
+
+// OldestAge returns how long the oldest job of incoming/ that is due has
+// waited (jobs.OldestAger): since its file's modification time, or since
+// its retry's not-before time; 0 when none is due. Like Depth it lists
+// incoming/, and it reads the sidecars of retries.
+func (s *Spool) OldestAge() (time.Duration, error) {
+	names, err := readNames(s.incoming)
+	if err != nil {
+		return 0, fmt.Errorf("spool age: %w", err)
+	}
+	sidecar := make(map[string]bool)
+	for _, name := range names {
+		if job, ok := metaJob(name); ok {
+			sidecar[job] = true
+		}
+	}
+	now := s.now()
+	var oldest time.Duration
+	for _, name := range names {
+		if name[0] == '.' {
+			continue
+		}
+		fi, err := os.Lstat(filepath.Join(s.incoming, name))
+		if err != nil {
+			continue // claimed meanwhile
+		}
+		due := fi.ModTime()
+		if sidecar[name] {
+			if m, ok := readMeta(s.incoming, name, inode(fi)); ok && m.NotBefore.After(due) {
+				due = m.NotBefore
+			}
+		}
+		oldest = max(oldest, now.Sub(due))
+	}
+	return oldest, nil
+}
