@@ -37,6 +37,8 @@ type Config struct {
 	Control service.ControlSettings `toml:"control"`
 	// Log is the log table: the daemon's own log and the job log.
 	Log Log `toml:"log"`
+	// Metrics is the [metrics] table: Prometheus over TCP.
+	Metrics service.MetricsSettings `toml:"metrics"`
 
 	file string     // path as given to Load, for errors
 	idx  *lineIndex // finds the line of a key in file
@@ -49,7 +51,7 @@ type Config struct {
 // Settings returns the service's settings of c: its [daemon], [pool],
 // [control] and [log] tables.
 func (c *Config) Settings() service.Settings {
-	return service.Settings{Daemon: c.Daemon, Pool: c.Pool, Job: c.Job.JobSettings, Control: c.Control, Log: c.Log.LogSettings}
+	return service.Settings{Daemon: c.Daemon, Pool: c.Pool, Job: c.Job.JobSettings, Control: c.Control, Log: c.Log.LogSettings, Metrics: c.Metrics}
 }
 
 // Log is the [log] table: the service's log settings, and the binary's job

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -78,6 +79,9 @@ type daemonRun struct {
 	pidFile  *lifecycle.PIDFile
 	listener net.Listener
 	d        *jobs.Daemon
+
+	metricsListener net.Listener // [metrics] listen
+	metricsServer   *http.Server
 	backend  *backend
 	server   *control.Server
 	served   chan error
@@ -146,6 +150,13 @@ func (r *daemonRun) start(drain bool, sink func(jobs.Line)) (code int, err error
 	if r.listener, err = controlListener(st.Control.Socket, gid, log); err != nil {
 		return ExitFailure, err
 	}
+	if a := st.Metrics.Listen; a != "" {
+		// Bound before the privilege drop, so that a port below 1024 may
+		// be used.
+		if r.metricsListener, err = net.Listen("tcp", a); err != nil {
+			return ExitFailure, fmt.Errorf("metrics.listen: %w", err)
+		}
+	}
 	warnings, err := r.dropPrivileges()
 	if err != nil {
 		return ExitFailure, err
@@ -167,6 +178,12 @@ func (r *daemonRun) start(drain bool, sink func(jobs.Line)) (code int, err error
 	r.backend = &backend{d: r.d, app: r.svc.app, version: r.svc.opts.Version, manager: r.manager.String(), user: userName()}
 	for _, w := range warnings {
 		r.backend.warn(w)
+	}
+	if r.metricsListener != nil {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", m.Handler())
+		r.metricsServer = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	}
 	if r.listener != nil {
 		so := control.ServerOptions{Group: gid, Metrics: m.Handler(), Logger: log}
@@ -342,6 +359,10 @@ func (r *daemonRun) ready() {
 		r.served = make(chan error, 1)
 		go func() { r.served <- r.server.Serve(r.listener) }()
 	}
+	if r.metricsServer != nil {
+		go func() { _ = r.metricsServer.Serve(r.metricsListener) }()
+		r.log.Info("serving metrics", "listen", r.metricsListener.Addr().String())
+	}
 	r.notifier.ReadyStatus(r.status.line(r.d))
 	if err := r.report.Ready(); err != nil {
 		r.log.Warn("could not tell \"start\" that the daemon is ready", "err", err)
@@ -364,6 +385,11 @@ func (r *daemonRun) close() {
 		}
 	} else if r.listener != nil {
 		r.listener.Close()
+	}
+	if r.metricsServer != nil {
+		r.metricsServer.Close()
+	} else if r.metricsListener != nil {
+		r.metricsListener.Close()
 	}
 	if c, ok := r.svc.app.(io.Closer); ok && r.d != nil {
 		if err := c.Close(); err != nil {

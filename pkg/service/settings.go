@@ -6,6 +6,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"maps"
+	"net"
 	"os/user"
 	"path/filepath"
 	"reflect"
@@ -45,6 +46,17 @@ type Settings struct {
 	Job     JobSettings     `toml:"job"`
 	Control ControlSettings `toml:"control"`
 	Log     LogSettings     `toml:"log"`
+	Metrics MetricsSettings `toml:"metrics"`
+}
+
+// MetricsSettings are the [metrics] table.
+type MetricsSettings struct {
+	// Listen, if set, is a TCP address ("127.0.0.1:9464", ":9464") where
+	// the daemon serves GET /metrics, and nothing else, to Prometheus,
+	// without the control socket's rights. "" (the default) serves them
+	// only on the control socket. Under systemd the unit must allow IP
+	// sockets (a drop-in: see docs/INSTALL.md).
+	Listen string `toml:"listen"`
 }
 
 // DaemonSettings are the [daemon] table: the process itself.
@@ -271,6 +283,12 @@ func (s *Settings) Validate() error {
 	}
 	if _, err := s.controlGroup(); err != nil {
 		v.add(err)
+	}
+
+	if a := s.Metrics.Listen; a != "" {
+		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+			v.fail("metrics.listen", err, "%q is not a TCP address: write host:port, such as \"127.0.0.1:9464\" or \":9464\"", a)
+		}
 	}
 
 	l := &s.Log

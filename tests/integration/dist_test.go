@@ -235,6 +235,21 @@ func TestDistSystemdVerify(t *testing.T) {
 			t.Logf("systemd %d, as expected:\n%s", v, out)
 		}
 	})
+
+	// The drop-in for [metrics] listen is a valid one.
+	t.Run("metrics-tcp", func(t *testing.T) {
+		dir := distUnitsCopy(t)
+		dropin := filepath.Join(dir, "jobdaemon.service.d")
+		os.Mkdir(dropin, 0o755)
+		b, err := os.ReadFile(distPath("systemd", "metrics-tcp.conf"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dropin, "metrics-tcp.conf"), b, 0o644)
+		if code, out := distVerify(t, analyze, dir); code != 0 || out != "" {
+			t.Errorf("verify with metrics-tcp.conf: exit %d\n%s", code, out)
+		}
+	})
 }
 
 // The service's hardening scores 2.0 or lower in systemd-analyze
