@@ -82,11 +82,11 @@ type daemonRun struct {
 
 	metricsListener net.Listener // [metrics] listen
 	metricsServer   *http.Server
-	backend  *backend
-	server   *control.Server
-	served   chan error
-	report   *lifecycle.Report
-	progress *progressReporter // run --drain only
+	backend         *backend
+	server          *control.Server
+	served          chan error
+	report          *lifecycle.Report
+	progress        *progressReporter // run --drain only
 
 	status   statusLine
 	stopMode jobs.StopMode // dispatcher only, as the rest below
