@@ -45,6 +45,8 @@ func openSource(ctx context.Context, cfg *config.Config, log *slog.Logger) (sour
 			Backoff:        time.Duration(cfg.Job.Backoff),
 			MaxPayload:     int64(cfg.Source.Spool.MaxPayload),
 			RescanInterval: time.Duration(cfg.Source.Spool.RescanInterval),
+			KeepDone:       time.Duration(cfg.Source.Spool.KeepDone),
+			KeepFailed:     time.Duration(cfg.Source.Spool.KeepFailed),
 			Logger:         log,
 		})
 		if err != nil {

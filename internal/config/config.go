@@ -133,6 +133,12 @@ type Spool struct {
 	// RescanInterval is how often the spool is scanned for files that
 	// inotify did not report (default 10s; must be positive).
 	RescanInterval Duration `toml:"rescan_interval"`
+	// KeepDone and KeepFailed are how long a job stays in done/ and in
+	// failed/, beside its record, before it is removed; 0 keeps it for
+	// ever. Defaults: 720h (30 days) for done/, 0 for failed/, whose jobs
+	// someone should look at.
+	KeepDone   Duration `toml:"keep_done"`
+	KeepFailed Duration `toml:"keep_failed"`
 }
 
 // Default returns the configuration that an empty config.toml gives,
@@ -155,6 +161,7 @@ func Default() *Config {
 				Dir:            "/var/spool/jobdaemon",
 				MaxPayload:     64 << 20,
 				RescanInterval: Duration(10 * time.Second),
+				KeepDone:       Duration(30 * 24 * time.Hour),
 			},
 			Postgres: defaultPostgres(),
 		},

@@ -176,7 +176,7 @@ job_identifier = "tool"
 		Job: Job{Mode: "worker", Command: []string{prog, "--slot", "{slot}", "awk '{print $1}'"}, WorkingDir: "/tmp",
 			Env: map[string]string{"LANG": "C.UTF-8", "DOTTED.NAME": "x"}, InheritEnv: []string{"HOME", "TZ"},
 			MaxAttempts: 5, Backoff: 0},
-		Source: Source{Type: "spool", Spool: Spool{Dir: "/srv/spool", MaxPayload: 10 << 10, RescanInterval: Duration(time.Minute)},
+		Source: Source{Type: "spool", Spool: Spool{Dir: "/srv/spool", MaxPayload: 10 << 10, RescanInterval: Duration(time.Minute), KeepDone: Duration(30 * 24 * time.Hour)},
 			Postgres: Postgres{DSN: "host=db.example dbname=jobs", ListenDSN: "host=pg.example dbname=jobs", Listen: true,
 				Schema: "jd", Queue: "mail", LeaseTTL: Duration(20 * time.Second), PollInterval: Duration(250 * time.Millisecond),
 				Retention: 0, MaxPayload: 1 << 20}},

@@ -133,6 +133,8 @@ func (v *validator) source(c *Config) {
 			v.fail("source.spool.max_payload", nil, "must be positive, such as \"64MiB\"")
 		}
 		v.positive("source.spool.rescan_interval", s.RescanInterval, "10s")
+		v.nonNegative("source.spool.keep_done", s.KeepDone)
+		v.nonNegative("source.spool.keep_failed", s.KeepFailed)
 	case "postgres":
 		v.postgres(c)
 	default:

@@ -61,6 +61,11 @@ type Options struct {
 	// RescanInterval is how often incoming/ is listed again for files
 	// that inotify did not report (default 10 s).
 	RescanInterval time.Duration
+	// KeepDone and KeepFailed, if positive, are how long a job stays in
+	// done/ and failed/ with its record: older ones are removed, at Open
+	// and then every hour or so (more often for short periods). 0 keeps
+	// them for ever.
+	KeepDone, KeepFailed time.Duration
 	// Logger receives the spool's log records; nil discards them.
 	Logger *slog.Logger
 	// Now is the clock for not-before times and records; nil means
@@ -78,6 +83,8 @@ type Spool struct {
 	retry      jobs.Retry
 	maxPayload int64
 	rescan     time.Duration
+	keepDone   time.Duration
+	keepFailed time.Duration
 	log        *slog.Logger
 	now        func() time.Time
 
@@ -132,6 +139,8 @@ func Open(opts Options) (*Spool, error) {
 		retry:      jobs.Retry{MaxAttempts: max(opts.MaxAttempts, 1), Base: opts.Backoff, Jitter: 0.2},
 		maxPayload: opts.MaxPayload,
 		rescan:     opts.RescanInterval,
+		keepDone:   opts.KeepDone,
+		keepFailed: opts.KeepFailed,
 		log:        opts.Logger,
 		now:        opts.Now,
 		wake:       make(chan struct{}, 1),
@@ -164,6 +173,10 @@ func Open(opts Options) (*Spool, error) {
 	s.startWatch()
 	s.wg.Add(1)
 	go s.rescanLoop()
+	if s.keepDone > 0 || s.keepFailed > 0 {
+		s.wg.Add(1)
+		go s.pruneLoop()
+	}
 	return s, nil
 }
 

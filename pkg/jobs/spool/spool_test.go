@@ -1001,3 +1001,59 @@ func TestDeferredRetriesInTurn(t *testing.T) {
 		t.Errorf("order %q, want a2 c1 b2", got)
 	}
 }
+
+// done/ and failed/ are pruned of the jobs whose records are older than
+// KeepDone and KeepFailed, job file and record together; younger ones and
+// other files stay.
+func TestPrune(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, Options{Dir: dir})
+	s.Close()
+	old := time.Now().Add(-2 * time.Hour)
+	write := func(sub, name string, mtime time.Time) {
+		t.Helper()
+		p := filepath.Join(dir, sub, name)
+		if err := os.WriteFile(p, []byte("x"), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, sub := range []string{"done", "failed"} {
+		write(sub, "old", old)
+		write(sub, "old.result.json", old)
+		write(sub, "new", time.Now())
+		write(sub, "new.result.json", time.Now())
+		write(sub, "stray-old-file", old) // no record: not the spool's to remove
+	}
+	if err := os.Mkdir(filepath.Join(dir, "failed", "dir-job"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	write("failed", "dir-job/inside", old)
+	write("failed", "dir-job.result.json", old)
+
+	s = open(t, Options{Dir: dir, KeepDone: time.Hour, KeepFailed: 0})
+	defer s.Close()
+	want := []string{"new", "new.result.json", "stray-old-file"}
+	waitFor(t, "done/ pruned", func() bool { return slices.Equal(ls(t, filepath.Join(dir, "done")), want) })
+	if got := ls(t, filepath.Join(dir, "failed")); len(got) != 7 {
+		t.Errorf("failed/ with KeepFailed 0: %q, want everything kept", got)
+	}
+	s.Close()
+
+	s = open(t, Options{Dir: dir, KeepFailed: time.Hour})
+	waitFor(t, "failed/ pruned", func() bool { return slices.Equal(ls(t, filepath.Join(dir, "failed")), want) })
+}
+
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: timed out", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
