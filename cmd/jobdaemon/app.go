@@ -73,7 +73,19 @@ func (a *app) Configure(ctx context.Context, s *service.Settings) error {
 }
 
 // readConfig loads the config file, at start and on every reload.
-func readConfig(path string) (*config.Config, error) { return config.Load(path) }
+// It also checks, on this host, the directories the daemon needs: a file
+// that names a missing one is a configuration error, found before
+// anything starts.
+func readConfig(path string) (*config.Config, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.Preflight(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
 
 // LoadConfig implements jobs.ConfigLoader. At start it opens the source,
 // after the service dropped its privileges, so that what the source

@@ -295,3 +295,42 @@ func (c *Config) Credential() *syscall.Credential { return c.cred }
 // none is set (the socket keeps the daemon's own group, and only root and
 // the daemon's user may use it).
 func (c *Config) ControlGid() int { return c.gid }
+
+// Preflight checks, on this host, what the daemon would refuse at start
+// beyond Validate: the directories of the PID file, the control socket,
+// the log file and the state directory (see service.Settings.Preflight),
+// of the job log, and a spool directory that cannot be created. Errors
+// name the file, line and key, as Validate's do.
+func (c *Config) Preflight() error {
+	v := &validator{problems{file: c.file, idx: c.idx}}
+	st := c.Settings()
+	for _, err := range unjoin(st.Preflight()) {
+		var se *service.SettingError
+		if errors.As(err, &se) {
+			v.add(&Error{Key: se.Key, Msg: se.Msg, Err: se.Err})
+		} else {
+			v.add(&Error{Msg: err.Error(), Err: err})
+		}
+	}
+	if p := c.Log.JobLog; p != "" {
+		if fi, err := os.Stat(filepath.Dir(p)); err != nil || !fi.IsDir() {
+			v.fail("log.joblog", err, "the directory %s does not exist: create it, or choose another path", filepath.Dir(p))
+		}
+	}
+	if c.Source.Type == "spool" {
+		// The spool makes its directories, but not past a file.
+		for dir := c.Source.Spool.Dir; ; dir = filepath.Dir(dir) {
+			fi, err := os.Stat(dir)
+			if err == nil {
+				if !fi.IsDir() {
+					v.fail("source.spool.dir", nil, "%s is not a directory: the spool cannot be made there", dir)
+				}
+				break
+			}
+			if dir == filepath.Dir(dir) {
+				break
+			}
+		}
+	}
+	return v.err()
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"os"
 	"os/user"
 	"path/filepath"
 	"reflect"
@@ -260,6 +261,9 @@ func (s *Settings) Validate() error {
 	}
 	if j.CPUWeight != 0 {
 		v.intRange("job.cpu_weight", j.CPUWeight, 1, 10000)
+	}
+	if p.Cgroups == "off" && (j.MemoryMax > 0 || j.PidsMax > 0 || j.CPUWeight > 0 || j.CPUMax > 0) {
+		v.fail("pool.cgroups", nil, "job limits need per-job cgroups, and cgroups = \"off\": remove the limits or set cgroups = \"auto\"")
 	}
 	v.intRange("pool.jobs_per_child", p.JobsPerChild, 0, 1_000_000)
 	if p.WorkerMaxAge < 0 {
@@ -655,3 +659,34 @@ func (b Bytes) String() string {
 
 // MarshalText writes b as String does.
 func (b Bytes) MarshalText() ([]byte, error) { return []byte(b.String()), nil }
+
+// Preflight checks what Validate does not and the daemon would refuse at
+// start, on this host: that the directories of the PID file, the control
+// socket, the log file and the state directory exist. A directory right
+// under /run is not required: systemd's RuntimeDirectory= and tmpfiles.d
+// make those at start and at boot. The errors are *SettingError, joined.
+func (s *Settings) Preflight() error {
+	var v checker
+	for _, p := range []struct{ key, path string }{
+		{"daemon.pid_file", s.Daemon.PIDFile},
+		{"control.socket", s.Control.Socket},
+		{"log.file", s.Log.File},
+		{"daemon.state_dir", s.StatePath()},
+	} {
+		if p.path == "" || !filepath.IsAbs(p.path) {
+			continue
+		}
+		dir := filepath.Dir(p.path)
+		if filepath.Dir(dir) == "/run" {
+			continue
+		}
+		fi, err := os.Stat(dir)
+		switch {
+		case err != nil:
+			v.fail(p.key, err, "the directory %s does not exist: create it, or choose another path", dir)
+		case !fi.IsDir():
+			v.fail(p.key, nil, "%s is not a directory", dir)
+		}
+	}
+	return errors.Join(v.errs...)
+}
