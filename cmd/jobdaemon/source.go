@@ -72,10 +72,17 @@ func readSecrets(cfg *config.Config) error {
 
 // submitter queues jobs for "submit".
 type submitter interface {
-	// Submit queues the job read from r, named (spool) or keyed
-	// (postgres) id, and returns its id.
-	Submit(ctx context.Context, id string, r io.Reader) (string, error)
+	// SubmitAll queues the jobs, each named (spool) or keyed (postgres)
+	// by its name, and returns their ids. Straight into the source it is
+	// all or nothing; through a daemon, see socketSubmitter.
+	SubmitAll(ctx context.Context, jobs []submission) ([]string, error)
 	Close() error
+}
+
+// submission is one job of a submit.
+type submission struct {
+	name string
+	data io.Reader
 }
 
 // directSubmit returns how "submit" queues jobs when no daemon runs: into
@@ -132,8 +139,12 @@ func maxPayload(cfg *config.Config) int64 {
 // spoolSubmitter writes job files into the spool directory.
 type spoolSubmitter string
 
-func (dir spoolSubmitter) Submit(_ context.Context, id string, r io.Reader) (string, error) {
-	return spool.SubmitDir(string(dir), id, r)
+func (dir spoolSubmitter) SubmitAll(_ context.Context, jobs []submission) ([]string, error) {
+	subs := make([]spool.Submission, len(jobs))
+	for i, j := range jobs {
+		subs[i] = spool.Submission{Name: j.name, Data: j.data}
+	}
+	return spool.SubmitAllDir(string(dir), subs)
 }
 
 func (spoolSubmitter) Close() error { return nil }

@@ -1057,3 +1057,41 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// SubmitAll queues every job or none: a bad name, a waiting name, an
+// oversized payload or a failing reader anywhere in the batch queues
+// nothing and leaves no temporary file.
+func TestSubmitAll(t *testing.T) {
+	s := open(t, Options{MaxPayload: 100})
+	in := filepath.Join(s.Dir(), "incoming")
+	if _, err := s.Submit("waiting", strings.NewReader("w")); err != nil {
+		t.Fatal(err)
+	}
+	sub := func(name, data string) Submission { return Submission{Name: name, Data: strings.NewReader(data)} }
+	for _, bad := range []struct {
+		last Submission
+		want error
+	}{
+		{sub("a/b", "x"), ErrBadName},
+		{sub("waiting", "x"), fs.ErrExist},
+		{sub("huge", strings.Repeat("x", 101)), ErrTooLarge},
+	} {
+		_, err := s.SubmitAll([]Submission{sub("one", "1"), sub("", "2"), bad.last})
+		if !errors.Is(err, bad.want) {
+			t.Errorf("batch ending with %q: %v, want %v", bad.last.Name, err, bad.want)
+		}
+		if names := ls(t, in); !slices.Equal(names, []string{"waiting"}) {
+			t.Fatalf("after a refused batch, incoming/ holds %q", names)
+		}
+	}
+	if _, err := s.SubmitAll([]Submission{sub("one", "1"), {Name: "two", Data: iotestErrReader{}}}); err == nil {
+		t.Error("a batch with a failing reader succeeded")
+	}
+	ids, err := s.SubmitAll([]Submission{sub("one", "1"), sub("", "2"), sub("three", "3")})
+	if err != nil || len(ids) != 3 || ids[0] != "one" || ids[2] != "three" {
+		t.Fatalf("SubmitAll = %q, %v", ids, err)
+	}
+	if names := ls(t, in); len(names) != 4 {
+		t.Errorf("incoming/ holds %q", names)
+	}
+}
