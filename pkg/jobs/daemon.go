@@ -219,6 +219,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return fmt.Errorf("load config: %w", err)
 		}
 	}
+	// Taken before the daemon says it runs (Status, OnReady): a signal
+	// sent to a daemon that reports "running" must never find its default
+	// action, which for HUP is to kill.
+	var sigs chan os.Signal
+	if !d.opts.NoSignals {
+		sigs = make(chan os.Signal, 8)
+		signal.Notify(sigs, Signals...)
+		defer signal.Stop(sigs)
+	}
 	d.stateMu.Lock()
 	iso, err := d.opts.Isolation.poolIsolation()
 	if err != nil {
@@ -242,12 +251,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.stateMu.Unlock()
 	defer p.Close()
 
-	var sigs chan os.Signal
-	if !d.opts.NoSignals {
-		sigs = make(chan os.Signal, 8)
-		signal.Notify(sigs, Signals...)
-		defer signal.Stop(sigs)
-	}
 	d.log.Info("daemon started", "pid", os.Getpid(), "max_children", p.Max(),
 		"jobs_per_child", d.opts.JobsPerChild)
 	if d.opts.OnReady != nil {

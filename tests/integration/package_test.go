@@ -801,7 +801,7 @@ func TestPackage(t *testing.T) {
 		if len(pkgDaemons()) == 0 {
 			t.Errorf("no /usr/bin/jobdaemon process after the init script's start")
 		}
-		if out := script(0, "status"); !strings.Contains(out, "under classic, user jobdaemon") {
+		if out := script(0, "status"); !strings.Contains(out, "a classic daemon, user jobdaemon") {
 			t.Errorf("status of the init script's daemon:\n%s", out)
 		}
 		code, out := distRun(t, exec.Command("/usr/bin/jobdaemon", "submit", writeJob(t, "init-script.txt", "run by the classic daemon\n")))
