@@ -1,9 +1,11 @@
 package integration
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -49,4 +51,72 @@ func TestReadmeMinimalExample(t *testing.T) {
 	if code, out := distRun(t, exec.Command(analyze, "verify", "--man=no", path)); code != 0 || out != "" {
 		t.Errorf("systemd-analyze verify minimal.service: exit %d\n%s", code, out)
 	}
+}
+
+// Every jobdaemon command that README.md and docs/INSTALL.md show is one
+// the binary takes, with those flags (it is parsed, then --help stops it
+// before it acts); every TOML block of README.md is a valid piece of
+// config.toml.
+func TestDocsCommandsAndConfig(t *testing.T) {
+	block := regexp.MustCompile("(?s)```(sh|toml)\n(.*?)```")
+	for _, doc := range []string{"../../README.md", "../../docs/INSTALL.md"} {
+		text, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, m := range block.FindAllStringSubmatch(string(text), -1) {
+			for _, line := range strings.Split(m[2], "\n") {
+				if m[1] == "toml" {
+					continue
+				}
+				line = strings.TrimSpace(line)
+				if i := strings.Index(line, " #"); i >= 0 {
+					line = strings.TrimSpace(line[:i])
+				}
+				if i := strings.Index(line, "| jobdaemon "); i >= 0 {
+					line = line[i+2:]
+				}
+				if !strings.HasPrefix(line, "jobdaemon ") || strings.ContainsAny(line, "|;&<>$*") {
+					continue
+				}
+				args := strings.Fields(line)[1:]
+				n++
+				c := exec.Command(binary, append(args, "--help")...)
+				out, err := c.CombinedOutput()
+				if err != nil || !strings.Contains(string(out), "Usage: jobdaemon") {
+					t.Errorf("%s: %q is not a command the binary takes: %v\n%s", doc, line, err, out)
+				}
+			}
+			if m[1] == "toml" && doc == "../../README.md" {
+				dir := t.TempDir()
+				body := m[2]
+				if !strings.Contains(body, "command =") {
+					body = "[job]\ncommand = [\"/bin/true\"]\n" + body
+				}
+				path := filepath.Join(dir, "config.toml")
+				os.WriteFile(path, []byte(body), 0o644)
+				if out, err := exec.Command(binary, "check-config", "--help", "--config", path).CombinedOutput(); err != nil {
+					t.Fatalf("check-config --help: %v\n%s", err, out)
+				}
+				if err := parseOnly(path); err != nil {
+					t.Errorf("README.md: a TOML example is not valid config.toml: %v\n%s", err, m[2])
+				}
+			}
+		}
+		if n < 5 {
+			t.Errorf("%s: only %d jobdaemon commands found: is the extraction broken?", doc, n)
+		}
+	}
+}
+
+// parseOnly reads a config file as the client commands do: keys, types
+// and values, not whether its users and programs exist here.
+func parseOnly(path string) error {
+	out, err := exec.Command(binary, "status", "--config", path).CombinedOutput()
+	if strings.Contains(string(out), "invalid configuration") {
+		return fmt.Errorf("%s", out)
+	}
+	_ = err // not running, or running: the file was read
+	return nil
 }
