@@ -1042,7 +1042,7 @@ func TestPrune(t *testing.T) {
 	}
 	s.Close()
 
-	s = open(t, Options{Dir: dir, KeepFailed: time.Hour})
+	open(t, Options{Dir: dir, KeepFailed: time.Hour})
 	waitFor(t, "failed/ pruned", func() bool { return slices.Equal(ls(t, filepath.Join(dir, "failed")), want) })
 }
 
