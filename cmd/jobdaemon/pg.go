@@ -57,6 +57,29 @@ func pgOptions(cfg *config.Config, log *slog.Logger) (pgqueue.Options, error) {
 // logs the server and the reason and tries again, with backoff, until ctx
 // (the daemon's start-up: a TERM cancels it) ends; meanwhile the daemon
 // is not ready.
+// postgresKind is a queue in PostgreSQL, which several hosts may share.
+var postgresKind = sourceKind{
+	open:   openPostgres,
+	direct: func(cfg *config.Config) submitter { return &pgSubmitter{cfg: cfg} },
+	// A job is a row: its id is the row's, and --id would make a file's
+	// name its unique key, which is not meant.
+	jobName:    func(string) string { return "" },
+	maxPayload: func(cfg *config.Config) int64 { return int64(cfg.Source.Postgres.MaxPayload) },
+	secrets: func(cfg *config.Config) error {
+		_, err := cfg.PostgresDSN()
+		return err
+	},
+	redact: func(c *config.Config) {
+		p := &c.Source.Postgres
+		if p.DSN != "" {
+			p.DSN = pgqueue.Redact(p.DSN)
+		}
+		if p.ListenDSN != "" {
+			p.ListenDSN = pgqueue.Redact(p.ListenDSN)
+		}
+	},
+}
+
 func openPostgres(ctx context.Context, cfg *config.Config, log *slog.Logger) (source, error) {
 	opts, err := pgOptions(cfg, log)
 	if err != nil {
