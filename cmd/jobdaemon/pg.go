@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/spf13/cobra"
 
 	"github.com/jobdaemon/jobdaemon/internal/config"
 	"github.com/jobdaemon/jobdaemon/pkg/jobs"
@@ -69,6 +70,7 @@ var postgresKind = sourceKind{
 		_, err := cfg.PostgresDSN()
 		return err
 	},
+	commands: func() []*cobra.Command { return []*cobra.Command{pgCommand()} },
 	redact: func(c *config.Config) {
 		p := &c.Source.Postgres
 		if p.DSN != "" {

@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 
 	"github.com/jobdaemon/jobdaemon/internal/config"
 	"github.com/jobdaemon/jobdaemon/pkg/jobs"
+	"github.com/spf13/cobra"
 )
 
 // source is what the binary needs of a job source. Which source is in use
@@ -46,6 +49,9 @@ type sourceKind struct {
 	// redact takes the secrets out of cfg, for check-config; nil when
 	// none.
 	redact func(cfg *config.Config)
+	// commands are the source's own commands ("pg migrate"); nil when
+	// none.
+	commands func() []*cobra.Command
 }
 
 // sourceKinds are the sources this build has, by [source] type: THE place
@@ -136,4 +142,15 @@ func maxPayload(cfg *config.Config) int64 {
 		return k.maxPayload(cfg)
 	}
 	return 0
+}
+
+// sourceCommands returns the commands of every source this build has.
+func sourceCommands() []*cobra.Command {
+	var cmds []*cobra.Command
+	for _, name := range slices.Sorted(maps.Keys(sourceKinds)) {
+		if k := sourceKinds[name]; k.commands != nil {
+			cmds = append(cmds, k.commands()...)
+		}
+	}
+	return cmds
 }
