@@ -492,27 +492,28 @@ func ParseLevel(s string) (slog.Level, error) {
 	return 0, fmt.Errorf("unknown level %q: %w", s, errLevel)
 }
 
-// RestartKeys returns the dotted keys of the settings that differ between
-// old and next and take effect only at the next start: the fields of
-// Settings not tagged reload:"live". It is how the warning of a reload is
-// made, and the declaration it reads, the reload tag, is the only one.
-func RestartKeys(old, next any) []string {
+// LiveKeys returns the dotted keys of the settings that a reload applies:
+// the fields tagged reload:"live", anywhere in v, a struct of tables such
+// as Settings.
+func LiveKeys(v any) []string {
 	var keys []string
-	diffFields(reflect.ValueOf(old), reflect.ValueOf(next), "", func(key string, live bool) {
-		if !live {
+	rv := reflect.New(reflect.TypeOf(v)).Elem()
+	eachSetting(rv, rv, "", func(key string, live bool, _, _ reflect.Value) {
+		if live {
 			keys = append(keys, key)
 		}
 	})
 	return keys
 }
 
-// LiveKeys returns the dotted keys of the settings that a reload applies:
-// the fields tagged reload:"live", anywhere in v, a struct of tables such
-// as Settings.
-func LiveKeys(v any) []string {
+// RestartKeys returns the dotted keys of the settings that differ between
+// old and next and take effect only at the next start: the fields of
+// Settings not tagged reload:"live". It is how the warning of a reload is
+// made, and the declaration it reads, the reload tag, is the only one.
+func RestartKeys(old, next any) []string {
 	var keys []string
-	walkFields(reflect.TypeOf(v), "", func(key string, live bool) {
-		if live {
+	eachSetting(reflect.ValueOf(old), reflect.ValueOf(next), "", func(key string, live bool, a, b reflect.Value) {
+		if !live && !reflect.DeepEqual(a.Interface(), b.Interface()) {
 			keys = append(keys, key)
 		}
 	})
@@ -522,23 +523,11 @@ func LiveKeys(v any) []string {
 // CopyLive copies the fields of src tagged reload:"live" into dst, two
 // pointers to the same struct type: what a reload applies.
 func CopyLive(dst, src any) {
-	d, s := reflect.ValueOf(dst).Elem(), reflect.ValueOf(src).Elem()
-	copyLive(d, s)
-}
-
-func copyLive(d, s reflect.Value) {
-	for i := range d.NumField() {
-		f := d.Type().Field(i)
-		if !f.IsExported() {
-			continue
+	eachSetting(reflect.ValueOf(dst), reflect.ValueOf(src), "", func(_ string, live bool, d, s reflect.Value) {
+		if live {
+			d.Set(s)
 		}
-		switch {
-		case f.Tag.Get("reload") == "live":
-			d.Field(i).Set(s.Field(i))
-		case f.Type.Kind() == reflect.Struct && isTable(f):
-			copyLive(d.Field(i), s.Field(i))
-		}
-	}
+	})
 }
 
 // isTable reports whether f is a table of settings rather than a value:
@@ -558,36 +547,10 @@ func tomlName(f reflect.StructField) string {
 	return name
 }
 
-// walkFields calls fn with the dotted key of every setting of t and
-// whether it is live.
-func walkFields(t reflect.Type, prefix string, fn func(key string, live bool)) {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	for i := range t.NumField() {
-		f := t.Field(i)
-		if !f.IsExported() {
-			continue
-		}
-		key := prefix
-		if !f.Anonymous {
-			name := tomlName(f)
-			if name == "" {
-				continue
-			}
-			key = join(prefix, name)
-		}
-		if isTable(f) {
-			walkFields(f.Type, key, fn)
-			continue
-		}
-		fn(key, f.Tag.Get("reload") == "live")
-	}
-}
-
-// diffFields calls fn for every setting whose value differs between a and
-// b, two values of one struct type.
-func diffFields(a, b reflect.Value, prefix string, fn func(key string, live bool)) {
+// eachSetting calls fn for every setting of a and b, two values (or
+// pointers) of one struct type of tables: with its dotted key, whether it
+// is live, and its field in each.
+func eachSetting(a, b reflect.Value, prefix string, fn func(key string, live bool, fa, fb reflect.Value)) {
 	for a.Kind() == reflect.Pointer {
 		a, b = a.Elem(), b.Elem()
 	}
@@ -605,12 +568,10 @@ func diffFields(a, b reflect.Value, prefix string, fn func(key string, live bool
 			key = join(prefix, name)
 		}
 		if isTable(f) {
-			diffFields(a.Field(i), b.Field(i), key, fn)
+			eachSetting(a.Field(i), b.Field(i), key, fn)
 			continue
 		}
-		if !reflect.DeepEqual(a.Field(i).Interface(), b.Field(i).Interface()) {
-			fn(key, f.Tag.Get("reload") == "live")
-		}
+		fn(key, f.Tag.Get("reload") == "live", a.Field(i), b.Field(i))
 	}
 }
 
