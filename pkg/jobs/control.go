@@ -338,6 +338,14 @@ type Status struct {
 	// EndedFailed counts the jobs that failed for good, by their source's
 	// verdict (see Finisher); 0 for a source that does not say.
 	EndedFailed uint64 `json:"jobs_ended_failed"`
+	// NotStarted counts the jobs that could not be started (see
+	// Result.NotStarted), each handed back to its source.
+	NotStarted uint64 `json:"jobs_not_started"`
+	// StartBackoff, while positive, is how long the daemon still waits
+	// before it starts a job, after one could not be started;
+	// LastStartError says why that one could not.
+	StartBackoff   time.Duration `json:"start_backoff_ns,omitempty"`
+	LastStartError string        `json:"last_start_error,omitempty"`
 	// Queued is the number of jobs waiting, from the Source's Depth; -1
 	// when the Source does not know (see Depther) or failed to say.
 	Queued        int           `json:"queued"`
@@ -377,6 +385,7 @@ func (d *Daemon) Status() Status {
 		Failed:        d.failed.Load(),
 		Retried:       d.retried.Load(),
 		EndedFailed:   d.gaveUp.Load(),
+		NotStarted:    d.notStarted.Load(),
 		Reloads:       d.reloads.Load(),
 		ReloadsFailed: d.reloadsFailed.Load(),
 		Queued:        -1,
@@ -425,6 +434,10 @@ func (d *Daemon) snapshot(s *Status) []*pool.Child {
 	s.Generation = d.generation
 	s.MaxChildren = d.pool.Max()
 	s.Isolation = d.isolation
+	s.LastStartError = d.lastStartErr
+	if !d.startNotBefore.IsZero() {
+		s.StartBackoff = max(d.startNotBefore.Sub(now), 0)
+	}
 	s.Saturated = d.saturated
 	if !d.saturatedSince.IsZero() {
 		s.Saturated += now.Sub(d.saturatedSince)

@@ -101,7 +101,14 @@ type Daemon struct {
 	free      atomic.Int32 // FreeSlots, set around each NextJob
 	isolation string       // how jobs are held together; under stateMu
 
+	// The start back-off (notstarted.go), dispatcher only, written under
+	// stateMu for Status.
+	startBackoff   time.Duration
+	startNotBefore time.Time
+	lastStartErr   string
+
 	started, succeeded, failed, retried atomic.Uint64
+	notStarted                          atomic.Uint64
 	retrying, gaveUp                    atomic.Uint64 // the Finisher's verdicts
 	reloads, reloadsFailed              atomic.Uint64
 
@@ -297,6 +304,9 @@ func (d *Daemon) noteSaturation() {
 // for an event (a job ending, a wake-up, a control request).
 func (d *Daemon) dispatch(hctx context.Context) time.Duration {
 	for !d.paused && d.stopMode == 0 {
+		if wait := d.startWait(); wait > 0 {
+			return wait
+		}
 		if wait := time.Until(d.notBefore); wait > 0 {
 			return wait
 		}
@@ -380,13 +390,11 @@ func (d *Daemon) freeSlot() (int, *running, bool) {
 }
 
 // startJob starts job in slot, in the idle worker r if not nil, and
-// reports whether it runs; if not, the job has been finished as failed.
+// reports whether it runs; if not, the job has been finished: as not
+// started (startFailed), or as failed when the application's Command
+// refused it.
 func (d *Daemon) startJob(hctx context.Context, slot int, r *running, job *Job) bool {
 	job.Slot = slot
-	d.started.Add(1)
-	if job.Attempt > 1 {
-		d.retried.Add(1)
-	}
 	if d.cmdr != nil {
 		return d.startCommand(hctx, slot, job)
 	}
@@ -394,7 +402,7 @@ func (d *Daemon) startJob(hctx context.Context, slot int, r *running, job *Job) 
 		w, err := d.pool.StartWorker(slot, d.workerSpec())
 		if err != nil {
 			d.pool.Release(slot)
-			d.finish(hctx, job, Result{ExitCode: -1, Error: err.Error()})
+			d.startFailed(hctx, job, err)
 			return false
 		}
 		r = &running{child: w.Child, worker: w}
@@ -406,6 +414,7 @@ func (d *Daemon) startJob(hctx context.Context, slot int, r *running, job *Job) 
 	r.job, r.since = job, time.Now()
 	d.stateMu.Unlock()
 	r.timedOut.Store(false)
+	d.countStart(job)
 	r.worker.SetLabel(job.ID)
 	d.trackLines(job, true)
 	d.encBuf = encodeJob(d.encBuf, job)
@@ -431,18 +440,29 @@ func (d *Daemon) startCommand(hctx context.Context, slot int, job *Job) bool {
 		spec, err = d.cmdr.Command(hctx, job)
 		return err
 	})
-	var c *pool.Child
-	if err == nil {
-		d.trackLines(job, false)
-		c, err = d.pool.Start(slot, spec.poolSpec(job, &d.opts))
-	}
 	if err != nil {
 		d.pool.Release(slot)
+		if isResourceError(err) {
+			// The application could not prepare the job for want of
+			// descriptors or memory (opening its payload, say): no fault
+			// of the job's.
+			d.startFailed(hctx, job, err)
+			return false
+		}
+		d.countStart(job)
 		d.log.Error("could not start job", "job_id", job.ID, "slot", slot, "err", err)
-		d.untrackLines(job.ID)
 		d.finish(hctx, job, Result{ExitCode: -1, Error: err.Error()})
 		return false
 	}
+	d.trackLines(job, false)
+	c, err := d.pool.Start(slot, spec.poolSpec(job, &d.opts))
+	if err != nil {
+		d.pool.Release(slot)
+		d.untrackLines(job.ID)
+		d.startFailed(hctx, job, err)
+		return false
+	}
+	d.countStart(job)
 	d.stateMu.Lock()
 	d.running[c] = &running{child: c, job: job, since: c.Started}
 	d.stateMu.Unlock()
@@ -456,7 +476,7 @@ func (d *Daemon) workerSpec() *pool.WorkerSpec {
 		jitter = 0
 	}
 	return &pool.WorkerSpec{
-		Spec:   pool.Spec{StopSignal: d.opts.StopSignal, KillGrace: d.opts.KillGrace},
+		Spec:   pool.Spec{StopSignal: d.opts.StopSignal, KillGrace: d.opts.KillGrace, Credential: d.opts.Credential},
 		Jobs:   jobs,
 		MaxAge: d.opts.WorkerMaxAge,
 		MaxRSS: d.opts.WorkerMaxRSS,
@@ -569,6 +589,8 @@ func (d *Daemon) answered(hctx context.Context, ev event) {
 
 		CPUFrom:    "worker",
 		MaxRSSFrom: "worker",
+
+		Interrupted: ev.worker.Interrupted(),
 	}
 	if ev.err != nil {
 		res.ExitCode, res.Error = 1, "bad answer from worker: "+ev.err.Error()
@@ -592,12 +614,14 @@ func (d *Daemon) answered(hctx context.Context, ev event) {
 
 // finish counts a finished job and hands it to the source.
 func (d *Daemon) finish(hctx context.Context, job *Job, res Result) {
-	if !res.OK() && d.stopMode >= Graceful {
-		res.Interrupted = true
-	}
-	if res.OK() {
+	// Only a job that a stop signalled is interrupted (pool.Child's
+	// Interrupted); a timeout was the job's own doing.
+	res.Interrupted = res.Interrupted && !res.OK() && !res.TimedOut && !res.NotStarted
+	switch {
+	case res.NotStarted:
+	case res.OK():
 		d.succeeded.Add(1)
-	} else {
+	default:
 		d.failed.Add(1)
 	}
 	v := Unknown
@@ -620,7 +644,7 @@ func (d *Daemon) finish(hctx context.Context, job *Job, res Result) {
 	case Failed:
 		d.gaveUp.Add(1)
 	}
-	if d.opts.Observer != nil {
+	if d.opts.Observer != nil && !res.NotStarted {
 		d.opts.Observer.JobFinished(job, res, v)
 	}
 	if d.log.Enabled(hctx, slog.LevelDebug) {
