@@ -144,10 +144,14 @@ var (
 	descReloads   = prometheus.NewDesc("jobdaemon_reloads_total", "Reloads, by result (ok or failed).", []string{"result"}, nil)
 	descGen       = prometheus.NewDesc("jobdaemon_config_generation", "Configurations loaded since start: 1, plus one per successful reload.", nil, nil)
 	descUp        = prometheus.NewDesc("jobdaemon_up", "1 while the daemon takes jobs, 0 when paused or stopping.", nil, nil)
+	descNotStart  = prometheus.NewDesc("jobdaemon_job_start_failures_total",
+		"Jobs that could not be started (fork or exec failed: descriptors, processes, memory, a missing program) and went back to their source unrun.", nil, nil)
+	descBackoff = prometheus.NewDesc("jobdaemon_start_backoff_seconds",
+		"Time left before the daemon starts a job again, after one could not be started; 0 when it starts jobs.", nil, nil)
 )
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRunning, descMax, descSaturated, descQueued, descReloads, descGen, descUp} {
+	for _, d := range []*prometheus.Desc{descRunning, descMax, descSaturated, descQueued, descReloads, descGen, descUp, descNotStart, descBackoff} {
 		ch <- d
 	}
 }
@@ -169,6 +173,8 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descSaturated, prometheus.CounterValue, s.Saturated.Seconds())
 	ch <- prometheus.MustNewConstMetric(descReloads, prometheus.CounterValue, float64(s.Reloads), "ok")
 	ch <- prometheus.MustNewConstMetric(descReloads, prometheus.CounterValue, float64(s.ReloadsFailed), "failed")
+	ch <- prometheus.MustNewConstMetric(descNotStart, prometheus.CounterValue, float64(s.NotStarted))
+	gauge(descBackoff, s.StartBackoff.Seconds())
 }
 
 // countCollector turns the source's counts into one gauge per state.

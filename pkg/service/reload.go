@@ -152,6 +152,9 @@ func (s *statusLine) line(d *jobs.Daemon) string {
 	case jobs.StatePaused, jobs.StateDraining, jobs.StateStopping:
 		line = string(st.State) + ": " + line
 	}
+	if st.StartBackoff > 0 {
+		line += "; jobs cannot be started: " + oneLine(st.LastStartError)
+	}
 	if e := s.reloadErr.Load(); e != nil {
 		line += "; reload refused: " + *e
 	}

@@ -53,8 +53,9 @@
 //     incoming/ with a not-before time (see Options.Backoff) while attempts
 //     are left, else into failed/. A Record, NAME.result.json, is written
 //     beside the job in done/ and failed/. A job whose Result is
-//     Interrupted (the daemon stopped it) goes back into incoming/ at once,
-//     with the same attempt number.
+//     Interrupted (the daemon stopped it) or NotStarted (the daemon could
+//     not start it) goes back into incoming/ at once, with the same
+//     attempt number.
 //
 // Open puts back into incoming/ whatever a stopped or crashed daemon left
 // in running/, with its attempt number raised by one, so that a job runs at

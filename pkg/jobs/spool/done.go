@@ -158,7 +158,7 @@ func (s *Spool) Done(ctx context.Context, job *jobs.Job, res jobs.Result) error 
 
 // Finish is Done, and also says what it did with the job (jobs.Finisher):
 // Completed into done/, Retrying back into incoming/, Requeued for an
-// interrupted job, Failed into failed/. The verdict stands even when the
+// interrupted job or one that could not be started, Failed into failed/. The verdict stands even when the
 // move fails and is retried later; it is Unknown with an error for a job
 // that is not running from this spool.
 func (s *Spool) Finish(ctx context.Context, job *jobs.Job, res jobs.Result) (jobs.Verdict, error) {
@@ -176,13 +176,18 @@ func (s *Spool) Finish(ctx context.Context, job *jobs.Job, res jobs.Result) (job
 	case res.OK():
 		f.dest, f.rec = s.done, newRecord(c, res, now)
 		v = jobs.Completed
-	case res.Interrupted:
+	case res.Interrupted, res.NotStarted:
 		v = jobs.Requeued
-		// The daemon stopped the job, not the job itself: it goes back as
-		// it was, at once, and the attempt does not count. (A crash is
-		// different: what it leaves in running/ comes back with attempt+1,
-		// so that a job that kills the daemon cannot loop for ever.)
-		f.next = meta{Attempt: c.attempt, Inode: c.ino, LastResult: "interrupted: " + res.String()}
+		// The daemon stopped the job, not the job itself, or could not
+		// start it at all: it goes back as it was, at once, and the
+		// attempt does not count. (A crash is different: what it leaves in
+		// running/ comes back with attempt+1, so that a job that kills the
+		// daemon cannot loop for ever.)
+		why := "interrupted: "
+		if res.NotStarted {
+			why = ""
+		}
+		f.next = meta{Attempt: c.attempt, Inode: c.ino, LastResult: why + res.String()}
 	default:
 		d, again := s.retry.After(c.attempt)
 		if !again {
