@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -214,7 +213,7 @@ const maxFileSize = 1 << 20
 var errTooLarge = fmt.Errorf("larger than %v: is this the configuration file?", Size(maxFileSize))
 
 func readFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := openRegular(path)
 	if err != nil {
 		return nil, err
 	}
