@@ -24,6 +24,8 @@
 //	working_dir = ""       # "" = the daemon's
 //	env = { LANG = "C.UTF-8" }
 //	inherit_env = []       # names of the daemon's variables passed to jobs
+//	user = ""              # run jobs as this user, of their own ("" = the daemon's)
+//	group = ""             # "" with user set: the user's primary group
 //	max_attempts = 3
 //	backoff = "10s"        # first retry delay; doubles, with jitter
 //
