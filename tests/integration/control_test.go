@@ -25,6 +25,8 @@ type statusReply struct {
 	Succeeded     int      `json:"jobs_succeeded"`
 	Failed        int      `json:"jobs_failed"`
 	Queued        int      `json:"queued"`
+	NotStarted    int      `json:"jobs_not_started"`
+	LastStartErr  string   `json:"last_start_error"`
 	Reloads       int      `json:"reloads"`
 	ReloadsFailed int      `json:"reloads_failed"`
 	Manager       string   `json:"manager"`

@@ -78,44 +78,77 @@ fail) exit 3 ;;
 esac
 `
 
-// newKillEnv writes a configuration whose source is extra's, and the job
-// script; jobs note their runs in the returned file.
+// newKillEnv writes a configuration whose source is source's, and the
+// job script; jobs note their runs in the returned file.
 func newKillEnv(t *testing.T, source string) (e *env, runs, mark string) {
 	t.Helper()
-	dir := t.TempDir()
-	script := filepath.Join(dir, "job.sh")
-	if err := os.WriteFile(script, []byte(killJobScript), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	runs = filepath.Join(dir, "runs")
-	mark = fmt.Sprintf("JD_FAULT_MARK=%d", time.Now().UnixNano())
-	e = &env{t: t, dir: dir, config: filepath.Join(dir, "config.toml"), spool: filepath.Join(dir, "spool")}
-	k, v, _ := strings.Cut(mark, "=")
-	cfg := fmt.Sprintf(`
-[daemon]
-pid_file = "jobdaemon.pid"
-idle_interval = "100ms"
-stop_timeout = "5s"
+	e, mark = newScriptEnv(t, t.TempDir(), killJobScript, `
 [pool]
 max_children = 8
 job_timeout = "20s"
 kill_grace = "500ms"
 [job]
-command = [%q, "{id}"]
-env = { RUNS = %q, %s = %q }
 max_attempts = 3
 backoff = "10ms"
+`+source, "RUNS", "runs")
+	return e, filepath.Join(e.dir, "runs"), mark
+}
+
+// newScriptEnv writes script as dir/job.sh and a configuration that runs
+// it with {id} for each job, with the job's file (or payload) on standard
+// input, a MARK variable that the test finds processes by, and the
+// variables of vars (name, file name in dir). body adds or overrides
+// tables: a key set twice is an error, so the [pool] and [job] tables are
+// body's whole, and command, env are set here.
+func newScriptEnv(t *testing.T, dir, script, body string, vars ...string) (e *env, mark string) {
+	t.Helper()
+	path := filepath.Join(dir, "job.sh")
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mark = fmt.Sprintf("JD_FAULT_MARK=%d", time.Now().UnixNano())
+	k, v, _ := strings.Cut(mark, "=")
+	jobEnv := fmt.Sprintf("%s = %q", k, v)
+	for i := 0; i+1 < len(vars); i += 2 {
+		jobEnv += fmt.Sprintf(", %s = %q", vars[i], filepath.Join(dir, vars[i+1]))
+	}
+	e = &env{t: t, dir: dir, config: filepath.Join(dir, "config.toml"), spool: filepath.Join(dir, "spool")}
+	jobTable := fmt.Sprintf("[job]\ncommand = [%q, \"{id}\"]\nenv = { %s }\n", path, jobEnv)
+	if !strings.Contains(body, "[job]") {
+		body += "\n" + jobTable
+	} else {
+		body = strings.Replace(body, "[job]\n", jobTable, 1)
+	}
+	if !strings.Contains(body, "[source") {
+		body += "\n[source.spool]\ndir = \"spool\"\nrescan_interval = \"1s\"\n"
+	}
+	daemonKeys := ""
+	if i := strings.Index(body, "[daemon]\n"); i >= 0 {
+		// body's [daemon] keys join the table below.
+		rest := body[i+len("[daemon]\n"):]
+		end := strings.Index(rest, "\n[")
+		if end < 0 {
+			end = len(rest)
+		}
+		daemonKeys, body = rest[:end+1], body[:i]+rest[end+1:]
+	}
+	cfg := `
+[daemon]
+pid_file = "jobdaemon.pid"
+idle_interval = "100ms"
+stop_timeout = "5s"
+` + daemonKeys + `
 [control]
 socket = "control.sock"
 [log]
 format = "json"
 level = "info"
 job_output = "debug"
-%s`, script, runs, k, v, source)
+` + body
 	if err := os.WriteFile(e.config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return e, runs, mark
+	return e, mark
 }
 
 // payloads returns n job payloads: about one in ten fails, the others
