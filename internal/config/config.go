@@ -213,7 +213,7 @@ const maxFileSize = 1 << 20
 var errTooLarge = fmt.Errorf("larger than %v: is this the configuration file?", Size(maxFileSize))
 
 func readFile(path string) ([]byte, error) {
-	f, err := openRegular(path)
+	f, err := openRegular(path, true)
 	if err != nil {
 		return nil, err
 	}
@@ -237,6 +237,7 @@ func (c *Config) resolvePaths(dir string) error {
 		}
 	}
 	abs(&c.Daemon.PIDFile)
+	abs(&c.Daemon.StateDir)
 	abs(&c.Source.Spool.Dir)
 	abs(&c.Source.Postgres.DSNFile)
 	abs(&c.Control.Socket)

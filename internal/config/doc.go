@@ -57,7 +57,7 @@
 //	format = "auto"        # auto|text|json
 //	joblog = ""            # one line per finished job, like GNU parallel's --joblog
 //
-// Relative paths (pid_file, source.spool.dir, source.postgres.dsn_file,
+// Relative paths (pid_file, state_dir, source.spool.dir, source.postgres.dsn_file,
 // control.socket, log.joblog, job.working_dir, and a job.command[0] with a
 // slash in it) are taken relative to the directory of the configuration
 // file, not the working directory, so that a configuration means the same

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -12,9 +13,17 @@ import (
 // (planted, or left by mistake) would make a plain open wait for a writer
 // for ever, in check-config, at start-up, where TERM could not end it,
 // and in a reload, where it would freeze the daemon's dispatcher.
-// Symbolic links are followed: /etc/jobdaemon/config.toml may be one.
-func openRegular(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+// With follow, a symbolic link at path is followed
+// (/etc/jobdaemon/config.toml may be one); without, it is refused.
+func openRegular(path string, follow bool) (*os.File, error) {
+	flags := os.O_RDONLY | syscall.O_NONBLOCK | syscall.O_NOCTTY
+	if !follow {
+		flags |= syscall.O_NOFOLLOW
+	}
+	f, err := os.OpenFile(path, flags, 0)
+	if errors.Is(err, syscall.ELOOP) && !follow {
+		return nil, fmt.Errorf("%q is a symbolic link: refusing to follow it", path)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -269,7 +269,9 @@ func (c *Config) PostgresDSN() (string, error) {
 // readDSNFile reads a DSN file after checking, on the open file, that
 // nobody else can read or change it.
 func readDSNFile(path string) (string, error) {
-	f, err := openRegular(path)
+	// Not through a link: a link planted there would make the daemon,
+	// root at that moment, read a file of someone else's choosing.
+	f, err := openRegular(path, false)
 	if err != nil {
 		return "", unwrapPath(err)
 	}

@@ -97,9 +97,9 @@ backoff = "10ms"
 // newScriptEnv writes script as dir/job.sh and a configuration that runs
 // it with {id} for each job, with the job's file (or payload) on standard
 // input, a MARK variable that the test finds processes by, and the
-// variables of vars (name, file name in dir). body adds or overrides
-// tables: a key set twice is an error, so the [pool] and [job] tables are
-// body's whole, and command, env are set here.
+// variables of vars (name, file name in dir). body adds tables: its
+// [daemon] keys join the defaults' table, its [log] replaces the default
+// one, its [job] gets command and env.
 func newScriptEnv(t *testing.T, dir, script, body string, vars ...string) (e *env, mark string) {
 	t.Helper()
 	path := filepath.Join(dir, "job.sh")
@@ -132,18 +132,19 @@ func newScriptEnv(t *testing.T, dir, script, body string, vars ...string) (e *en
 		}
 		daemonKeys, body = rest[:end+1], body[:i]+rest[end+1:]
 	}
+	for _, kv := range []string{`pid_file = "jobdaemon.pid"`, `idle_interval = "100ms"`, `stop_timeout = "5s"`} {
+		if k, _, _ := strings.Cut(kv, " "); !strings.Contains(daemonKeys, k+" =") {
+			daemonKeys += kv + "\n"
+		}
+	}
+	if !strings.Contains(body, "[log]") {
+		body += "\n[log]\nformat = \"json\"\nlevel = \"info\"\njob_output = \"debug\"\n"
+	}
 	cfg := `
 [daemon]
-pid_file = "jobdaemon.pid"
-idle_interval = "100ms"
-stop_timeout = "5s"
 ` + daemonKeys + `
 [control]
 socket = "control.sock"
-[log]
-format = "json"
-level = "info"
-job_output = "debug"
 ` + body
 	if err := os.WriteFile(e.config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
