@@ -20,8 +20,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -80,7 +78,7 @@ esac
 
 // newKillEnv writes a configuration whose source is source's, and the
 // job script; jobs note their runs in the returned file.
-func newKillEnv(t *testing.T, source string) (e *env, runs, mark string) {
+func newKillEnv(t *testing.T, source, jobKeys string) (e *env, runs, mark string) {
 	t.Helper()
 	e, mark = newScriptEnv(t, t.TempDir(), killJobScript, `
 [pool]
@@ -90,7 +88,7 @@ kill_grace = "500ms"
 [job]
 max_attempts = 3
 backoff = "10ms"
-`+source, "RUNS", "runs")
+`+jobKeys+source, "RUNS", "runs")
 	return e, filepath.Join(e.dir, "runs"), mark
 }
 
@@ -266,9 +264,15 @@ func nothingRuns(t *testing.T, mark string) {
 // a job runs again only if it was in flight at a kill, and nothing is
 // left running.
 func TestFaultKillSpool(t *testing.T) {
+	for _, mode := range faultModes {
+		t.Run(mode.name, func(t *testing.T) { faultKillSpool(t, mode.jobKeys) })
+	}
+}
+
+func faultKillSpool(t *testing.T, jobKeys string) {
 	n, kills, rng := faultScale(t)
 	start := time.Now()
-	e, runsFile, mark := newKillEnv(t, "[source.spool]\ndir = \"spool\"\nrescan_interval = \"1s\"\n")
+	e, runsFile, mark := newKillEnv(t, "[source.spool]\ndir = \"spool\"\nrescan_interval = \"1s\"\n", jobKeys)
 	t.Cleanup(func() { nothingRuns(t, mark) })
 	want := map[string]string{}
 	for i, p := range payloads(n, rng) {
@@ -344,10 +348,16 @@ func TestFaultKillSpool(t *testing.T) {
 // failed, and a job runs again only if its lease was the killed
 // daemon's when it died.
 func TestFaultKillPostgres(t *testing.T) {
+	for _, mode := range faultModes {
+		t.Run(mode.name, func(t *testing.T) { faultKillPostgres(t, mode.jobKeys) })
+	}
+}
+
+func faultKillPostgres(t *testing.T, jobKeys string) {
 	n, kills, rng := faultScale(t)
 	start := time.Now()
 	dsn := pgMigrated(t)
-	e, runsFile, mark := newKillEnv(t, fmt.Sprintf("[source]\ntype = \"postgres\"\n[source.postgres]\ndsn = %q\nlease_ttl = \"1s\"\npoll_interval = \"200ms\"\n", dsn))
+	e, runsFile, mark := newKillEnv(t, fmt.Sprintf("[source]\ntype = \"postgres\"\n[source.postgres]\ndsn = %q\nlease_ttl = \"1s\"\npoll_interval = \"200ms\"\n", dsn), jobKeys)
 	t.Cleanup(func() { nothingRuns(t, mark) })
 	conn := pgConnect(t, dsn)
 	ps := payloads(n, rng)
@@ -429,20 +439,14 @@ func TestFaultKillPostgres(t *testing.T) {
 	f.log(t)
 }
 
-// TODO(worker mode): once [job] mode = "worker" (command workers in the
-// binary) is merged, run the two kill tests above with it as well: a
-// worker killed with the daemon takes its job with it, and the same
-// accounting must hold. faultModes is where the mode is chosen.
-var faultModes = []string{"process"}
-
-// The kill tests run for every mode the binary has.
-func TestFaultModes(t *testing.T) {
-	if !slices.Contains(faultModes, "process") {
-		t.Fatal("the kill tests do not run in process mode")
-	}
-	if len(faultModes) == 1 {
-		t.Skip("worker mode ([job] mode = \"worker\") is not in this build yet: the kill tests run in process mode only")
-	}
+// faultModes are the ways the binary runs jobs that the kill tests run
+// in, each with its [job] keys. TODO(worker mode): once [job] mode =
+// "worker" (command workers in the binary) is merged, add
+// {"worker", "mode = \"worker\"\n"} here, with a worker script that
+// speaks the line protocol: a worker killed with the daemon takes its job
+// with it, and the same accounting must hold.
+var faultModes = []struct{ name, jobKeys string }{
+	{"process", ""},
 }
 
 // faultBinaryNoCgo builds, once, the binary without cgo (as the Debian
@@ -464,13 +468,3 @@ var faultBinaryNoCgo = sync.OnceValues(func() (string, error) {
 	}
 	return bin, nil
 })
-
-// sortedKeys returns the keys of m, sorted.
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
