@@ -1,9 +1,11 @@
 package integration
 
 import (
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -48,5 +50,57 @@ func TestReadmeMinimalExample(t *testing.T) {
 	os.WriteFile(path, []byte(strings.ReplaceAll(string(unit), "/usr/local/bin/minimal", bin)), 0o644)
 	if code, out := distRun(t, exec.Command(analyze, "verify", "--man=no", path)); code != 0 || out != "" {
 		t.Errorf("systemd-analyze verify minimal.service: exit %d\n%s", code, out)
+	}
+}
+
+// Every fuzz target of the repository is in .ci/fuzz-targets, which CI
+// and bench/fuzz.sh run, and every line there names one that exists.
+func TestFuzzTargetsListed(t *testing.T) {
+	listed := map[string]bool{}
+	b, err := os.ReadFile("../../.ci/fuzz-targets")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && !strings.HasPrefix(f[0], "#") {
+			listed[strings.TrimPrefix(f[0], "./")+" "+f[1]] = true
+		}
+	}
+	found := map[string]bool{}
+	decl := regexp.MustCompile(`(?m)^func (Fuzz\w+)\(`)
+	err = filepath.WalkDir("../..", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == "testdata" || strings.HasPrefix(d.Name(), ".")) && p != "../.." {
+			return filepath.SkipDir
+		}
+		if !strings.HasSuffix(p, "_test.go") {
+			return nil
+		}
+		src, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		for _, m := range decl.FindAllSubmatch(src, -1) {
+			found[strings.TrimPrefix(filepath.Dir(p), "../../")+" "+string(m[1])] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range found {
+		if !listed[k] {
+			t.Errorf("fuzz target %s is not in .ci/fuzz-targets", k)
+		}
+	}
+	for k := range listed {
+		if !found[k] {
+			t.Errorf(".ci/fuzz-targets lists %s, which does not exist", k)
+		}
+	}
+	if len(found) < 10 {
+		t.Errorf("only %d fuzz targets found: %v", len(found), found)
 	}
 }
