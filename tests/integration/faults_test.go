@@ -50,10 +50,10 @@ func faultScale(t *testing.T) (jobs, kills int, rng *rand.Rand) {
 // faultFigures is what a kill test reports, for the logs and
 // bench/faults.sh.
 type faultFigures struct {
-	source                             string
+	source                            string
 	jobs, kills, inFlight, dups, lost int
-	ended                              map[string]int // done, failed (completed, failed)
-	took                               time.Duration
+	ended                             map[string]int // done, failed (completed, failed)
+	took                              time.Duration
 }
 
 func (f faultFigures) log(t *testing.T) {
