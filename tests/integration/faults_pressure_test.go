@@ -157,6 +157,9 @@ max_attempts = 1
 	if s.NotStarted == 0 || !strings.Contains(d.out.String(), "too many open files") {
 		t.Errorf("no job was refused a descriptor (%d not started): the limit does not bite\n%s", s.NotStarted, tail(d.out.String()))
 	}
+	if m := e.curl("http://localhost/metrics"); !strings.Contains(m, fmt.Sprintf("jobdaemon_job_start_failures_total %d\n", s.NotStarted)) {
+		t.Errorf("/metrics does not count the starts that failed:\n%s", lineWith(m, "jobdaemon_job_start"))
+	}
 	if err := d.stop(syscall.SIGTERM); err != nil {
 		t.Errorf("after TERM: %v\n%s", err, tail(d.out.String()))
 	}

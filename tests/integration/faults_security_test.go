@@ -268,3 +268,65 @@ printf 'arg=[%s] argc=%d\n' "$1" "$#"
 		}
 	}
 }
+
+// Jobs that run as the daemon's own user are warned about, at start and
+// in status: without [job] user, and with the daemon's user as [job]
+// user.
+func TestFaultSharedUserWarned(t *testing.T) {
+	me := strconv.Itoa(os.Geteuid())
+	for _, jobKeys := range []string{"", "user = \"" + me + "\"\n"} {
+		e, _ := newScriptEnv(t, t.TempDir(), attackScript, "[job]\n"+jobKeys)
+		d := e.start()
+		e.waitFor("ready", d, func() bool { return strings.Contains(d.out.String(), `"msg":"ready"`) })
+		s := e.status()
+		if !slices.ContainsFunc(s.Warnings, func(w string) bool { return strings.Contains(w, "jobs run as the daemon's own user") }) ||
+			!strings.Contains(d.out.String(), "jobs run as the daemon's own user") {
+			t.Errorf("[job] %q: no warning in status (%q) or the log", jobKeys, s.Warnings)
+		}
+		d.stop(syscall.SIGTERM)
+	}
+}
+
+// Files a job of the daemon's own user writes beside its input in
+// running/ never become jobs, even after a crash; a job that removes its
+// input is recorded as it ended, without its file.
+func TestFaultJobOutputsBesideInput(t *testing.T) {
+	e, _ := newScriptEnv(t, t.TempDir(), `#!/bin/sh
+read -r what arg || true
+case "$what" in
+write) echo out >"$JOB_PATH.out"; echo log >"$JOB_PATH.log"; exec sleep 3597 ;;
+remove) rm "$JOB_PATH"; echo "removed my input" ;;
+esac
+`, "[job]\nmax_attempts = 3\n")
+	killSleepers(t, 3597)
+	e.put("in1", "write\n")
+	e.put("gone", "remove\n")
+	d := e.start()
+	e.waitFor("the outputs written", d, func() bool {
+		_, err1 := os.Stat(filepath.Join(e.spool, "running", "in1.log"))
+		_, err2 := os.Stat(filepath.Join(e.spool, "done", "gone.result.json"))
+		return err1 == nil && err2 == nil
+	})
+	d.stop(syscall.SIGKILL)
+	// After the crash in1 runs again (it was in flight); its outputs go
+	// to failed/ as not a job.
+	d = e.start()
+	e.waitFor("in1 again", d, func() bool { return e.count("running") >= 1 && e.count("failed") == 2 })
+	d.stop(syscall.SIGKILL)
+	for _, out := range []string{"in1.out", "in1.log"} {
+		where, r := e.result(out)
+		if where != "failed" || !strings.Contains(r.Error, "not a job") {
+			t.Errorf("%s: in %q with %+v; want failed/, not a job", out, where, r)
+		}
+	}
+	names, _ := os.ReadDir(filepath.Join(e.spool, "incoming"))
+	for _, n := range names {
+		if strings.Contains(n.Name(), ".out") || strings.Contains(n.Name(), ".log") {
+			t.Errorf("an output became a job: incoming/%s", n.Name())
+		}
+	}
+	b, _ := os.ReadFile(filepath.Join(e.spool, "done", "gone.result.json"))
+	if !strings.Contains(string(b), `"file": ""`) || !strings.Contains(string(b), "removed in running/") {
+		t.Errorf("the job that removed its input: %s", b)
+	}
+}
