@@ -104,3 +104,33 @@ func TestFuzzTargetsListed(t *testing.T) {
 		t.Errorf("only %d fuzz targets found: %v", len(found), found)
 	}
 }
+
+// docs/GUARANTEES.md names, beside each guarantee, the tests that prove
+// it: each of them exists.
+func TestGuaranteesNameRealTests(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/GUARANTEES.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defined := map[string]bool{}
+	decl := regexp.MustCompile(`(?m)^func ((?:Test|Fuzz)\w+)\(`)
+	filepath.WalkDir("../..", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !strings.HasSuffix(p, "_test.go") {
+			return err
+		}
+		src, _ := os.ReadFile(p)
+		for _, m := range decl.FindAllSubmatch(src, -1) {
+			defined[string(m[1])] = true
+		}
+		return nil
+	})
+	named := regexp.MustCompile("`((?:Test|Fuzz)\\w+)`").FindAllSubmatch(doc, -1)
+	if len(named) < 40 {
+		t.Fatalf("GUARANTEES.md names only %d tests", len(named))
+	}
+	for _, m := range named {
+		if !defined[string(m[1])] {
+			t.Errorf("GUARANTEES.md names %s, which is no test", m[1])
+		}
+	}
+}
