@@ -120,7 +120,9 @@ type Observer interface {
 	// running the job.
 	JobStarted(job *Job, wait time.Duration)
 	// JobFinished is called with every job's result, once the source has
-	// filed it (Done or Finish), with what the source did with it.
+	// filed it (Done or Finish), with what the source did with it; not for
+	// a job that could not be started (Result.NotStarted), which was not
+	// a run: Status counts those.
 	JobFinished(job *Job, res Result, v Verdict)
 }
 
