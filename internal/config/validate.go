@@ -51,6 +51,14 @@ var reservedEnv = []string{"JOB_ID", "JOB_PATH", "JOB_SLOT", "JOB_ATTEMPT", "JOB
 // path it found.
 func (c *Config) Validate() error {
 	v := &validator{problems{file: c.file, idx: c.idx}}
+	if keys := service.NULKeys(c); len(keys) > 0 {
+		// In every table; nothing else is worth checking in a file that
+		// holds these.
+		for _, key := range keys {
+			v.fail(key, nil, "%s", service.NULMessage)
+		}
+		return v.err()
+	}
 
 	// The service's tables: the service checks them as it would for any
 	// program; this adds the file's lines.
@@ -121,16 +129,12 @@ func (v *validator) job(j *Job) {
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(j.Env)) {
-		val := j.Env[name]
 		key := toml.Key{"job", "env", name}.String()
 		if msg := envNameError(name); msg != "" {
 			v.fail(key, nil, "%s", msg)
 		}
 		if slices.Contains(reservedEnv, name) {
 			v.fail(key, nil, "%s is set by the daemon for each job and cannot be set here", name)
-		}
-		if strings.ContainsRune(val, 0) {
-			v.fail(key, nil, "the value contains a NUL byte")
 		}
 	}
 	for _, name := range j.InheritEnv {
@@ -239,8 +243,8 @@ func envNameError(name string) string {
 	switch {
 	case name == "":
 		return "an empty variable name"
-	case strings.ContainsAny(name, "=\x00"):
-		return fmt.Sprintf("the variable name %q contains \"=\" or a NUL byte", name)
+	case strings.Contains(name, "="):
+		return fmt.Sprintf("the variable name %q contains \"=\"", name)
 	}
 	return ""
 }
@@ -277,8 +281,6 @@ func (v *validator) path(key, p string, optional bool) {
 	switch {
 	case p == "" && !optional:
 		v.fail(key, nil, "required: set a path")
-	case strings.ContainsRune(p, 0):
-		v.fail(key, nil, "the path contains a NUL byte")
 	case p != "" && !filepath.IsAbs(p):
 		v.fail(key, nil, "%q is relative: use an absolute path (Load resolves relative paths against the configuration file's directory)", p)
 	}

@@ -130,9 +130,20 @@ type PoolSettings struct {
 	CgroupPerJob bool `toml:"cgroup_per_job"`
 }
 
-// JobSettings are what the service itself reads of the [job] table: how a
-// job's processes are held together and limited.
+// JobSettings are what the service itself reads of the [job] table: whom
+// jobs run as, and how a job's processes are held together and limited.
 type JobSettings struct {
+	// User, if set, is the user (a name or a numeric uid) every job runs
+	// as: a user of the jobs' own, distinct from Daemon.User, so that a
+	// job cannot reach the control socket, the daemon's log, the spool or
+	// the daemon's processes, nor use up the daemon's process limit. The
+	// daemon needs the right to start processes as another user: root,
+	// or CAP_SETUID, CAP_SETGID and CAP_KILL (docs/INSTALL.md). "" runs
+	// jobs as the daemon's own user, which status warns about.
+	User string `toml:"user"`
+	// Group, if set, is the jobs' group; "" with User set takes the
+	// user's primary group.
+	Group string `toml:"group"`
 	// KeepLeftovers lets what a job leaves behind when its command exits
 	// run on; by default it is killed. A timeout, a stop and the next
 	// start after a crash kill it anyway.
@@ -235,6 +246,13 @@ func (e *SettingError) Unwrap() error { return e.Err }
 // host.
 func (s *Settings) Validate() error {
 	var v checker
+	if keys := NULKeys(s); len(keys) > 0 {
+		// Nothing else is worth checking in a file that holds these.
+		for _, key := range keys {
+			v.fail(key, nil, "%s", NULMessage)
+		}
+		return errors.Join(v.errs...)
+	}
 	d := &s.Daemon
 	v.path("daemon.pid_file", d.PIDFile)
 	if _, err := d.credential(); err != nil {
@@ -256,6 +274,9 @@ func (s *Settings) Validate() error {
 		v.fail("pool.cgroups", nil, "unknown mode %q: use \"auto\", \"off\" or \"require\"", p.Cgroups)
 	}
 	j := &s.Job
+	if _, err := s.JobCredential(); err != nil {
+		v.add(err)
+	}
 	if j.MemoryMax < 0 || j.PidsMax < 0 || j.CPUMax < 0 {
 		v.fail("job", nil, "job limits cannot be negative: use 0 for none")
 	}
@@ -322,7 +343,7 @@ func (s *Settings) Validate() error {
 	if _, ok := Facilities[l.JobFacility]; !ok {
 		v.fail("log.job_facility", nil, "unknown syslog facility %q: use one of %s", l.JobFacility, strings.Join(slices.Sorted(maps.Keys(Facilities)), ", "))
 	}
-	if strings.ContainsAny(l.JobIdentifier, " \t\n=\x00") {
+	if strings.ContainsAny(l.JobIdentifier, " \t\n=") {
 		v.fail("log.job_identifier", nil, "%q: a syslog identifier has no spaces and no '='", l.JobIdentifier)
 	}
 	return errors.Join(v.errs...)
@@ -356,12 +377,10 @@ func (v *checker) positive(key string, d time.Duration, example string) {
 	}
 }
 
-// path checks that p, if set, is an absolute path without NUL bytes.
+// path checks that p, if set, is an absolute path (NULKeys has refused
+// NUL bytes).
 func (v *checker) path(key, p string) {
-	switch {
-	case strings.ContainsRune(p, 0):
-		v.fail(key, nil, "the path contains a NUL byte")
-	case p != "" && !filepath.IsAbs(p):
+	if p != "" && !filepath.IsAbs(p) {
 		v.fail(key, nil, "%q is relative: use an absolute path", p)
 	}
 }
@@ -372,37 +391,57 @@ func (v *checker) path(key, p string) {
 func (s *Settings) Credential() (*syscall.Credential, error) { return s.Daemon.credential() }
 
 func (d *DaemonSettings) credential() (*syscall.Credential, error) {
+	return lookupCredential("daemon", d.User, d.Group)
+}
+
+// JobCredential returns the user, group and supplementary groups that
+// Job.User and Job.Group name, looked up on this host: whom jobs run as;
+// nil when Job.User is not set (jobs run as the daemon's user). The
+// error is a *SettingError.
+func (s *Settings) JobCredential() (*syscall.Credential, error) {
+	return lookupCredential("job", s.Job.User, s.Job.Group)
+}
+
+// lookupCredential resolves the keys user and group of table. The
+// supplementary groups are those of the group database (initgroups(3)),
+// the primary group among them.
+func lookupCredential(table, userName, groupName string) (*syscall.Credential, error) {
+	userKey, groupKey := table+".user", table+".group"
 	fail := func(key string, err error, format string, args ...any) (*syscall.Credential, error) {
 		return nil, &SettingError{Key: key, Msg: key + ": " + fmt.Sprintf(format, args...), Err: err}
 	}
-	if d.User == "" {
-		if d.Group != "" {
-			return fail("daemon.group", nil, "daemon.group %q is set without daemon.user: set daemon.user too (a group alone would be ignored)", d.Group)
+	if userName == "" {
+		if groupName != "" {
+			return fail(groupKey, nil, "%s %q is set without %s: set %s too (a group alone would be ignored)", groupKey, groupName, userKey, userKey)
 		}
 		return nil, nil
 	}
-	u, err := lookupUser(d.User)
+	u, err := lookupUser(userName)
 	if err != nil {
-		return fail("daemon.user", err, "no user %q on this host: create it, or set daemon.user to an existing user (\"\" stays as started)", d.User)
+		unset := "stays as started"
+		if table == "job" {
+			unset = "runs jobs as the daemon's user"
+		}
+		return fail(userKey, err, "no user %q on this host: create it, or set %s to an existing user (\"\" %s)", userName, userKey, unset)
 	}
 	gid := u.Gid
-	if d.Group != "" {
-		g, err := lookupGroup(d.Group)
+	if groupName != "" {
+		g, err := lookupGroup(groupName)
 		if err != nil {
-			return fail("daemon.group", err, "no group %q on this host: create it, or set daemon.group to an existing group (\"\" takes the user's primary group)", d.Group)
+			return fail(groupKey, err, "no group %q on this host: create it, or set %s to an existing group (\"\" takes the user's primary group)", groupName, groupKey)
 		}
 		gid = g.Gid
 	}
 	groups, err := u.GroupIds()
 	if err != nil {
-		return fail("daemon.user", err, "cannot list the groups of user %q: %v", d.User, err)
+		return fail(userKey, err, "cannot list the groups of user %q: %v", userName, err)
 	}
 	ids := append([]string{u.Uid, gid}, groups...)
 	nums := make([]uint32, len(ids))
 	for i, id := range ids {
 		n, err := strconv.ParseUint(id, 10, 32)
 		if err != nil { // never on Linux; and 0 would mean root
-			return fail("daemon.user", err, "user %q has an id %q that is not a number", d.User, id)
+			return fail(userKey, err, "user %q has an id %q that is not a number", userName, id)
 		}
 		nums[i] = uint32(n)
 	}

@@ -28,6 +28,8 @@ type statusReply struct {
 	JobsRetried   int      `json:"jobs_retried"`
 	JobsFailed    int      `json:"jobs_failed"`
 	Queued        int      `json:"queued"`
+	NotStarted    int      `json:"jobs_not_started"`
+	LastStartErr  string   `json:"last_start_error"`
 	Reloads       int      `json:"reloads"`
 	ReloadsFailed int      `json:"reloads_failed"`
 	Manager       string   `json:"manager"`

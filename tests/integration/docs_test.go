@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -119,4 +120,86 @@ func parseOnly(path string) error {
 	}
 	_ = err // not running, or running: the file was read
 	return nil
+}
+
+// Every fuzz target of the repository is in .ci/fuzz-targets, which CI
+// and bench/fuzz.sh run, and every line there names one that exists.
+func TestFuzzTargetsListed(t *testing.T) {
+	listed := map[string]bool{}
+	b, err := os.ReadFile("../../.ci/fuzz-targets")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && !strings.HasPrefix(f[0], "#") {
+			listed[strings.TrimPrefix(f[0], "./")+" "+f[1]] = true
+		}
+	}
+	found := map[string]bool{}
+	decl := regexp.MustCompile(`(?m)^func (Fuzz\w+)\(`)
+	err = filepath.WalkDir("../..", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == "testdata" || strings.HasPrefix(d.Name(), ".")) && p != "../.." {
+			return filepath.SkipDir
+		}
+		if !strings.HasSuffix(p, "_test.go") {
+			return nil
+		}
+		src, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		for _, m := range decl.FindAllSubmatch(src, -1) {
+			found[strings.TrimPrefix(filepath.Dir(p), "../../")+" "+string(m[1])] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range found {
+		if !listed[k] {
+			t.Errorf("fuzz target %s is not in .ci/fuzz-targets", k)
+		}
+	}
+	for k := range listed {
+		if !found[k] {
+			t.Errorf(".ci/fuzz-targets lists %s, which does not exist", k)
+		}
+	}
+	if len(found) < 10 {
+		t.Errorf("only %d fuzz targets found: %v", len(found), found)
+	}
+}
+
+// docs/GUARANTEES.md names, beside each guarantee, the tests that prove
+// it: each of them exists.
+func TestGuaranteesNameRealTests(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/GUARANTEES.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defined := map[string]bool{}
+	decl := regexp.MustCompile(`(?m)^func ((?:Test|Fuzz)\w+)\(`)
+	filepath.WalkDir("../..", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !strings.HasSuffix(p, "_test.go") {
+			return err
+		}
+		src, _ := os.ReadFile(p)
+		for _, m := range decl.FindAllSubmatch(src, -1) {
+			defined[string(m[1])] = true
+		}
+		return nil
+	})
+	named := regexp.MustCompile("`((?:Test|Fuzz)\\w+)`").FindAllSubmatch(doc, -1)
+	if len(named) < 40 {
+		t.Fatalf("GUARANTEES.md names only %d tests", len(named))
+	}
+	for _, m := range named {
+		if !defined[string(m[1])] {
+			t.Errorf("GUARANTEES.md names %s, which is no test", m[1])
+		}
+	}
 }

@@ -412,20 +412,25 @@ func TestRetryThenFail(t *testing.T) {
 	}
 }
 
-// A job the daemon interrupted (a graceful stop) goes back at once, and the
-// attempt does not count: even a job on its last attempt is run again.
+// A job the daemon interrupted (a graceful stop), or could not start, goes
+// back at once, and the attempt does not count: even a job on its last
+// attempt is run again.
 func TestInterruptedDoesNotCount(t *testing.T) {
 	s := open(t, Options{MaxAttempts: 1, Backoff: time.Hour})
 	if _, err := s.Submit("j", strings.NewReader("")); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 3; i++ {
+	for i := 0; i < 4; i++ {
 		job := next(t, s)
 		if job == nil || job.Attempt != 1 {
 			t.Fatalf("run %d after interruptions: %+v", i+1, job)
 		}
-		if v := mustDone(t, s, job, jobs.Result{ExitCode: -1, Signal: syscall.SIGTERM, Interrupted: true}); v != jobs.Requeued {
-			t.Errorf("verdict of an interrupted run: %v, want requeued", v)
+		res := jobs.Result{ExitCode: -1, Signal: syscall.SIGTERM, Interrupted: true}
+		if i%2 == 1 {
+			res = jobs.Result{ExitCode: -1, Error: "fork/exec /x: too many open files", NotStarted: true}
+		}
+		if v := mustDone(t, s, job, res); v != jobs.Requeued {
+			t.Errorf("verdict of %v: %v, want requeued", res, v)
 		}
 	}
 	if names := ls(t, filepath.Join(s.Dir(), "failed")); len(names) != 0 {
