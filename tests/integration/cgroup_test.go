@@ -172,13 +172,15 @@ func TestJobLeavesNothing(t *testing.T) {
 			})
 
 			// Figures: the CPU of a grandchild the job did not wait for,
-			// and no max_rss that is the daemon's.
+			// and no max_rss that is the daemon's. The grandchild spins
+			// for 2 s of wall time, which a loaded machine may halve and
+			// halve again; the leader alone (sh, sleep) uses milliseconds.
 			e.put("spin", "spin\n")
 			e.put("true", "true\n")
 			e.waitFiled("spin", d)
 			e.waitFiled("true", d)
-			if r := e.treeRecord("spin"); r.CPUFrom != "cgroup" || r.UserCPU+r.SysCPU < 0.5 {
-				t.Errorf("spin: cpu %.2f+%.2f s from %q; want the grandchild's second or two from the cgroup", r.UserCPU, r.SysCPU, r.CPUFrom)
+			if r := e.treeRecord("spin"); r.CPUFrom != "cgroup" || r.UserCPU+r.SysCPU < 0.2 {
+				t.Errorf("spin: cpu %.2f+%.2f s from %q; want the grandchild's, up to 2 s, from the cgroup", r.UserCPU, r.SysCPU, r.CPUFrom)
 			}
 			if r := e.treeRecord("true"); r.MaxRSSFrom != "not measured" || r.MaxRSS != 0 {
 				t.Errorf("true: max_rss %d from %q, want 0, not measured", r.MaxRSS, r.MaxRSSFrom)
