@@ -53,7 +53,9 @@ func main() {
 	var run func(n, p int) (time.Duration, time.Duration, error)
 	switch *mode {
 	case "command":
-		run = func(n, p int) (time.Duration, time.Duration, error) { return runDaemon(&app{n: n, command: true}, p, 1) }
+		run = func(n, p int) (time.Duration, time.Duration, error) {
+			return runDaemon(&app{n: n, command: true}, p, 1)
+		}
 	case "reexec":
 		run = func(n, p int) (time.Duration, time.Duration, error) { return runDaemon(&app{n: n}, p, 1) }
 	case "worker":
