@@ -29,6 +29,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -37,6 +38,9 @@ import (
 
 	"github.com/jobdaemon/jobdaemon/pkg/jobs"
 )
+
+// cgroups is Isolation.Cgroups.
+var cgroups string
 
 // bareChild in the environment makes this program a bare pipe worker.
 const bareChild = "JOBDAEMON_BENCH_BARE_WORKER"
@@ -49,6 +53,8 @@ func main() {
 	mode := flag.String("mode", "command", "command, reexec, worker or bareworker")
 	n := flag.Int("n", 2000, "jobs")
 	p := flag.Int("p", 2, "slots")
+	profile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	flag.StringVar(&cgroups, "cgroups", "auto", "auto (cgroups where they can be had) or off (process groups)")
 	flag.Parse()
 	var run func(n, p int) (time.Duration, time.Duration, error)
 	switch *mode {
@@ -66,11 +72,23 @@ func main() {
 		fmt.Fprintln(os.Stderr, "library: unknown mode", *mode)
 		os.Exit(2)
 	}
+	if *profile != "" && !jobs.IsChild() {
+		f, err := os.Create(*profile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "library:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	// In a child (reexec, worker), Run runs the job and exits: the flags
 	// are parsed the same, and the mode takes the same path.
 	secs, cpu, err := run(*n, *p)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "library:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 	fmt.Printf("jobs=%d seconds=%.3f rate=%.0f/s cpu_us_per_job=%.1f\n",
@@ -155,6 +173,7 @@ func runDaemon(a *app, p, jobsPerChild int) (time.Duration, time.Duration, error
 		NoSignals:    true,
 		Logger:       slog.New(slog.DiscardHandler),
 		Output:       func(jobs.Line) {},
+		Isolation:    jobs.Isolation{Cgroups: jobs.CgroupMode(cgroups)},
 	})
 	if err != nil {
 		return 0, 0, err

@@ -3,7 +3,6 @@ package pool
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"syscall"
 	"time"
 )
@@ -33,7 +32,7 @@ func (c *Child) Cgroup() string {
 }
 
 // isolate places the child, about to be started by cmd, into its cgroup.
-func (c *Child) isolate(cmd *exec.Cmd) error {
+func (c *Child) isolate(l *launch) error {
 	cg := c.pool.iso.cg
 	if cg == nil {
 		return nil
@@ -45,8 +44,8 @@ func (c *Child) isolate(cmd *exec.Cmd) error {
 	c.iso.cg = j
 	// CLONE_INTO_CGROUP: the child is in the cgroup from its first
 	// instruction, before it can fork anything.
-	cmd.SysProcAttr.UseCgroupFD = true
-	cmd.SysProcAttr.CgroupFD = j.fd
+	l.sys.UseCgroupFD = true
+	l.sys.CgroupFD = j.fd
 	return nil
 }
 
@@ -88,10 +87,8 @@ func (c *Child) killTree() {
 // rusage hold, and, with a cgroup, the rest once the cgroup is empty.
 func (c *Child) leaderReaped() {
 	e := &c.exit
-	if st := c.cmd.ProcessState; st != nil {
-		if _, ok := st.SysUsage().(*syscall.Rusage); ok {
-			e.CPUFrom = FromRusage
-		}
+	if c.rusage != nil {
+		e.CPUFrom = FromRusage
 	}
 	settleMaxRSS(e, c.iso.inherited)
 	c.mu.Lock()

@@ -6,7 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -215,17 +216,19 @@ func (p *Pool) start(slot int, spec *Spec, extra *os.File, w *Worker) (*Child, e
 	p.mu.Unlock()
 
 	c := newChild(p, slot, spec, w)
-	cmd, err := c.command(extra)
+	l, err := c.launch(extra)
 	if err != nil {
 		return nil, err
 	}
-	if err := c.isolate(cmd); err != nil {
+	if err := c.isolate(l); err != nil {
 		c.closeWriteEnds()
 		c.closeReadEnds()
+		c.closeStdin()
 		return nil, err
 	}
+	var pid int
 	var startErr error
-	onSpawner(func() { startErr = cmd.Start() })
+	onSpawner(func() { pid, startErr = l.fork() })
 	c.closeWriteEnds()
 	c.startStdin(startErr == nil)
 	if startErr != nil {
@@ -233,7 +236,7 @@ func (p *Pool) start(slot int, spec *Spec, extra *os.File, w *Worker) (*Child, e
 		c.isolationFailed()
 		return nil, fmt.Errorf("start %s: %w", spec.Path, startErr)
 	}
-	c.started(cmd)
+	c.started(pid)
 	c.isolationStarted()
 
 	p.mu.Lock()
@@ -417,6 +420,44 @@ func scrubEnv(env []string) []string {
 	return env
 }
 
+// dedupEnv returns env with only the last of the entries of each name,
+// as exec keeps it: a caller adds a variable at the end to override an
+// inherited one, and a program's getenv would find the first. It returns
+// env itself when no name repeats, and never modifies it.
+func dedupEnv(env []string) []string {
+	dup := false
+	for i := 1; i < len(env) && !dup; i++ {
+		name := envName(env[i])
+		for _, kv := range env[:i] {
+			if envName(kv) == name {
+				dup = true
+				break
+			}
+		}
+	}
+	if !dup {
+		return env
+	}
+	seen := make(map[string]bool, len(env))
+	out := make([]string, 0, len(env))
+	for i := len(env) - 1; i >= 0; i-- {
+		if name := envName(env[i]); !seen[name] {
+			seen[name] = true
+			out = append(out, env[i])
+		}
+	}
+	slices.Reverse(out)
+	return out
+}
+
+// envName returns the name of an environment entry NAME=value.
+func envName(kv string) string {
+	if i := strings.IndexByte(kv, '='); i >= 0 {
+		return kv[:i]
+	}
+	return kv
+}
+
 func isPrivate(kv string) bool {
 	for _, name := range privateEnv {
 		if len(kv) > len(name) && kv[len(name)] == '=' && kv[:len(name)] == name {
@@ -426,10 +467,9 @@ func isPrivate(kv string) bool {
 	return false
 }
 
-// command builds the exec.Cmd of a child; stdout and stderr are pipes the
-// pool reads itself, so that exec.Cmd starts no copying goroutines and its
-// Wait returns as soon as the process is reaped.
-func (c *Child) command(extra *os.File) (*exec.Cmd, error) {
+// launch prepares the start of a child: its environment, its standard
+// input, and the pipes of its output, which the pool reads itself.
+func (c *Child) launch(extra *os.File) (*launch, error) {
 	spec := c.spec
 	env := spec.Env
 	if env == nil {
@@ -439,36 +479,30 @@ func (c *Child) command(extra *os.File) (*exec.Cmd, error) {
 	if extra != nil {
 		env = append(env[:len(env):len(env)], EnvChild+"=3")
 	}
-	stdin, err := c.stdin(spec.Stdin)
-	if err != nil {
+	env = dedupEnv(env)
+	l := &launch{path: spec.Path, argv: spec.Args}
+	if len(l.argv) == 0 {
+		l.argv = []string{spec.Path}
+	}
+	l.attr.Env, l.attr.Dir = env, spec.Dir
+	l.sys = syscall.SysProcAttr{
+		Setpgid:    true,
+		Pdeathsig:  syscall.SIGKILL,
+		Credential: spec.Credential,
+	}
+	if err := c.stdin(l, spec.Stdin); err != nil {
 		return nil, err
 	}
 	if err := c.openPipes(); err != nil {
 		c.closeStdin()
 		return nil, err
 	}
-	cmd := &exec.Cmd{
-		Path:   spec.Path,
-		Args:   spec.Args,
-		Env:    env,
-		Dir:    spec.Dir,
-		Stdin:  stdin,
-		Stdout: c.outW,
-		Stderr: c.errW,
-		SysProcAttr: &syscall.SysProcAttr{
-			Setpgid:    true,
-			Pdeathsig:  syscall.SIGKILL,
-			Credential: spec.Credential,
-		},
-	}
-	if len(cmd.Args) == 0 {
-		cmd.Args = []string{spec.Path}
-	}
+	l.files = append(l.files, uintptr(c.outW), uintptr(c.errW))
 	if extra != nil {
-		cmd.ExtraFiles = []*os.File{extra}
+		l.file(extra)
 	}
 	if c.worker != nil {
-		c.worker.tr.prepare(cmd)
+		c.worker.tr.prepare(l)
 	}
-	return cmd, nil
+	return l, nil
 }
