@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -71,6 +72,8 @@ type Pool struct {
 	live     int           // started and not yet finalized
 	idle     chan struct{} // closed while live == 0
 	stopping StopMode
+
+	pinned atomic.Int32 // the thread of PinSpawner, or 0
 
 	poke chan struct{} // asks the reaper to look again
 	quit chan struct{}
@@ -228,7 +231,7 @@ func (p *Pool) start(slot int, spec *Spec, extra *os.File, w *Worker) (*Child, e
 	}
 	var pid int
 	var startErr error
-	onSpawner(func() { pid, startErr = l.fork() })
+	p.onSpawner(func() { pid, startErr = l.fork() })
 	c.closeWriteEnds()
 	c.startStdin(startErr == nil)
 	if startErr != nil {

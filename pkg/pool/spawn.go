@@ -23,6 +23,34 @@ var (
 )
 
 // onSpawner runs f on the spawner thread and returns when f has returned.
+// For a caller on the pool's pinned thread (PinSpawner), f runs at once,
+// on the caller's thread.
+func (p *Pool) onSpawner(f func()) {
+	if tid := p.pinned.Load(); tid != 0 && int32(unix.Gettid()) == tid {
+		f()
+		return
+	}
+	onSpawner(f)
+}
+
+// PinSpawner makes the calling goroutine's thread fork the children that
+// this goroutine starts in the pool, without the hand-off of each fork to
+// the spawner thread and back (two wake-ups of a thread per child). The
+// caller must have locked itself to its thread with runtime.LockOSThread,
+// and must stay locked until the unpin function it returns has been
+// called, which it may call only once every child it started has been
+// reaped: a child dies with the thread that forked it (Pdeathsig), and
+// the thread of a locked goroutine can only end when the goroutine does.
+// Children started from other goroutines still go through the spawner
+// thread. Only one thread is pinned at a time; a second PinSpawner
+// replaces the first.
+func (p *Pool) PinSpawner() (unpin func()) {
+	tid := int32(unix.Gettid())
+	p.pinned.Store(tid)
+	return func() { p.pinned.CompareAndSwap(tid, 0) }
+}
+
+// onSpawner runs f on the spawner thread and returns when f has returned.
 func onSpawner(f func()) {
 	spawnOnce.Do(func() {
 		spawnReqs = make(chan func())
