@@ -102,9 +102,15 @@ func (c *Child) leaderReaped() {
 			os.Remove(c.iso.record)
 		}
 	}
-	if c.iso.cg != nil {
+	if j := c.iso.cg; j != nil {
 		c.pending.Add(1)
-		go c.settleCgroup(killed)
+		if killed && !j.empty {
+			go c.settleCgroup(killed) // the kill takes a moment: wait apart
+		} else {
+			// Empty already (Child.reap looked), or left as it is: no
+			// wait, and no goroutine to hand the end of the job over to.
+			c.settleCgroup(killed)
+		}
 	}
 }
 
@@ -115,7 +121,9 @@ func (c *Child) settleCgroup(killed bool) {
 	defer c.ended()
 	j := c.iso.cg
 	empty := false
-	if killed {
+	if killed && j.empty {
+		empty = true
+	} else if killed {
 		err := j.waitEmpty(cgroupEmptyTimeout)
 		if err != nil {
 			c.pool.log.Warn("the job's cgroup is not empty after it was killed", "cgroup", j.path, "err", err)
