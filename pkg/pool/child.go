@@ -125,7 +125,9 @@ type Child struct {
 	rusage *syscall.Rusage // set by reap; nil if the wait failed
 	iso    childIsolation  // its cgroup or group record (childiso.go)
 
-	outR, errR *os.File
+	outR, errR *os.File    // the read ends of the child's own pipes; nil with slotOut
+	slotOut    *slotOutput // the slot's pipes it writes into, when it has no pipes of its own; nil once settled
+	shared     bool        // it writes into its slot's pipes (slotOut, fixed from the start)
 	outW, errW int         // the child's ends, raw: closed once it started
 	outs       [2]*outPipe // a worker's stdout and stderr, for catchUp; nil otherwise
 	outPoll    *outPoll    // polls outs
@@ -299,6 +301,10 @@ func (c *Child) closeWriteEnds() {
 }
 
 func (c *Child) closeReadEnds() {
+	if c.slotOut != nil {
+		c.settleOutput(true) // not started: the pipes hold nothing of it
+		return
+	}
 	c.outR.Close()
 	c.errR.Close()
 }
@@ -311,6 +317,9 @@ func (c *Child) started(pid int) {
 	// Set before the reaper can see the pid: the reap, the two output
 	// streams, and a worker's channel.
 	n := int32(3)
+	if c.shared {
+		n = 1 // the slot's pipes are read apart, and caught up with at the end
+	}
 	if c.worker != nil {
 		n++
 	}
@@ -334,6 +343,9 @@ func (c *Child) watch() {
 			c.outPoll = newOutPoll(c.outs[0], c.outs[1])
 		}
 		go c.worker.readLoop()
+	}
+	if c.shared {
+		return // read already (watchSlotOutput)
 	}
 	go c.readOutput(c.outR, Stdout)
 	go c.readOutput(c.errR, Stderr)

@@ -132,6 +132,7 @@ func (c *Child) settleCgroup(killed bool) {
 	} else if populated, err := j.populated(); err == nil && !populated {
 		empty = true
 	}
+	c.settleOutput(empty)
 	j.account(&c.exit)
 	c.pool.iso.cg.release(j, empty)
 }

@@ -75,6 +75,9 @@ type Pool struct {
 
 	pinned atomic.Int32 // the thread of PinSpawner, or 0
 
+	slotOut []*slotOutput // by slot: output pipes for its next command child (slotout.go); under mu
+	closing bool          // Close has begun; under mu
+
 	poke chan struct{} // asks the reaper to look again
 	quit chan struct{}
 	wg   sync.WaitGroup
@@ -241,6 +244,11 @@ func (p *Pool) start(slot int, spec *Spec, extra *os.File, w *Worker) (*Child, e
 	}
 	c.started(pid)
 	c.isolationStarted()
+	if c.slotOut != nil {
+		// Before the reaper can see the child, whose end gives the pipes
+		// back to the slot.
+		c.watchSlotOutput()
+	}
 
 	p.mu.Lock()
 	p.byPid[c.Pid] = c
@@ -394,6 +402,7 @@ func (p *Pool) Close() error {
 	}
 	close(p.quit)
 	p.wg.Wait()
+	p.closeSlotOutputs()
 	p.closeIsolation()
 	return p.devNull.Close()
 }
@@ -496,11 +505,21 @@ func (c *Child) launch(extra *os.File) (*launch, error) {
 	if err := c.stdin(l, spec.Stdin); err != nil {
 		return nil, err
 	}
-	if err := c.openPipes(); err != nil {
+	so, err := c.pool.takeSlotOutput(c)
+	if err != nil {
 		c.closeStdin()
-		return nil, err
+		return nil, fmt.Errorf("create output pipes: %w", err)
 	}
-	l.files = append(l.files, uintptr(c.outW), uintptr(c.errW))
+	if so != nil {
+		c.slotOut, c.shared = so, true
+		l.files = append(l.files, uintptr(so.out[0].w), uintptr(so.out[1].w))
+	} else {
+		if err := c.openPipes(); err != nil {
+			c.closeStdin()
+			return nil, err
+		}
+		l.files = append(l.files, uintptr(c.outW), uintptr(c.errW))
+	}
 	if extra != nil {
 		l.file(extra)
 	}
