@@ -73,7 +73,19 @@ func (a *app) Configure(ctx context.Context, s *service.Settings) error {
 }
 
 // readConfig loads the config file, at start and on every reload.
-func readConfig(path string) (*config.Config, error) { return config.Load(path) }
+// It also checks, on this host, the directories the daemon needs: a file
+// that names a missing one is a configuration error, found before
+// anything starts.
+func readConfig(path string) (*config.Config, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.Preflight(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
 
 // LoadConfig implements jobs.ConfigLoader. At start it opens the source,
 // after the service dropped its privileges, so that what the source
@@ -237,12 +249,16 @@ func (a *app) Command(ctx context.Context, job *jobs.Job) (*jobs.Spec, error) {
 	st := &started{args: args}
 	var stdin io.Reader = bytes.NewReader(job.Payload)
 	if path != "" {
-		f, err := os.Open(path)
+		f, err := a.openJobFile(job, path)
 		if err != nil {
 			return nil, fmt.Errorf("open job file: %w", err)
 		}
 		stdin, st.stdin = f, f
-		env = append(env, "JOB_PATH="+path)
+		if a.cfg.Job.User == "" {
+			// A job of its own user cannot open it: {path} is refused
+			// then, and the file is its standard input.
+			env = append(env, "JOB_PATH="+path)
+		}
 	}
 	a.running[job.ID] = st
 	return &jobs.Spec{Path: args[0], Args: args, Env: env, Dir: a.cfg.Job.WorkingDir, Stdin: stdin}, nil
@@ -282,6 +298,21 @@ func (a *app) WorkerCommand(ctx context.Context, slot int) (*jobs.Spec, error) {
 	}
 	args := a.workerArgs(slot)
 	return &jobs.Spec{Path: args[0], Args: args, Env: a.env, Dir: a.cfg.Job.WorkingDir}, nil
+}
+
+// fileOpener is a source whose jobs are files that it opens for the
+// daemon, safely (the spool: no link followed, no FIFO waited on, the
+// very file it claimed).
+type fileOpener interface {
+	Open(job *jobs.Job) (*os.File, error)
+}
+
+// openJobFile opens the file of a job, for its standard input.
+func (a *app) openJobFile(job *jobs.Job, path string) (*os.File, error) {
+	if o, ok := a.src.(fileOpener); ok {
+		return o.Open(job)
+	}
+	return os.Open(path)
 }
 
 // Finish implements jobs.Finisher: the source files the job.

@@ -20,8 +20,13 @@ func checkConfigCommand() *cobra.Command {
 		Use:   "check-config [--quiet]",
 		Short: "validate a config file and print the settings in effect",
 		Long: `Loads the config file as "run" would: every unknown key, out-of-range
-value, missing user or group, and a command that does not exist or cannot
-be executed is reported with the file, line and key. On success it prints
+value, missing user or group, a command that does not exist or cannot be
+executed, and a missing directory (of the PID file, the control socket,
+the log file, the job log, the state directory, or one where the spool
+cannot be made) is reported with the file, line and key. What only the
+running daemon can know is not: whether a PostgreSQL server answers, and
+whether the cgroup controllers that job limits need are there (the
+daemon refuses to start without them). On success it prints
 the settings in effect, defaults included and paths made absolute, with
 the passwords of DSNs replaced by "xxxxx". A dsn_file or dsn_env is read,
 as the daemon reads it at start-up.

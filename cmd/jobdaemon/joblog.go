@@ -1,10 +1,12 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jobdaemon/jobdaemon/pkg/jobs"
@@ -25,12 +27,21 @@ type jobLog struct {
 	seq  int
 }
 
+// openJobLog opens the job log for appending. It is a regular file or
+// nothing: a symbolic link is not followed, and a FIFO is refused rather
+// than waited on (an open for writing blocks until a reader comes).
 func openJobLog(path string) (*jobLog, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0o640)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("open joblog %s: a symbolic link: refusing to follow it", path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open joblog: %w", err)
 	}
 	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s is not a regular file (%v)", path, fi.Mode().Type())
+	}
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("open joblog: %w", err)

@@ -30,7 +30,7 @@ func main() {
 		Name:     "jobdaemon",
 		Version:  version,
 		Summary:  "runs a command for every job of a queue, at most max_children at once",
-		Commands: []*cobra.Command{submitCommand(), checkConfigCommand(), pgCommand()},
+		Commands: append([]*cobra.Command{submitCommand(), checkConfigCommand()}, sourceCommands()...),
 	})
 	atExit()
 	os.Exit(code)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/spf13/cobra"
 
 	"github.com/jobdaemon/jobdaemon/internal/config"
 	"github.com/jobdaemon/jobdaemon/pkg/jobs"
@@ -57,6 +58,30 @@ func pgOptions(cfg *config.Config, log *slog.Logger) (pgqueue.Options, error) {
 // logs the server and the reason and tries again, with backoff, until ctx
 // (the daemon's start-up: a TERM cancels it) ends; meanwhile the daemon
 // is not ready.
+// postgresKind is a queue in PostgreSQL, which several hosts may share.
+var postgresKind = sourceKind{
+	open:   openPostgres,
+	direct: func(cfg *config.Config) submitter { return &pgSubmitter{cfg: cfg} },
+	// A job is a row: its id is the row's, and --id would make a file's
+	// name its unique key, which is not meant.
+	jobName:    func(string) string { return "" },
+	maxPayload: func(cfg *config.Config) int64 { return int64(cfg.Source.Postgres.MaxPayload) },
+	secrets: func(cfg *config.Config) error {
+		_, err := cfg.PostgresDSN()
+		return err
+	},
+	commands: func() []*cobra.Command { return []*cobra.Command{pgCommand()} },
+	redact: func(c *config.Config) {
+		p := &c.Source.Postgres
+		if p.DSN != "" {
+			p.DSN = pgqueue.Redact(p.DSN)
+		}
+		if p.ListenDSN != "" {
+			p.ListenDSN = pgqueue.Redact(p.ListenDSN)
+		}
+	},
+}
+
 func openPostgres(ctx context.Context, cfg *config.Config, log *slog.Logger) (source, error) {
 	opts, err := pgOptions(cfg, log)
 	if err != nil {
@@ -157,29 +182,46 @@ type pgSubmitter struct {
 	conn *pgx.Conn
 }
 
-func (s *pgSubmitter) Submit(ctx context.Context, key string, r io.Reader) (string, error) {
+// SubmitAll enqueues the jobs in one transaction: all or none.
+func (s *pgSubmitter) SubmitAll(ctx context.Context, jobs []submission) ([]string, error) {
 	p := s.cfg.Source.Postgres
 	if s.conn == nil {
 		dsn, err := s.cfg.PostgresDSN()
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		if s.conn, err = pgqueue.Connect(ctx, dsn); err != nil {
-			return "", pgAdvice(err, s.cfg)
+			return nil, pgAdvice(err, s.cfg)
 		}
 	}
-	payload, err := io.ReadAll(io.LimitReader(r, int64(p.MaxPayload)+1))
+	payloads := make([][]byte, len(jobs))
+	for i, j := range jobs {
+		b, err := io.ReadAll(io.LimitReader(j.data, int64(p.MaxPayload)+1))
+		if err != nil {
+			return nil, fmt.Errorf("read the job: %w", err)
+		}
+		if int64(len(b)) > int64(p.MaxPayload) {
+			return nil, fmt.Errorf("%w: over %v ([source.postgres] max_payload)", pgqueue.ErrTooLarge, p.MaxPayload)
+		}
+		payloads[i] = b
+	}
+	tx, err := s.conn.Begin(ctx)
 	if err != nil {
-		return "", fmt.Errorf("read the job: %w", err)
+		return nil, pgAdvice(err, s.cfg)
 	}
-	if int64(len(payload)) > int64(p.MaxPayload) {
-		return "", fmt.Errorf("%w: over %v ([source.postgres] max_payload)", pgqueue.ErrTooLarge, p.MaxPayload)
+	defer tx.Rollback(ctx) //nolint:errcheck // after Commit, a no-op
+	ids := make([]string, len(jobs))
+	for i, j := range jobs {
+		id, err := pgqueue.Enqueue(ctx, tx, p.Schema, pgqueue.NewJob{Queue: p.Queue, Payload: payloads[i], UniqueKey: j.name})
+		if err != nil {
+			return nil, pgAdvice(err, s.cfg)
+		}
+		ids[i] = strconv.FormatInt(id, 10)
 	}
-	id, err := pgqueue.Enqueue(ctx, s.conn, p.Schema, pgqueue.NewJob{Queue: p.Queue, Payload: payload, UniqueKey: key})
-	if err != nil {
-		return "", pgAdvice(err, s.cfg)
+	if err := tx.Commit(ctx); err != nil {
+		return nil, pgAdvice(err, s.cfg)
 	}
-	return strconv.FormatInt(id, 10), nil
+	return ids, nil
 }
 
 func (s *pgSubmitter) Close() error {

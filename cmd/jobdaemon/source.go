@@ -2,19 +2,15 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
-	"path/filepath"
-	"time"
+	"maps"
+	"slices"
 
 	"github.com/jobdaemon/jobdaemon/internal/config"
 	"github.com/jobdaemon/jobdaemon/pkg/jobs"
-	"github.com/jobdaemon/jobdaemon/pkg/jobs/pgqueue"
-	"github.com/jobdaemon/jobdaemon/pkg/jobs/spool"
-	"github.com/jobdaemon/jobdaemon/pkg/service"
+	"github.com/spf13/cobra"
 )
 
 // source is what the binary needs of a job source. Which source is in use
@@ -35,81 +31,103 @@ type source interface {
 	Close() error
 }
 
+// sourceKind is what the binary does with one kind of source.
+type sourceKind struct {
+	// open opens the source for the daemon, after the privilege drop.
+	open func(ctx context.Context, cfg *config.Config, log *slog.Logger) (source, error)
+	// direct returns how "submit" queues jobs when no daemon runs: into
+	// the source itself, by this process. It opens nothing until the
+	// first job.
+	direct func(cfg *config.Config) submitter
+	// jobName is the name "submit" gives the job of file without --id.
+	jobName func(file string) string
+	// maxPayload is the largest job the source takes.
+	maxPayload func(cfg *config.Config) int64
+	// secrets reads what the source needs from files or the environment,
+	// at start, before the privilege drop; nil when nothing.
+	secrets func(cfg *config.Config) error
+	// redact takes the secrets out of cfg, for check-config; nil when
+	// none.
+	redact func(cfg *config.Config)
+	// commands are the source's own commands ("pg migrate"); nil when
+	// none.
+	commands func() []*cobra.Command
+}
+
+// sourceKinds are the sources this build has, by [source] type: THE place
+// that knows which exist. A new source is its package, its table in
+// internal/config, and one line here.
+var sourceKinds = map[string]sourceKind{
+	"spool":    spoolKind,
+	"postgres": postgresKind,
+}
+
+// kindOf returns the kind of cfg's source; config.Load refuses a type
+// this build does not have.
+func kindOf(cfg *config.Config) (sourceKind, error) {
+	k, ok := sourceKinds[cfg.Source.Type]
+	if !ok {
+		return sourceKind{}, fmt.Errorf("source type %q is not supported by this build", cfg.Source.Type)
+	}
+	return k, nil
+}
+
 // openSource opens the source that cfg's [source] table names.
 func openSource(ctx context.Context, cfg *config.Config, log *slog.Logger) (source, error) {
-	switch cfg.Source.Type {
-	case "spool":
-		sp, err := spool.Open(spool.Options{
-			Dir:            cfg.Source.Spool.Dir,
-			MaxAttempts:    cfg.Job.MaxAttempts,
-			Backoff:        time.Duration(cfg.Job.Backoff),
-			MaxPayload:     int64(cfg.Source.Spool.MaxPayload),
-			RescanInterval: time.Duration(cfg.Source.Spool.RescanInterval),
-			KeepDone:       time.Duration(cfg.Source.Spool.KeepDone),
-			KeepFailed:     time.Duration(cfg.Source.Spool.KeepFailed),
-			Logger:         log,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("open the spool: %w", err)
-		}
-		return spoolSource{sp}, nil
-	case "postgres":
-		return openPostgres(ctx, cfg, log)
+	k, err := kindOf(cfg)
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("source type %q is not supported by this build", cfg.Source.Type)
+	return k.open(ctx, cfg, log)
 }
 
 // readSecrets reads what the source of cfg needs from files or the
 // environment, at the daemon's start, before it drops its privileges: a
 // DSN file that only root may read.
 func readSecrets(cfg *config.Config) error {
-	if cfg.Source.Type == "postgres" {
-		_, err := cfg.PostgresDSN()
+	if k, err := kindOf(cfg); err != nil || k.secrets == nil {
 		return err
 	}
-	return nil
+	return sourceKinds[cfg.Source.Type].secrets(cfg)
 }
 
 // submitter queues jobs for "submit".
 type submitter interface {
-	// Submit queues the job read from r, named (spool) or keyed
-	// (postgres) id, and returns its id.
-	Submit(ctx context.Context, id string, r io.Reader) (string, error)
+	// SubmitAll queues the jobs, each named (spool) or keyed (postgres)
+	// by its name, and returns their ids. Straight into the source it is
+	// all or nothing; through a daemon, see socketSubmitter.
+	SubmitAll(ctx context.Context, jobs []submission) ([]string, error)
 	Close() error
 }
 
-// directSubmit returns how "submit" queues jobs when no daemon runs: into
-// the source itself, by this process. It reads and opens nothing until
-// the first job.
-func directSubmit(cfg *config.Config) (submitter, error) {
-	switch cfg.Source.Type {
-	case "spool":
-		return spoolSubmitter(cfg.Source.Spool.Dir), nil
-	case "postgres":
-		return &pgSubmitter{cfg: cfg}, nil
-	}
-	return nil, fmt.Errorf("source type %q is not supported by this build", cfg.Source.Type)
+// submission is one job of a submit.
+type submission struct {
+	name string
+	data io.Reader
 }
 
-// jobName is the name "submit" gives the job of file without --id: the
-// spool's job files keep their names, while a postgres job gets a row id
-// (--id would make the name its unique key, which is not meant).
+// directSubmit returns how "submit" queues jobs when no daemon runs.
+func directSubmit(cfg *config.Config) (submitter, error) {
+	k, err := kindOf(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return k.direct(cfg), nil
+}
+
+// jobName is the name "submit" gives the job of file without --id.
 func jobName(cfg *config.Config, file string) string {
-	if cfg.Source.Type == "spool" && file != "-" {
-		return filepath.Base(file)
+	if k, err := kindOf(cfg); err == nil && file != "-" {
+		return k.jobName(file)
 	}
 	return ""
 }
 
-// printable returns cfg as check-config prints it: without passwords.
+// printable returns cfg as check-config prints it: without secrets.
 func printable(cfg *config.Config) *config.Config {
 	c := *cfg
-	p := &c.Source.Postgres
-	if p.DSN != "" {
-		p.DSN = pgqueue.Redact(p.DSN)
-	}
-	if p.ListenDSN != "" {
-		p.ListenDSN = pgqueue.Redact(p.ListenDSN)
+	if k, err := kindOf(cfg); err == nil && k.redact != nil {
+		k.redact(&c)
 	}
 	return &c
 }
@@ -120,36 +138,19 @@ func maxPayload(cfg *config.Config) int64 {
 	if cfg == nil {
 		return 0
 	}
-	switch cfg.Source.Type {
-	case "spool":
-		return int64(cfg.Source.Spool.MaxPayload)
-	case "postgres":
-		return int64(cfg.Source.Postgres.MaxPayload)
+	if k, err := kindOf(cfg); err == nil {
+		return k.maxPayload(cfg)
 	}
 	return 0
 }
 
-// spoolSubmitter writes job files into the spool directory.
-type spoolSubmitter string
-
-func (dir spoolSubmitter) Submit(_ context.Context, id string, r io.Reader) (string, error) {
-	return spool.SubmitDir(string(dir), id, r)
-}
-
-func (spoolSubmitter) Close() error { return nil }
-
-// spoolSource is the spool as a source.
-type spoolSource struct{ *spool.Spool }
-
-// Submit queues a job file; bad names and oversized payloads are the
-// client's to fix.
-func (s spoolSource) Submit(_ context.Context, id string, r io.Reader) (string, error) {
-	got, err := s.Spool.Submit(id, r)
-	switch {
-	case errors.Is(err, spool.ErrBadName), errors.Is(err, spool.ErrTooLarge):
-		return "", fmt.Errorf("%w: %v", service.ErrBadJob, err)
-	case errors.Is(err, fs.ErrExist):
-		return "", fmt.Errorf("%w: a job named %q already waits in the spool", service.ErrBadJob, id)
+// sourceCommands returns the commands of every source this build has.
+func sourceCommands() []*cobra.Command {
+	var cmds []*cobra.Command
+	for _, name := range slices.Sorted(maps.Keys(sourceKinds)) {
+		if k := sourceKinds[name]; k.commands != nil {
+			cmds = append(cmds, k.commands()...)
+		}
 	}
-	return got, err
+	return cmds
 }

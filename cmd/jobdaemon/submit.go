@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -37,9 +39,15 @@ When a daemon runs, the jobs go through its control socket, which checks
 the user's rights and the job's size; otherwise they are written into the
 source directly, which needs write access to it.
 
+All or nothing: every file is read, and checked, before the first job is
+queued; written straight into the spool or the database, a failure
+queues none of them. Through a daemon, a request refused half-way (the
+daemon stopped) names the jobs queued before it.
+
 Examples:
-  jobdaemon submit --config config.toml photos/*.jpg
-  pg_dump mydb | jobdaemon submit --config config.toml --id backup-mydb -`,
+  jobdaemon submit photos/*.jpg
+  pg_dump mydb | jobdaemon submit --id backup-mydb -
+  jobdaemon submit --config ./config.toml job.json`,
 		RunE: func(cmd *cobra.Command, files []string) error {
 			return service.Exit(submit(cmd, id, files))
 		},
@@ -81,7 +89,7 @@ func submit(cmd *cobra.Command, id string, files []string) int {
 		cancel()
 		switch {
 		case err == nil:
-			sub = socketSubmitter{c}
+			sub = socketSubmitter{c: c, limit: maxPayload(cfg)}
 		case !service.IsNotRunning(err):
 			fmt.Fprintf(stderr, "jobdaemon submit: %v\n", err)
 			return service.ClientExitCode(err)
@@ -93,51 +101,85 @@ func submit(cmd *cobra.Command, id string, files []string) int {
 			return service.ExitConfig
 		}
 	}
-	// Every file is opened before the first job is queued: a missing one
-	// queues nothing.
-	readers := make([]io.Reader, len(files))
+	// Every file is opened, and standard input read, before the first
+	// job is queued: a missing one queues nothing.
+	jobs := make([]submission, len(files))
 	for i, file := range files {
+		name := id
+		if name == "" {
+			name = jobName(cfg, file)
+		}
+		jobs[i].name = name
 		if file == "-" {
-			readers[i] = os.Stdin
+			jobs[i].data = os.Stdin
 			continue
 		}
 		f, err := os.Open(file)
 		if err != nil {
-			fmt.Fprintf(stderr, "jobdaemon submit: %v\n", err)
+			fmt.Fprintf(stderr, "jobdaemon submit: %v (nothing was queued)\n", err)
 			return service.ExitFailure
 		}
 		defer f.Close()
-		readers[i] = f
+		jobs[i].data = f
 	}
 	defer func() {
 		if err := sub.Close(); err != nil {
 			fmt.Fprintf(stderr, "jobdaemon submit: %v\n", err)
 		}
 	}()
-	status := service.ExitOK
-	for i, file := range files {
-		name := id
-		if name == "" {
-			name = jobName(cfg, file)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		got, err := sub.Submit(ctx, name, readers[i])
-		cancel()
-		if err != nil {
-			fmt.Fprintf(stderr, "jobdaemon submit: %s: %v\n", file, err)
-			status = service.ExitFailure
-			continue
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	ids, err := sub.SubmitAll(ctx, jobs)
+	for _, got := range ids {
 		fmt.Fprintln(stdout, got)
 	}
-	return status
+	if err != nil {
+		fmt.Fprintf(stderr, "jobdaemon submit: %v\n", err)
+		return service.ExitFailure
+	}
+	return service.ExitOK
 }
 
-// socketSubmitter queues jobs through a running daemon's control socket.
-type socketSubmitter struct{ c *service.Client }
+// socketSubmitter queues jobs through a running daemon's control socket,
+// one request each. Every job is read before the first is sent (a payload
+// over max_payload, or a file that cannot be read, queues nothing); a
+// request refused half-way (a name that waits already, a daemon that
+// stopped) leaves the jobs before it queued, which the error names, and
+// their ids are printed.
+type socketSubmitter struct {
+	c     *service.Client
+	limit int64
+}
 
-func (s socketSubmitter) Submit(ctx context.Context, id string, r io.Reader) (string, error) {
-	return s.c.Submit(ctx, id, r)
+func (s socketSubmitter) SubmitAll(ctx context.Context, jobs []submission) ([]string, error) {
+	payloads := make([][]byte, len(jobs))
+	for i, j := range jobs {
+		r := j.data
+		if s.limit > 0 {
+			r = io.LimitReader(r, s.limit+1)
+		}
+		b, err := io.ReadAll(r)
+		if err != nil {
+			return nil, fmt.Errorf("read the job: %w (nothing was queued)", err)
+		}
+		if s.limit > 0 && int64(len(b)) > s.limit {
+			return nil, fmt.Errorf("a job is larger than the limit of %d bytes (nothing was queued)", s.limit)
+		}
+		payloads[i] = b
+	}
+	var ids []string
+	for i, j := range jobs {
+		id, err := s.c.Submit(ctx, j.name, bytes.NewReader(payloads[i]))
+		if err != nil {
+			if len(ids) > 0 {
+				return ids, fmt.Errorf("%w: the %d jobs before it were queued (%s), the %d from it on were not",
+					err, len(ids), strings.Join(ids, ", "), len(jobs)-i)
+			}
+			return nil, fmt.Errorf("%w (nothing was queued)", err)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
 }
 
 func (socketSubmitter) Close() error { return nil }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -269,7 +268,7 @@ const maxFileSize = 1 << 20
 var errTooLarge = fmt.Errorf("larger than %v: is this the configuration file?", Size(maxFileSize))
 
 func readFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := openRegular(path, true)
 	if err != nil {
 		return nil, err
 	}
@@ -293,6 +292,7 @@ func (c *Config) resolvePaths(dir string) error {
 		}
 	}
 	abs(&c.Daemon.PIDFile)
+	abs(&c.Daemon.StateDir)
 	abs(&c.Source.Spool.Dir)
 	abs(&c.Source.Postgres.DSNFile)
 	abs(&c.Control.Socket)

@@ -27,6 +27,8 @@
 //	working_dir = ""       # "" = the daemon's
 //	env = { LANG = "C.UTF-8" }
 //	inherit_env = []       # names of the daemon's variables passed to jobs
+//	user = ""              # run jobs as this user, of their own ("" = the daemon's)
+//	group = ""             # "" with user set: the user's primary group
 //	max_attempts = 3
 //	backoff = "10s"        # first retry delay; doubles, with jitter
 //
@@ -60,7 +62,7 @@
 //	format = "auto"        # auto|text|json
 //	joblog = ""            # one line per finished job, like GNU parallel's --joblog
 //
-// Relative paths (pid_file, source.spool.dir, source.postgres.dsn_file,
+// Relative paths (pid_file, state_dir, source.spool.dir, source.postgres.dsn_file,
 // control.socket, log.joblog, job.working_dir, and a job.command[0] with a
 // slash in it) are taken relative to the directory of the configuration
 // file, not the working directory, so that a configuration means the same

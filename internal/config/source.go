@@ -160,12 +160,6 @@ func (v *validator) postgres(c *Config) {
 			v.fail("source.postgres."+k, nil, "%s is set too: set exactly one of dsn, dsn_file and dsn_env", set[0])
 		}
 	}
-	if strings.ContainsRune(p.DSN, 0) {
-		v.fail("source.postgres.dsn", nil, "the DSN contains a NUL byte")
-	}
-	if strings.ContainsRune(p.ListenDSN, 0) {
-		v.fail("source.postgres.listen_dsn", nil, "the DSN contains a NUL byte")
-	}
 	v.path("source.postgres.dsn_file", p.DSNFile, true)
 	if p.DSNEnv != "" {
 		const key = "source.postgres.dsn_env"
@@ -200,11 +194,17 @@ func (v *validator) postgres(c *Config) {
 func (v *validator) placeholders(c *Config) {
 	st := sourceTypes[slices.IndexFunc(sourceTypes, func(st sourceType) bool { return st.name == c.Source.Type })]
 	for i, arg := range c.Job.Command {
-		if i == 0 || !slices.Contains(placeholders, arg) || slices.Contains(st.placeholders, arg) {
+		if i == 0 || !slices.Contains(placeholders, arg) {
 			continue
 		}
-		v.fail("job.command", nil, "argument %d %s is not filled in with source.type = %q, whose placeholders are %s; %s",
-			i, arg, st.name, strings.Join(st.placeholders, ", "), st.instead)
+		if !slices.Contains(st.placeholders, arg) {
+			v.fail("job.command", nil, "argument %d %s is not filled in with source.type = %q, whose placeholders are %s; %s",
+				i, arg, st.name, strings.Join(st.placeholders, ", "), st.instead)
+		} else if arg == PlaceholderPath && c.Job.User != "" {
+			v.fail("job.command", nil, "argument %d %s: jobs run as job.user %q, who cannot open the spool's files (running/ is the daemon's alone); "+
+				"the job gets its file on standard input, which it may read and seek as the file itself: remove %s and read standard input "+
+				"(a program that wants a path can copy it first, or take %s for its name)", i, arg, c.Job.User, arg, PlaceholderName)
+		}
 	}
 }
 
@@ -271,7 +271,9 @@ func (c *Config) PostgresDSN() (string, error) {
 // readDSNFile reads a DSN file after checking, on the open file, that
 // nobody else can read or change it.
 func readDSNFile(path string) (string, error) {
-	f, err := os.Open(path)
+	// Not through a link: a link planted there would make the daemon,
+	// root at that moment, read a file of someone else's choosing.
+	f, err := openRegular(path, false)
 	if err != nil {
 		return "", unwrapPath(err)
 	}
@@ -283,8 +285,6 @@ func readDSNFile(path string) (string, error) {
 	mode := fi.Mode()
 	st, _ := fi.Sys().(*syscall.Stat_t)
 	switch {
-	case !mode.IsRegular():
-		return "", fmt.Errorf("%q is not a regular file (%v)", path, mode.Type())
 	case mode.Perm()&0o007 != 0:
 		return "", fmt.Errorf("%q is open to other users (mode %04o): it holds the database's password; chmod o= it (0600, or 0640 with the daemon's group)", path, mode.Perm())
 	case mode.Perm()&0o020 != 0:

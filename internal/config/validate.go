@@ -51,6 +51,14 @@ var reservedEnv = []string{"JOB_ID", "JOB_PATH", "JOB_SLOT", "JOB_ATTEMPT", "JOB
 // path it found.
 func (c *Config) Validate() error {
 	v := &validator{problems{file: c.file, idx: c.idx}}
+	if keys := service.NULKeys(c); len(keys) > 0 {
+		// In every table; nothing else is worth checking in a file that
+		// holds these.
+		for _, key := range keys {
+			v.fail(key, nil, "%s", service.NULMessage)
+		}
+		return v.err()
+	}
 
 	// The service's tables: the service checks them as it would for any
 	// program; this adds the file's lines.
@@ -121,16 +129,12 @@ func (v *validator) job(j *Job) {
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(j.Env)) {
-		val := j.Env[name]
 		key := toml.Key{"job", "env", name}.String()
 		if msg := envNameError(name); msg != "" {
 			v.fail(key, nil, "%s", msg)
 		}
 		if slices.Contains(reservedEnv, name) {
 			v.fail(key, nil, "%s is set by the daemon for each job and cannot be set here", name)
-		}
-		if strings.ContainsRune(val, 0) {
-			v.fail(key, nil, "the value contains a NUL byte")
 		}
 	}
 	for _, name := range j.InheritEnv {
@@ -239,8 +243,8 @@ func envNameError(name string) string {
 	switch {
 	case name == "":
 		return "an empty variable name"
-	case strings.ContainsAny(name, "=\x00"):
-		return fmt.Sprintf("the variable name %q contains \"=\" or a NUL byte", name)
+	case strings.Contains(name, "="):
+		return fmt.Sprintf("the variable name %q contains \"=\"", name)
 	}
 	return ""
 }
@@ -277,8 +281,6 @@ func (v *validator) path(key, p string, optional bool) {
 	switch {
 	case p == "" && !optional:
 		v.fail(key, nil, "required: set a path")
-	case strings.ContainsRune(p, 0):
-		v.fail(key, nil, "the path contains a NUL byte")
 	case p != "" && !filepath.IsAbs(p):
 		v.fail(key, nil, "%q is relative: use an absolute path (Load resolves relative paths against the configuration file's directory)", p)
 	}
@@ -295,3 +297,42 @@ func (c *Config) Credential() *syscall.Credential { return c.cred }
 // none is set (the socket keeps the daemon's own group, and only root and
 // the daemon's user may use it).
 func (c *Config) ControlGid() int { return c.gid }
+
+// Preflight checks, on this host, what the daemon would refuse at start
+// beyond Validate: the directories of the PID file, the control socket,
+// the log file and the state directory (see service.Settings.Preflight),
+// of the job log, and a spool directory that cannot be created. Errors
+// name the file, line and key, as Validate's do.
+func (c *Config) Preflight() error {
+	v := &validator{problems{file: c.file, idx: c.idx}}
+	st := c.Settings()
+	for _, err := range unjoin(st.Preflight()) {
+		var se *service.SettingError
+		if errors.As(err, &se) {
+			v.add(&Error{Key: se.Key, Msg: se.Msg, Err: se.Err})
+		} else {
+			v.add(&Error{Msg: err.Error(), Err: err})
+		}
+	}
+	if p := c.Log.JobLog; p != "" {
+		if fi, err := os.Stat(filepath.Dir(p)); err != nil || !fi.IsDir() {
+			v.fail("log.joblog", err, "the directory %s does not exist: create it, or choose another path", filepath.Dir(p))
+		}
+	}
+	if c.Source.Type == "spool" {
+		// The spool makes its directories, but not past a file.
+		for dir := c.Source.Spool.Dir; ; dir = filepath.Dir(dir) {
+			fi, err := os.Stat(dir)
+			if err == nil {
+				if !fi.IsDir() {
+					v.fail("source.spool.dir", nil, "%s is not a directory: the spool cannot be made there", dir)
+				}
+				break
+			}
+			if dir == filepath.Dir(dir) {
+				break
+			}
+		}
+	}
+	return v.err()
+}

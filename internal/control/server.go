@@ -94,6 +94,11 @@ func NewServer(b Backend, opts ServerOptions) *Server {
 	if opts.Metrics != nil {
 		mux.Handle("GET /metrics", opts.Metrics)
 	}
+	// Every answer is JSON, even to a request for no known path (such
+	// as a job ID holding a slash), so that clients parse one format.
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fail(w, http.StatusNotFound, fmt.Errorf("no such request: %s %s", r.Method, r.URL.Path))
+	})
 	s.http = &http.Server{
 		Handler: s.authorize(mux),
 		// Slow or stuck clients must not pile up: headers come at once,

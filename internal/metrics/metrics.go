@@ -167,10 +167,14 @@ var (
 		"0 while the last reload was refused (the configuration in force is not the one on disk), else 1.", nil, nil)
 	descOldest = prometheus.NewDesc("jobdaemon_queue_oldest_age_seconds",
 		"How long the oldest job that is due has waited (absent when the source cannot tell).", nil, nil)
+	descNotStart = prometheus.NewDesc("jobdaemon_job_start_failures_total",
+		"Jobs that could not be started (fork or exec failed: descriptors, processes, memory, a missing program) and went back to their source unrun.", nil, nil)
+	descBackoff = prometheus.NewDesc("jobdaemon_start_backoff_seconds",
+		"Time left before the daemon starts a job again, after one could not be started; 0 when it starts jobs.", nil, nil)
 )
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRunning, descMax, descSaturated, descQueued, descReloads, descGen, descUp, descReloadOK, descOldest} {
+	for _, d := range []*prometheus.Desc{descRunning, descMax, descSaturated, descQueued, descReloads, descGen, descUp, descReloadOK, descOldest, descNotStart, descBackoff} {
 		ch <- d
 	}
 }
@@ -200,6 +204,8 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descSaturated, prometheus.CounterValue, s.Saturated.Seconds())
 	ch <- prometheus.MustNewConstMetric(descReloads, prometheus.CounterValue, float64(s.Reloads), "ok")
 	ch <- prometheus.MustNewConstMetric(descReloads, prometheus.CounterValue, float64(s.ReloadsFailed), "failed")
+	ch <- prometheus.MustNewConstMetric(descNotStart, prometheus.CounterValue, float64(s.NotStarted))
+	gauge(descBackoff, s.StartBackoff.Seconds())
 }
 
 // countCollector turns the source's counts into one gauge per state.

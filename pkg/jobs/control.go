@@ -357,6 +357,14 @@ type Status struct {
 	JobsCompleted uint64 `json:"jobs_completed"`
 	JobsRetried   uint64 `json:"jobs_retried"`
 	JobsFailed    uint64 `json:"jobs_failed"`
+	// NotStarted counts the jobs that could not be started (see
+	// Result.NotStarted), each handed back to its source unrun.
+	NotStarted uint64 `json:"jobs_not_started"`
+	// StartBackoff, while positive, is how long the daemon still waits
+	// before it starts a job, after one could not be started;
+	// LastStartError says why that one could not.
+	StartBackoff   time.Duration `json:"start_backoff_ns,omitempty"`
+	LastStartError string        `json:"last_start_error,omitempty"`
 	// Queued is the number of jobs waiting, from the Source's Depth; -1
 	// when the Source does not know (see Depther) or failed to say.
 	Queued        int    `json:"queued"`
@@ -419,6 +427,7 @@ func (d *Daemon) Status() Status {
 		JobsCompleted:    d.completed.Load(),
 		JobsRetried:      d.retrying.Load(),
 		JobsFailed:       d.gaveUp.Load(),
+		NotStarted:       d.notStarted.Load(),
 		Reloads:          d.reloads.Load(),
 		ReloadsFailed:    d.reloadsFailed.Load(),
 		OldestQueued:     -1,
@@ -475,6 +484,10 @@ func (d *Daemon) snapshot(s *Status) []*pool.Child {
 	s.Generation = d.generation
 	s.MaxChildren = d.pool.Max()
 	s.Isolation = d.isolation
+	s.LastStartError = d.handBackErr
+	if !d.handBackUntil.IsZero() {
+		s.StartBackoff = max(d.handBackUntil.Sub(now), 0)
+	}
 	s.Saturated = d.saturated
 	if !d.saturatedSince.IsZero() {
 		s.Saturated += now.Sub(d.saturatedSince)

@@ -120,8 +120,15 @@ type Daemon struct {
 	free      atomic.Int32 // FreeSlots, set around each NextJob
 	isolation string       // how jobs are held together; under stateMu
 
+	// The start back-off (notstarted.go), dispatcher only, written under
+	// stateMu for Status.
+	handBackoff   time.Duration
+	handBackUntil time.Time
+	handBackErr   string
+
 	started, succeeded, failed  atomic.Uint64 // runs
 	completed, retrying, gaveUp atomic.Uint64 // jobs, by verdict
+	notStarted                  atomic.Uint64 // jobs handed back unrun
 	workersStarted              atomic.Uint64
 	reloads, reloadsFailed      atomic.Uint64
 	lastReloadFailed            atomic.Bool
@@ -220,6 +227,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return fmt.Errorf("load config: %w", err)
 		}
 	}
+	// Taken before the daemon says it runs (Status, OnReady): a signal
+	// sent to a daemon that reports "running" must never find its default
+	// action, which for HUP is to kill.
+	var sigs chan os.Signal
+	if !d.opts.NoSignals {
+		sigs = make(chan os.Signal, 8)
+		signal.Notify(sigs, Signals...)
+		defer signal.Stop(sigs)
+	}
 	d.stateMu.Lock()
 	iso, err := d.opts.Isolation.poolIsolation()
 	if err != nil {
@@ -243,12 +259,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.stateMu.Unlock()
 	defer p.Close()
 
-	var sigs chan os.Signal
-	if !d.opts.NoSignals {
-		sigs = make(chan os.Signal, 8)
-		signal.Notify(sigs, Signals...)
-		defer signal.Stop(sigs)
-	}
 	d.log.Info("daemon started", "pid", os.Getpid(), "max_children", p.Max(),
 		"jobs_per_child", d.opts.JobsPerChild)
 	if d.opts.OnReady != nil {
@@ -416,6 +426,9 @@ func (d *Daemon) dispatch(hctx context.Context) time.Duration {
 		if d.paused || d.stopMode != 0 {
 			return 0
 		}
+		if wait := d.handBackWait(); wait > 0 {
+			return wait
+		}
 		if !d.notBefore.IsZero() {
 			if wait := time.Until(d.notBefore); wait > 0 {
 				return wait
@@ -511,13 +524,14 @@ func (d *Daemon) freeSlot() (int, *running, bool) {
 }
 
 // startJob starts job in slot, in the idle worker r if not nil, and
-// reports whether it runs; if not, the job has been finished as failed.
+// reports whether it runs; if not, the job has been finished: handed back
+// unrun when no process could be started for it (handBack), or failed
+// when the application refused it.
 // Without an idle worker, a Runner's job gets a new Go worker, and a
 // Commander's either a new command worker (WorkerCommand) or a process of
 // its own (Command).
 func (d *Daemon) startJob(hctx context.Context, slot int, r *running, job *Job) bool {
 	job.Slot = slot
-	d.started.Add(1)
 	var spec *Spec // a command worker's
 	if r == nil && d.cmdr != nil {
 		var err error
@@ -547,9 +561,8 @@ func (d *Daemon) startJob(hctx context.Context, slot int, r *running, job *Job) 
 		var err error
 		if r, err = d.startWorker(slot, spec, job); err != nil {
 			d.pool.Release(slot)
-			d.log.Error("could not start a worker", "job_id", job.ID, "slot", slot, "err", err)
 			d.startFailed(err.Error())
-			d.finish(hctx, job, Result{ExitCode: -1, Error: err.Error()})
+			d.handBack(hctx, job, fmt.Errorf("start a worker: %w", err))
 			return false
 		}
 		if d.failedStarts > 0 {
@@ -561,6 +574,7 @@ func (d *Daemon) startJob(hctx context.Context, slot int, r *running, job *Job) 
 	d.stateMu.Unlock()
 	r.timedOut.Store(false)
 	r.sentID = job.ID
+	d.countStart(job)
 	r.worker.SetLabel(job.ID)
 	d.trackLines(job, true)
 	err := r.worker.Send(d.encBuf)
@@ -583,18 +597,29 @@ func (d *Daemon) startCommand(hctx context.Context, slot int, job *Job) bool {
 		spec, err = d.cmdr.Command(hctx, job)
 		return err
 	})
-	var c *pool.Child
-	if err == nil {
-		d.trackLines(job, false)
-		c, err = d.pool.Start(slot, spec.poolSpec(job, &d.opts))
-	}
 	if err != nil {
 		d.pool.Release(slot)
+		if isResourceError(err) {
+			// The application could not prepare the job for want of
+			// descriptors or memory (opening its payload, say): no fault
+			// of the job's.
+			d.handBack(hctx, job, err)
+			return false
+		}
+		d.countStart(job)
 		d.log.Error("could not start job", "job_id", job.ID, "slot", slot, "err", err)
-		d.untrackLines(job.ID)
 		d.finish(hctx, job, Result{ExitCode: -1, Error: err.Error()})
 		return false
 	}
+	d.trackLines(job, false)
+	c, err := d.pool.Start(slot, spec.poolSpec(job, &d.opts))
+	if err != nil {
+		d.pool.Release(slot)
+		d.untrackLines(job.ID)
+		d.handBack(hctx, job, err)
+		return false
+	}
+	d.countStart(job)
 	d.stateMu.Lock()
 	d.running[c] = &running{child: c, job: job, since: c.Started}
 	d.stateMu.Unlock()
@@ -720,6 +745,7 @@ func (d *Daemon) answered(hctx context.Context, ev event) {
 		// Measured by the Go worker with getrusage around RunJob: its CPU
 		// over the job, its peak so far.
 		res.CPUFrom, res.MaxRSSFrom = "worker", "worker"
+		res.Interrupted = ev.worker.Interrupted()
 		if ev.err != nil {
 			res.ExitCode, res.Error = 1, "bad answer from worker: "+ev.err.Error()
 		}
@@ -756,12 +782,14 @@ func (d *Daemon) answered(hctx context.Context, ev event) {
 
 // finish counts a finished job and hands it to the source.
 func (d *Daemon) finish(hctx context.Context, job *Job, res Result) {
-	if !res.OK() && d.stopMode >= Graceful {
-		res.Interrupted = true
-	}
-	if res.OK() {
+	// Only a job that a stop signalled is interrupted (pool.Child's
+	// Interrupted); a timeout was the job's own doing.
+	res.Interrupted = res.Interrupted && !res.OK() && !res.TimedOut && !res.NotStarted
+	switch {
+	case res.NotStarted:
+	case res.OK():
 		d.succeeded.Add(1)
-	} else {
+	default:
 		d.failed.Add(1)
 	}
 	v := Unknown
@@ -786,7 +814,7 @@ func (d *Daemon) finish(hctx context.Context, job *Job, res Result) {
 	case v == Failed:
 		d.gaveUp.Add(1)
 	}
-	if d.opts.Observer != nil {
+	if d.opts.Observer != nil && !res.NotStarted {
 		d.opts.Observer.JobFinished(job, res, v)
 	}
 	d.logFinished(hctx, job, &res, v)

@@ -35,7 +35,11 @@
 //     builds a Result (exit code or signal, duration, CPU, peak RSS, error,
 //     output tail) and calls Done. The source decides what comes next:
 //     done, retry later (see Retry), or give up. There is no other
-//     acknowledgement: the child never moves its own job around.
+//     acknowledgement: the child never moves its own job around. A job
+//     that could not be started at all (Result.NotStarted), or that a
+//     stop interrupted (Result.Interrupted), goes back to its source
+//     without its attempt counted; after a start that failed, the
+//     dispatcher backs off before it starts another job.
 //
 // # Code before Run runs in every child
 //

@@ -67,10 +67,21 @@ type Result struct {
 	Error string
 	// Output is the tail of what the job wrote to stdout and stderr.
 	Output []byte
-	// Interrupted is true for a job that failed while the daemon was
-	// stopping it (a graceful or immediate stop), which is no fault of the
-	// job's: a Source may run it again without counting the attempt.
+	// Interrupted is true for a job that failed because a stop of the
+	// daemon signalled it (a graceful stop's signal, or the SIGKILL of an
+	// immediate stop or of a stop's deadline), which is no fault of the
+	// job's: a Source may run it again without counting the attempt. A
+	// job that fails by itself while the daemon stops, before any signal
+	// reached it, is not interrupted, and neither is one that ran past its
+	// timeout.
 	Interrupted bool
+	// NotStarted is true for a job that could not be started at all: no
+	// process ran it (the fork or exec failed: EMFILE, EAGAIN, ENOMEM, a
+	// missing program), or no worker took it. It is not a run of the job,
+	// and a Source must put it back as it was, without counting the
+	// attempt, as for Interrupted. Error says why; the daemon backs off
+	// before it starts the next job (Status.StartBackoff).
+	NotStarted bool
 }
 
 // UsageOf says what the CPU times and peak RSS of a Result measure.
@@ -108,13 +119,15 @@ func (u UsageOf) String() string {
 
 // OK reports whether the job succeeded.
 func (r Result) OK() bool {
-	return r.ExitCode == 0 && r.Signal == 0 && !r.TimedOut && r.Error == ""
+	return r.ExitCode == 0 && r.Signal == 0 && !r.TimedOut && r.Error == "" && !r.NotStarted
 }
 
 // String describes the outcome in a few words: "ok", "exit 3",
-// "signal killed", "timeout", "error: ...".
+// "signal killed", "timeout", "error: ...", "not started: ...".
 func (r Result) String() string {
 	switch {
+	case r.NotStarted:
+		return "not started: " + r.Error
 	case r.TimedOut:
 		return "timeout"
 	case r.Signal != 0:
@@ -143,6 +156,8 @@ func resultFromExit(e *pool.Exit) Result {
 		MaxRSSFrom: e.MaxRSSFrom.String(),
 		MemoryPeak: e.MemoryPeak,
 		PidsPeak:   e.PidsPeak,
+
+		Interrupted: e.Interrupted,
 	}
 	if e.Err != nil {
 		r.Error = e.Err.Error()

@@ -53,6 +53,12 @@ type Options struct {
 	// Isolation says how each job's processes are held together: a cgroup
 	// per job where it can, a process group elsewhere.
 	Isolation Isolation
+	// Credential, if set, runs every job (each command, or each worker)
+	// as this user, group and supplementary groups, rather than as the
+	// daemon's own user. The daemon needs the right to switch: root, or
+	// CAP_SETUID and CAP_SETGID, and CAP_KILL to stop jobs of another
+	// user (see docs/INSTALL.md).
+	Credential *syscall.Credential
 
 	// Logger receives the daemon's own messages (default slog.Default()).
 	Logger *slog.Logger
@@ -118,7 +124,9 @@ type Observer interface {
 	// running the job.
 	JobStarted(job *Job, wait time.Duration)
 	// JobFinished is called with every job's result, once the source has
-	// filed it (Done or Finish), with what the source did with it.
+	// filed it (Done or Finish), with what the source did with it; not for
+	// a job that could not be started (Result.NotStarted), which was not
+	// a run: Status counts those.
 	JobFinished(job *Job, res Result, v Verdict)
 }
 

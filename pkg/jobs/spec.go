@@ -43,6 +43,7 @@ func (s *Spec) poolSpec(job *Job, o *Options) *pool.Spec {
 		Env:        s.Env,
 		Dir:        s.Dir,
 		Stdin:      s.Stdin,
+		Credential: o.Credential,
 		Label:      job.ID,
 		Timeout:    s.Timeout,
 		StopSignal: s.StopSignal,

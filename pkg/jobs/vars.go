@@ -44,11 +44,21 @@ func VarsFrom(ctx context.Context) Vars {
 }
 
 // VarStore is the parent's side of Vars: an in-memory map, safe for
-// concurrent use. The zero value is ready.
+// concurrent use. The zero value is ready. Its keys and values hold at
+// most MaxVarsSize bytes: a child that a bad input took over must not be
+// able to fill the daemon's memory through it.
 type VarStore struct {
-	mu sync.Mutex
-	m  map[string]string
+	mu   sync.Mutex
+	m    map[string]string
+	size int // the bytes of the keys and values in m
 }
+
+// MaxVarsSize bounds the bytes of the keys and values of a VarStore.
+const MaxVarsSize = 1 << 20
+
+// ErrVarsFull is returned by Set, CompareAndSwap and Add when the change
+// would make the shared variables hold more than MaxVarsSize bytes.
+var ErrVarsFull = fmt.Errorf("shared variables are full: keys and values may hold %d bytes", MaxVarsSize)
 
 // NewVarStore returns an empty store.
 func NewVarStore() *VarStore { return &VarStore{} }
@@ -65,15 +75,24 @@ func (s *VarStore) Get(key string) (string, bool, error) {
 func (s *VarStore) Set(key, value string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.setLocked(key, value)
-	return nil
+	return s.setLocked(key, value)
 }
 
-func (s *VarStore) setLocked(key, value string) {
+func (s *VarStore) setLocked(key, value string) error {
 	if s.m == nil {
 		s.m = make(map[string]string)
 	}
-	s.m[key] = value
+	size := s.size + len(value)
+	if old, ok := s.m[key]; ok {
+		size -= len(old)
+	} else {
+		size += len(key)
+	}
+	if size > MaxVarsSize {
+		return ErrVarsFull
+	}
+	s.m[key], s.size = value, size
+	return nil
 }
 
 // CompareAndSwap implements Vars.
@@ -83,7 +102,9 @@ func (s *VarStore) CompareAndSwap(key, old, new string) (bool, error) {
 	if s.m[key] != old {
 		return false, nil
 	}
-	s.setLocked(key, new)
+	if err := s.setLocked(key, new); err != nil {
+		return false, err
+	}
 	return true, nil
 }
 
@@ -99,7 +120,9 @@ func (s *VarStore) Add(key string, delta int64) (int64, error) {
 		}
 	}
 	n += delta
-	s.setLocked(key, strconv.FormatInt(n, 10))
+	if err := s.setLocked(key, strconv.FormatInt(n, 10)); err != nil {
+		return 0, err
+	}
 	return n, nil
 }
 
@@ -127,10 +150,15 @@ func (s *VarStore) serve(req []byte) []byte {
 		v, ok, _ := s.Get(key)
 		return encodeVarReply("", ok, v)
 	case opSet:
-		_ = s.Set(key, a)
+		if err := s.Set(key, a); err != nil {
+			return encodeVarReply(err.Error(), false, "")
+		}
 		return encodeVarReply("", true, "")
 	case opCAS:
-		ok, _ := s.CompareAndSwap(key, a, b)
+		ok, err := s.CompareAndSwap(key, a, b)
+		if err != nil {
+			return encodeVarReply(err.Error(), false, "")
+		}
 		return encodeVarReply("", ok, "")
 	case opAdd:
 		delta, err := strconv.ParseInt(a, 10, 64)

@@ -42,6 +42,12 @@ import (
 // After the drop the kernel also clears the process's capabilities and
 // makes it non-dumpable (/proc/self/fd and the like become root's).
 func DropPrivileges(uid, gid int, groups []int) error {
+	return drop(uid, gid, groups, false)
+}
+
+// drop is DropPrivileges; keepsSetuid says that the process keeps
+// CAP_SETUID (DropPrivilegesKeepCaps), and so can still setuid(0).
+func drop(uid, gid int, groups []int, keepsSetuid bool) error {
 	if uid < 0 || gid < 0 {
 		return fmt.Errorf("drop privileges: invalid uid %d or gid %d", uid, gid)
 	}
@@ -65,7 +71,7 @@ func DropPrivileges(uid, gid int, groups []int) error {
 	if err := syscall.Setuid(uid); err != nil {
 		return dropError(euid, egid, uid, gid, "setuid", err)
 	}
-	if err := verifyDrop(uid, gid, want); err != nil {
+	if err := verifyDrop(uid, gid, want, keepsSetuid); err != nil {
 		return fmt.Errorf("drop privileges to uid %d gid %d: %w", uid, gid, err)
 	}
 	return nil
@@ -80,7 +86,7 @@ func dropError(euid, egid, uid, gid int, call string, err error) error {
 }
 
 // verifyDrop checks the result of DropPrivileges.
-func verifyDrop(uid, gid int, groups []int) error {
+func verifyDrop(uid, gid int, groups []int, keepsSetuid bool) error {
 	ruid, euid, suid := unix.Getresuid()
 	rgid, egid, sgid := unix.Getresgid()
 	if ruid != uid || euid != uid || suid != uid {
@@ -99,7 +105,7 @@ func verifyDrop(uid, gid int, groups []int) error {
 	if err := verifyThreads(uid, gid); err != nil {
 		return err
 	}
-	if uid != 0 {
+	if uid != 0 && !keepsSetuid {
 		// If this succeeds the drop is worthless; the caller exits.
 		if err := syscall.Setuid(0); err == nil {
 			return errors.New("setuid(0) succeeded after the drop")

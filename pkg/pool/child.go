@@ -55,6 +55,9 @@ type Exit struct {
 	// TimedOut is true when the child was stopped because its Timeout
 	// passed.
 	TimedOut bool
+	// Interrupted is true when a Stop of the pool signalled the child
+	// before it was reaped (see Child.Interrupted).
+	Interrupted bool
 	// Duration is the wall time from start to reap.
 	Duration time.Duration
 	// UserCPU and SysCPU are the CPU time of the job: with CPUFrom
@@ -145,6 +148,9 @@ type Child struct {
 	timeoutT *time.Timer // fires Spec.Timeout after the start
 	killT    *time.Timer // fires the SIGKILL of a Stop
 	stopping bool
+	// interrupted is set when a Stop of the pool signals the child, and
+	// poolStop when a graceful one covers it (interrupt.go).
+	interrupted, poolStop bool
 
 	exit Exit
 	done chan struct{}
@@ -225,15 +231,6 @@ func (c *Child) stopLocked(sig syscall.Signal, grace time.Duration) {
 		// killed; if it exits before, reap kills what it left behind.
 		c.killT = time.AfterFunc(grace, func() { _ = c.Signal(syscall.SIGKILL) })
 	}
-}
-
-// interrupt is Stop without its own SIGKILL timer, for a pool stop whose
-// deadline kills every child at once. It reports whether this was the
-// child's first stop.
-func (c *Child) interrupt(sig syscall.Signal) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.interruptLocked(sig)
 }
 
 func (c *Child) interruptLocked(sig syscall.Signal) bool {
@@ -367,7 +364,8 @@ func (c *Child) reap() {
 	c.mu.Lock()
 	c.reaped = true
 	timedOut := c.timedOut
-	if c.stopping || !c.pool.cfg.Isolation.KeepLeftovers {
+	interrupted := c.interrupted
+	if c.stopping || c.poolStop || !c.pool.cfg.Isolation.KeepLeftovers {
 		// The job's leader is gone: kill what is left of its tree now (a
 		// stopped job's, as systemd's KillMode=mixed does, rather than at
 		// the end of the grace period, when the group id may belong to
@@ -387,6 +385,7 @@ func (c *Child) reap() {
 	e := &c.exit
 	e.Duration = end.Sub(c.Started)
 	e.TimedOut = timedOut
+	e.Interrupted = interrupted
 	if err != nil {
 		e.Code, e.Err = -1, err
 	} else {

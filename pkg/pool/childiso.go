@@ -93,7 +93,7 @@ func (c *Child) leaderReaped() {
 	settleMaxRSS(e, c.iso.inherited)
 	c.mu.Lock()
 	// As Child.reap decided.
-	killed := c.stopping || !c.pool.cfg.Isolation.KeepLeftovers
+	killed := c.stopping || c.poolStop || !c.pool.cfg.Isolation.KeepLeftovers
 	c.mu.Unlock()
 	if c.iso.record != "" {
 		// A group with kept leftovers keeps its record: the next start

@@ -163,6 +163,13 @@ func (p *Pool) isolate() error {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return fmt.Errorf("create state directory: %w", err)
 		}
+		// Its records say which processes to kill: a link planted there
+		// would hand that to whoever owns the directory it points at.
+		if fi, err := os.Lstat(dir); err != nil {
+			return fmt.Errorf("state directory: %w", err)
+		} else if !fi.IsDir() {
+			return fmt.Errorf("state directory %s is a symbolic link, or not a directory: refusing it", dir)
+		}
 	}
 	limits, err := cfg.Limits.files()
 	if err != nil {

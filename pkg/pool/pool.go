@@ -353,9 +353,9 @@ func (p *Pool) Stop(ctx context.Context, mode StopMode, opt StopOptions) error {
 				c.retire()
 			case Graceful:
 				c.retire()
-				c.interrupt(opt.Signal) // the deadline below kills the rest
+				c.stopSignal(opt.Signal) // the deadline below kills the rest
 			case Immediate:
-				_ = c.Signal(syscall.SIGKILL)
+				c.stopKill()
 			}
 		}
 	}

@@ -70,6 +70,7 @@ func spawnLoop(ready chan<- struct{}) {
 	// Never unlocked, and the goroutine never returns: the thread lives as
 	// long as the process.
 	runtime.LockOSThread()
+	noInheritedCaps()
 	close(ready)
 	for f := range spawnReqs {
 		// Descriptors that reached the daemon without close-on-exec (from

@@ -176,6 +176,12 @@ func (s *service) printStatus(st *control.StatusReply) {
 	if st.WorkersStarted > 0 {
 		fmt.Fprintf(w, "workers: %d started\n", st.WorkersStarted)
 	}
+	if st.NotStarted > 0 {
+		fmt.Fprintf(w, "start failures: %d jobs could not be started and went back unrun; last: %s\n", st.NotStarted, st.LastStartError)
+	}
+	if st.StartBackoff > 0 {
+		fmt.Fprintf(w, "no job starts for another %s, after a job could not be started\n", st.StartBackoff.Round(time.Millisecond))
+	}
 	fmt.Fprintf(w, "reloads: %d, %d refused\n", st.Reloads, st.ReloadsFailed)
 	if st.Isolation != "" {
 		fmt.Fprintf(w, "jobs run in %s\n", st.Isolation)

@@ -73,9 +73,11 @@ func (p *progressReporter) loop() {
 		finished := c.done + c.failed
 		total := finished + c.running + c.queued
 		if bar != nil {
+			// The count first: Describe draws the bar at once, and would
+			// draw the new text beside the last tick's count.
 			bar.ChangeMax(max(total, 1))
-			bar.Describe(fmt.Sprintf("%d done, %d failed, %d running", c.done, c.failed, c.running))
 			_ = bar.Set(finished)
+			bar.Describe(fmt.Sprintf("%d done, %d failed, %d running", c.done, c.failed, c.running))
 		} else {
 			p.log.Info("progress", "done", c.done, "failed", c.failed, "running", c.running,
 				"queued", c.queued, "eta", eta(start, finished, total).String())

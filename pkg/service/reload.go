@@ -155,6 +155,9 @@ func (s *statusLine) line(d *jobs.Daemon) string {
 	if st.WorkerFailedStarts > 0 {
 		line += fmt.Sprintf("; %d workers in a row ended before their first answer", st.WorkerFailedStarts)
 	}
+	if st.StartBackoff > 0 {
+		line += "; jobs cannot be started: " + oneLine(st.LastStartError)
+	}
 	if e := s.reloadErr.Load(); e != nil {
 		line += "; reload refused: " + *e
 	}

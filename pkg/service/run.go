@@ -86,7 +86,8 @@ type daemonRun struct {
 	server          *control.Server
 	served          chan error
 	report          *lifecycle.Report
-	progress        *progressReporter // run --drain only
+	progress        *progressReporter   // run --drain only
+	jobCred         *syscall.Credential // whom jobs run as; nil: the daemon's user
 
 	status   statusLine
 	stopMode jobs.StopMode // dispatcher only, as the rest below
@@ -161,6 +162,11 @@ func (r *daemonRun) start(drain bool, sink func(jobs.Line)) (code int, err error
 	if err != nil {
 		return ExitFailure, err
 	}
+	jobCred, jobWarnings, err := r.jobIdentity()
+	if err != nil {
+		return ExitFailure, err
+	}
+	r.jobCred, warnings = jobCred, append(warnings, jobWarnings...)
 	r.stopTime = st.Daemon.StopTimeout + st.Pool.KillGrace
 	opts := r.jobsOptions(sink)
 	if drain {
@@ -201,6 +207,7 @@ func (r *daemonRun) jobsOptions(sink func(jobs.Line)) jobs.Options {
 	opts := r.svc.opts.Jobs
 	opts.Logger, opts.Output = r.log, sink
 	opts.JobsPerChild = r.st.Pool.JobsPerChild
+	opts.Credential = r.jobCred
 	opts.Isolation = jobs.Isolation{
 		Cgroups:       jobs.CgroupMode(r.st.Pool.Cgroups),
 		PerJobCgroups: r.st.Pool.CgroupPerJob,
@@ -437,7 +444,10 @@ func (r *daemonRun) dropPrivileges() ([]string, error) {
 		return nil, nil
 	}
 	if cred == nil {
-		const w = "running as root with no daemon.user: jobs run as root too; set daemon.user"
+		w := "running as root with no daemon.user: jobs run as root too; set daemon.user"
+		if st.Job.User != "" {
+			w = "running as root with no daemon.user; set daemon.user"
+		}
 		r.log.Warn(w)
 		return []string{w}, nil
 	}
@@ -454,13 +464,23 @@ func (r *daemonRun) dropPrivileges() ([]string, error) {
 	for i, g := range cred.Groups {
 		groups[i] = int(g)
 	}
-	if err := lifecycle.DropPrivileges(int(cred.Uid), int(cred.Gid), groups); err != nil {
+	keep := r.keepCapsForJobs(cred)
+	if keep {
+		// Jobs run as their own user: keep the right to start them so.
+		err = lifecycle.DropPrivilegesKeepCaps(int(cred.Uid), int(cred.Gid), groups, lifecycle.JobCaps)
+		if errors.Is(err, lifecycle.ErrThreadCaps) {
+			err = fmt.Errorf("job.user %q with daemon.user %q: %w", st.Job.User, st.Daemon.User, err)
+		}
+	} else {
+		err = lifecycle.DropPrivileges(int(cred.Uid), int(cred.Gid), groups)
+	}
+	if err != nil {
 		if errors.Is(err, syscall.EPERM) {
 			err = fmt.Errorf("%w: start as root, or remove daemon.user", err)
 		}
 		return nil, err
 	}
-	r.log.Info("dropped privileges", "user", st.Daemon.User, "uid", cred.Uid, "gid", cred.Gid)
+	r.log.Info("dropped privileges", "user", st.Daemon.User, "uid", cred.Uid, "gid", cred.Gid, "kept_capabilities", keep)
 	return nil, nil
 }
 

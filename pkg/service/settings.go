@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"os"
 	"os/user"
 	"path/filepath"
 	"reflect"
@@ -129,9 +130,20 @@ type PoolSettings struct {
 	CgroupPerJob bool `toml:"cgroup_per_job"`
 }
 
-// JobSettings are what the service itself reads of the [job] table: how a
-// job's processes are held together and limited.
+// JobSettings are what the service itself reads of the [job] table: whom
+// jobs run as, and how a job's processes are held together and limited.
 type JobSettings struct {
+	// User, if set, is the user (a name or a numeric uid) every job runs
+	// as: a user of the jobs' own, distinct from Daemon.User, so that a
+	// job cannot reach the control socket, the daemon's log, the spool or
+	// the daemon's processes, nor use up the daemon's process limit. The
+	// daemon needs the right to start processes as another user: root,
+	// or CAP_SETUID, CAP_SETGID and CAP_KILL (docs/INSTALL.md). "" runs
+	// jobs as the daemon's own user, which status warns about.
+	User string `toml:"user"`
+	// Group, if set, is the jobs' group; "" with User set takes the
+	// user's primary group.
+	Group string `toml:"group"`
 	// KeepLeftovers lets what a job leaves behind when its command exits
 	// run on; by default it is killed. A timeout, a stop and the next
 	// start after a crash kill it anyway.
@@ -234,6 +246,13 @@ func (e *SettingError) Unwrap() error { return e.Err }
 // host.
 func (s *Settings) Validate() error {
 	var v checker
+	if keys := NULKeys(s); len(keys) > 0 {
+		// Nothing else is worth checking in a file that holds these.
+		for _, key := range keys {
+			v.fail(key, nil, "%s", NULMessage)
+		}
+		return errors.Join(v.errs...)
+	}
 	d := &s.Daemon
 	v.path("daemon.pid_file", d.PIDFile)
 	if _, err := d.credential(); err != nil {
@@ -255,11 +274,17 @@ func (s *Settings) Validate() error {
 		v.fail("pool.cgroups", nil, "unknown mode %q: use \"auto\", \"off\" or \"require\"", p.Cgroups)
 	}
 	j := &s.Job
+	if _, err := s.JobCredential(); err != nil {
+		v.add(err)
+	}
 	if j.MemoryMax < 0 || j.PidsMax < 0 || j.CPUMax < 0 {
 		v.fail("job", nil, "job limits cannot be negative: use 0 for none")
 	}
 	if j.CPUWeight != 0 {
 		v.intRange("job.cpu_weight", j.CPUWeight, 1, 10000)
+	}
+	if p.Cgroups == "off" && (j.MemoryMax > 0 || j.PidsMax > 0 || j.CPUWeight > 0 || j.CPUMax > 0) {
+		v.fail("pool.cgroups", nil, "job limits need per-job cgroups, and cgroups = \"off\": remove the limits or set cgroups = \"auto\"")
 	}
 	v.intRange("pool.jobs_per_child", p.JobsPerChild, 0, 1_000_000)
 	if p.WorkerMaxAge < 0 {
@@ -318,7 +343,7 @@ func (s *Settings) Validate() error {
 	if _, ok := Facilities[l.JobFacility]; !ok {
 		v.fail("log.job_facility", nil, "unknown syslog facility %q: use one of %s", l.JobFacility, strings.Join(slices.Sorted(maps.Keys(Facilities)), ", "))
 	}
-	if strings.ContainsAny(l.JobIdentifier, " \t\n=\x00") {
+	if strings.ContainsAny(l.JobIdentifier, " \t\n=") {
 		v.fail("log.job_identifier", nil, "%q: a syslog identifier has no spaces and no '='", l.JobIdentifier)
 	}
 	return errors.Join(v.errs...)
@@ -352,12 +377,10 @@ func (v *checker) positive(key string, d time.Duration, example string) {
 	}
 }
 
-// path checks that p, if set, is an absolute path without NUL bytes.
+// path checks that p, if set, is an absolute path (NULKeys has refused
+// NUL bytes).
 func (v *checker) path(key, p string) {
-	switch {
-	case strings.ContainsRune(p, 0):
-		v.fail(key, nil, "the path contains a NUL byte")
-	case p != "" && !filepath.IsAbs(p):
+	if p != "" && !filepath.IsAbs(p) {
 		v.fail(key, nil, "%q is relative: use an absolute path", p)
 	}
 }
@@ -368,37 +391,57 @@ func (v *checker) path(key, p string) {
 func (s *Settings) Credential() (*syscall.Credential, error) { return s.Daemon.credential() }
 
 func (d *DaemonSettings) credential() (*syscall.Credential, error) {
+	return lookupCredential("daemon", d.User, d.Group)
+}
+
+// JobCredential returns the user, group and supplementary groups that
+// Job.User and Job.Group name, looked up on this host: whom jobs run as;
+// nil when Job.User is not set (jobs run as the daemon's user). The
+// error is a *SettingError.
+func (s *Settings) JobCredential() (*syscall.Credential, error) {
+	return lookupCredential("job", s.Job.User, s.Job.Group)
+}
+
+// lookupCredential resolves the keys user and group of table. The
+// supplementary groups are those of the group database (initgroups(3)),
+// the primary group among them.
+func lookupCredential(table, userName, groupName string) (*syscall.Credential, error) {
+	userKey, groupKey := table+".user", table+".group"
 	fail := func(key string, err error, format string, args ...any) (*syscall.Credential, error) {
 		return nil, &SettingError{Key: key, Msg: key + ": " + fmt.Sprintf(format, args...), Err: err}
 	}
-	if d.User == "" {
-		if d.Group != "" {
-			return fail("daemon.group", nil, "daemon.group %q is set without daemon.user: set daemon.user too (a group alone would be ignored)", d.Group)
+	if userName == "" {
+		if groupName != "" {
+			return fail(groupKey, nil, "%s %q is set without %s: set %s too (a group alone would be ignored)", groupKey, groupName, userKey, userKey)
 		}
 		return nil, nil
 	}
-	u, err := lookupUser(d.User)
+	u, err := lookupUser(userName)
 	if err != nil {
-		return fail("daemon.user", err, "no user %q on this host: create it, or set daemon.user to an existing user (\"\" stays as started)", d.User)
+		unset := "stays as started"
+		if table == "job" {
+			unset = "runs jobs as the daemon's user"
+		}
+		return fail(userKey, err, "no user %q on this host: create it, or set %s to an existing user (\"\" %s)", userName, userKey, unset)
 	}
 	gid := u.Gid
-	if d.Group != "" {
-		g, err := lookupGroup(d.Group)
+	if groupName != "" {
+		g, err := lookupGroup(groupName)
 		if err != nil {
-			return fail("daemon.group", err, "no group %q on this host: create it, or set daemon.group to an existing group (\"\" takes the user's primary group)", d.Group)
+			return fail(groupKey, err, "no group %q on this host: create it, or set %s to an existing group (\"\" takes the user's primary group)", groupName, groupKey)
 		}
 		gid = g.Gid
 	}
 	groups, err := u.GroupIds()
 	if err != nil {
-		return fail("daemon.user", err, "cannot list the groups of user %q: %v", d.User, err)
+		return fail(userKey, err, "cannot list the groups of user %q: %v", userName, err)
 	}
 	ids := append([]string{u.Uid, gid}, groups...)
 	nums := make([]uint32, len(ids))
 	for i, id := range ids {
 		n, err := strconv.ParseUint(id, 10, 32)
 		if err != nil { // never on Linux; and 0 would mean root
-			return fail("daemon.user", err, "user %q has an id %q that is not a number", d.User, id)
+			return fail(userKey, err, "user %q has an id %q that is not a number", userName, id)
 		}
 		nums[i] = uint32(n)
 	}
@@ -488,27 +531,28 @@ func ParseLevel(s string) (slog.Level, error) {
 	return 0, fmt.Errorf("unknown level %q: %w", s, errLevel)
 }
 
-// RestartKeys returns the dotted keys of the settings that differ between
-// old and next and take effect only at the next start: the fields of
-// Settings not tagged reload:"live". It is how the warning of a reload is
-// made, and the declaration it reads, the reload tag, is the only one.
-func RestartKeys(old, next any) []string {
+// LiveKeys returns the dotted keys of the settings that a reload applies:
+// the fields tagged reload:"live", anywhere in v, a struct of tables such
+// as Settings.
+func LiveKeys(v any) []string {
 	var keys []string
-	diffFields(reflect.ValueOf(old), reflect.ValueOf(next), "", func(key string, live bool) {
-		if !live {
+	rv := reflect.New(reflect.TypeOf(v)).Elem()
+	eachSetting(rv, rv, "", func(key string, live bool, _, _ reflect.Value) {
+		if live {
 			keys = append(keys, key)
 		}
 	})
 	return keys
 }
 
-// LiveKeys returns the dotted keys of the settings that a reload applies:
-// the fields tagged reload:"live", anywhere in v, a struct of tables such
-// as Settings.
-func LiveKeys(v any) []string {
+// RestartKeys returns the dotted keys of the settings that differ between
+// old and next and take effect only at the next start: the fields of
+// Settings not tagged reload:"live". It is how the warning of a reload is
+// made, and the declaration it reads, the reload tag, is the only one.
+func RestartKeys(old, next any) []string {
 	var keys []string
-	walkFields(reflect.TypeOf(v), "", func(key string, live bool) {
-		if live {
+	eachSetting(reflect.ValueOf(old), reflect.ValueOf(next), "", func(key string, live bool, a, b reflect.Value) {
+		if !live && !reflect.DeepEqual(a.Interface(), b.Interface()) {
 			keys = append(keys, key)
 		}
 	})
@@ -518,23 +562,11 @@ func LiveKeys(v any) []string {
 // CopyLive copies the fields of src tagged reload:"live" into dst, two
 // pointers to the same struct type: what a reload applies.
 func CopyLive(dst, src any) {
-	d, s := reflect.ValueOf(dst).Elem(), reflect.ValueOf(src).Elem()
-	copyLive(d, s)
-}
-
-func copyLive(d, s reflect.Value) {
-	for i := range d.NumField() {
-		f := d.Type().Field(i)
-		if !f.IsExported() {
-			continue
+	eachSetting(reflect.ValueOf(dst), reflect.ValueOf(src), "", func(_ string, live bool, d, s reflect.Value) {
+		if live {
+			d.Set(s)
 		}
-		switch {
-		case f.Tag.Get("reload") == "live":
-			d.Field(i).Set(s.Field(i))
-		case f.Type.Kind() == reflect.Struct && isTable(f):
-			copyLive(d.Field(i), s.Field(i))
-		}
-	}
+	})
 }
 
 // isTable reports whether f is a table of settings rather than a value:
@@ -554,36 +586,10 @@ func tomlName(f reflect.StructField) string {
 	return name
 }
 
-// walkFields calls fn with the dotted key of every setting of t and
-// whether it is live.
-func walkFields(t reflect.Type, prefix string, fn func(key string, live bool)) {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	for i := range t.NumField() {
-		f := t.Field(i)
-		if !f.IsExported() {
-			continue
-		}
-		key := prefix
-		if !f.Anonymous {
-			name := tomlName(f)
-			if name == "" {
-				continue
-			}
-			key = join(prefix, name)
-		}
-		if isTable(f) {
-			walkFields(f.Type, key, fn)
-			continue
-		}
-		fn(key, f.Tag.Get("reload") == "live")
-	}
-}
-
-// diffFields calls fn for every setting whose value differs between a and
-// b, two values of one struct type.
-func diffFields(a, b reflect.Value, prefix string, fn func(key string, live bool)) {
+// eachSetting calls fn for every setting of a and b, two values (or
+// pointers) of one struct type of tables: with its dotted key, whether it
+// is live, and its field in each.
+func eachSetting(a, b reflect.Value, prefix string, fn func(key string, live bool, fa, fb reflect.Value)) {
 	for a.Kind() == reflect.Pointer {
 		a, b = a.Elem(), b.Elem()
 	}
@@ -601,12 +607,10 @@ func diffFields(a, b reflect.Value, prefix string, fn func(key string, live bool
 			key = join(prefix, name)
 		}
 		if isTable(f) {
-			diffFields(a.Field(i), b.Field(i), key, fn)
+			eachSetting(a.Field(i), b.Field(i), key, fn)
 			continue
 		}
-		if !reflect.DeepEqual(a.Field(i).Interface(), b.Field(i).Interface()) {
-			fn(key, f.Tag.Get("reload") == "live")
-		}
+		fn(key, f.Tag.Get("reload") == "live", a.Field(i), b.Field(i))
 	}
 }
 
@@ -655,3 +659,34 @@ func (b Bytes) String() string {
 
 // MarshalText writes b as String does.
 func (b Bytes) MarshalText() ([]byte, error) { return []byte(b.String()), nil }
+
+// Preflight checks what Validate does not and the daemon would refuse at
+// start, on this host: that the directories of the PID file, the control
+// socket, the log file and the state directory exist. A directory right
+// under /run is not required: systemd's RuntimeDirectory= and tmpfiles.d
+// make those at start and at boot. The errors are *SettingError, joined.
+func (s *Settings) Preflight() error {
+	var v checker
+	for _, p := range []struct{ key, path string }{
+		{"daemon.pid_file", s.Daemon.PIDFile},
+		{"control.socket", s.Control.Socket},
+		{"log.file", s.Log.File},
+		{"daemon.state_dir", s.StatePath()},
+	} {
+		if p.path == "" || !filepath.IsAbs(p.path) {
+			continue
+		}
+		dir := filepath.Dir(p.path)
+		if filepath.Dir(dir) == "/run" {
+			continue
+		}
+		fi, err := os.Stat(dir)
+		switch {
+		case err != nil:
+			v.fail(p.key, err, "the directory %s does not exist: create it, or choose another path", dir)
+		case !fi.IsDir():
+			v.fail(p.key, nil, "%s is not a directory", dir)
+		}
+	}
+	return errors.Join(v.errs...)
+}

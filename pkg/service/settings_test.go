@@ -167,7 +167,8 @@ func field(st *Settings, key string) reflect.Value {
 func TestReloadFollowsTheDeclaration(t *testing.T) {
 	live := LiveKeys(Settings{})
 	var all []string
-	walkFields(reflect.TypeFor[Settings](), "", func(key string, _ bool) { all = append(all, key) })
+	var zero Settings
+	eachSetting(reflect.ValueOf(&zero), reflect.ValueOf(&zero), "", func(key string, _ bool, _, _ reflect.Value) { all = append(all, key) })
 	if len(live) == 0 || len(live) == len(all) {
 		t.Fatalf("live %v of %v", live, all)
 	}

@@ -615,6 +615,8 @@ func TestConfigErrors(t *testing.T) {
 		{"worker children", "[pool]\njobs_per_child = 5\n", `jobs_per_child: 5: a process runs one job in job.mode "process"; set it to 1, or set mode = "worker"`},
 		{"worker placeholder", "[job]\nmode = \"worker\"\ncommand = [\"/bin/true\", \"{path}\"]\n", "argument 1 is {path}, which names one job"},
 		{"worker mode", "[job]\nmode = \"workers\"\ncommand = [\"/bin/true\"]\n", `unknown mode "workers" (did you mean "worker"?)`},
+		{"missing directory", "[daemon]\npid_file = \"no-such-dir/jd.pid\"\n", "daemon.pid_file: the directory"},
+		{"limits without cgroups", "[pool]\ncgroups = \"off\"\n[job]\ncommand = [\"/bin/true\"]\npids_max = 10\n", "job limits need per-job cgroups"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()

@@ -28,6 +28,8 @@ type statusReply struct {
 	JobsRetried   int      `json:"jobs_retried"`
 	JobsFailed    int      `json:"jobs_failed"`
 	Queued        int      `json:"queued"`
+	NotStarted    int      `json:"jobs_not_started"`
+	LastStartErr  string   `json:"last_start_error"`
 	Reloads       int      `json:"reloads"`
 	ReloadsFailed int      `json:"reloads_failed"`
 	Manager       string   `json:"manager"`
@@ -378,15 +380,18 @@ func TestReloadKeepsRuntimeScale(t *testing.T) {
 func TestStartupFailureIsReported(t *testing.T) {
 	e := newEnv(t, "")
 	cfg, _ := os.ReadFile(e.config)
-	s := strings.Replace(string(cfg), `socket = "control.sock"`, `socket = "no-such-dir/control.sock"`, 1)
-	s = strings.Replace(s, "[log]\n", "[log]\ntarget = \"file\"\nfile = \"daemon.log\"\n", 1)
+	s := strings.Replace(string(cfg), "[log]\n", "[log]\ntarget = \"file\"\nfile = \"daemon.log\"\n", 1)
 	os.WriteFile(e.config, []byte(s), 0o644)
+	// A regular file where the control socket goes: the daemon leaves it
+	// alone, and cannot start.
+	os.WriteFile(filepath.Join(e.dir, "control.sock"), []byte("not a socket"), 0o644)
 	code, out := e.run("run")
-	if code != 1 || !strings.Contains(out, "no-such-dir does not exist") {
+	const why = "not a socket"
+	if code != 1 || !strings.Contains(out, why) {
 		t.Errorf("run: exit %d; stderr:\n%s", code, out)
 	}
 	log, _ := os.ReadFile(filepath.Join(e.dir, "daemon.log"))
-	if !strings.Contains(string(log), "cannot start") || !strings.Contains(string(log), "no-such-dir does not exist") {
+	if !strings.Contains(string(log), "cannot start") || !strings.Contains(string(log), why) {
 		t.Errorf("the log file does not say why:\n%s", log)
 	}
 	if _, err := os.Stat(filepath.Join(e.dir, "jobdaemon.pid")); err == nil {

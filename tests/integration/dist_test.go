@@ -291,7 +291,11 @@ func TestDistSecurity(t *testing.T) {
 		bad := distUnitsCopy(t)
 		path := filepath.Join(bad, "jobdaemon.service")
 		b, _ := os.ReadFile(path)
-		os.WriteFile(path, bytes.Replace(b, []byte("\nCapabilityBoundingSet=\n"), []byte("\n"), 1), 0o644)
+		unbounded := regexp.MustCompile(`(?m)^CapabilityBoundingSet=.*\n`).ReplaceAll(b, nil)
+		if bytes.Equal(unbounded, b) {
+			t.Fatal("the unit has no CapabilityBoundingSet= line")
+		}
+		os.WriteFile(path, unbounded, 0o644)
 		if worse := score(bad); worse <= got {
 			t.Errorf("without CapabilityBoundingSet= the exposure is %.1f, not above %.1f", worse, got)
 		}
@@ -326,7 +330,10 @@ func TestDistFilesAgree(t *testing.T) {
 		"StateDirectory":           "jobdaemon",
 		"ProtectSystem":            "strict",
 		"NoNewPrivileges":          "yes",
-		"CapabilityBoundingSet":    "",
+		// Jobs run as their own user: the right to start and stop them
+		// so, and nothing else (docs/INSTALL.md).
+		"CapabilityBoundingSet": "CAP_SETUID CAP_SETGID CAP_KILL",
+		"AmbientCapabilities":   "CAP_SETUID CAP_SETGID CAP_KILL",
 	} {
 		if got := svc.get(t, "Service", key); got != want {
 			t.Errorf("jobdaemon.service %s=%s, want %s", key, got, want)
@@ -342,9 +349,12 @@ func TestDistFilesAgree(t *testing.T) {
 		t.Errorf("jobdaemon.service Also=%s", got)
 	}
 
-	// Every daemon user and group is jobdaemon.
+	// Every daemon user and group is jobdaemon; the jobs' are their own.
 	if cfg.Daemon.User != "jobdaemon" || cfg.Daemon.Group != "jobdaemon" || cfg.Control.Group != "jobdaemon" {
 		t.Errorf("config: user %q, group %q, control.group %q; want jobdaemon", cfg.Daemon.User, cfg.Daemon.Group, cfg.Control.Group)
+	}
+	if cfg.Job.User != "jobdaemon-job" || cfg.Job.Group != "jobdaemon-job" {
+		t.Errorf("config: job.user %q, job.group %q; want jobdaemon-job, distinct from the daemon's", cfg.Job.User, cfg.Job.Group)
 	}
 	if def["RUNTIME_USER"] != cfg.Daemon.User || def["RUNTIME_GROUP"] != cfg.Daemon.Group {
 		t.Errorf("defaults RUNTIME_USER=%q RUNTIME_GROUP=%q, config user %q group %q",
@@ -445,6 +455,11 @@ func TestDistSysusersTmpfiles(t *testing.T) {
 	m := regexp.MustCompile(`(?m)^jobdaemon:x:(\d+):(\d+):[^:]*:/var/lib/jobdaemon:/usr/sbin/nologin$`).FindSubmatch(passwd)
 	if m == nil {
 		t.Fatalf("no jobdaemon user with home /var/lib/jobdaemon and nologin:\n%s", passwd)
+	}
+	// The jobs' user, in a group of its own, not in jobdaemon's.
+	mj := regexp.MustCompile(`(?m)^jobdaemon-job:x:(\d+):(\d+):[^:]*:[^:]*:/usr/sbin/nologin$`).FindSubmatch(passwd)
+	if mj == nil || string(mj[1]) == string(m[1]) || string(mj[2]) == string(m[2]) {
+		t.Errorf("no jobdaemon-job user with a uid and group of its own:\n%s", passwd)
 	}
 	uid, _ := strconv.Atoi(string(m[1]))
 	gid, _ := strconv.Atoi(string(m[2]))

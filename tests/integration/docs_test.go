@@ -1,9 +1,12 @@
 package integration
 
 import (
+	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -48,5 +51,155 @@ func TestReadmeMinimalExample(t *testing.T) {
 	os.WriteFile(path, []byte(strings.ReplaceAll(string(unit), "/usr/local/bin/minimal", bin)), 0o644)
 	if code, out := distRun(t, exec.Command(analyze, "verify", "--man=no", path)); code != 0 || out != "" {
 		t.Errorf("systemd-analyze verify minimal.service: exit %d\n%s", code, out)
+	}
+}
+
+// Every jobdaemon command that README.md and docs/INSTALL.md show is one
+// the binary takes, with those flags (it is parsed, then --help stops it
+// before it acts); every TOML block of README.md is a valid piece of
+// config.toml.
+func TestDocsCommandsAndConfig(t *testing.T) {
+	block := regexp.MustCompile("(?s)```(sh|toml)\n(.*?)```")
+	for _, doc := range []string{"../../README.md", "../../docs/INSTALL.md"} {
+		text, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, m := range block.FindAllStringSubmatch(string(text), -1) {
+			for _, line := range strings.Split(m[2], "\n") {
+				if m[1] == "toml" {
+					continue
+				}
+				line = strings.TrimSpace(line)
+				if i := strings.Index(line, " #"); i >= 0 {
+					line = strings.TrimSpace(line[:i])
+				}
+				if i := strings.Index(line, "| jobdaemon "); i >= 0 {
+					line = line[i+2:]
+				}
+				if !strings.HasPrefix(line, "jobdaemon ") || strings.ContainsAny(line, "|;&<>$*") {
+					continue
+				}
+				args := strings.Fields(line)[1:]
+				n++
+				c := exec.Command(binary, append(args, "--help")...)
+				out, err := c.CombinedOutput()
+				if err != nil || !strings.Contains(string(out), "Usage: jobdaemon") {
+					t.Errorf("%s: %q is not a command the binary takes: %v\n%s", doc, line, err, out)
+				}
+			}
+			if m[1] == "toml" && doc == "../../README.md" {
+				dir := t.TempDir()
+				body := m[2]
+				if !strings.Contains(body, "command =") {
+					body = "[job]\ncommand = [\"/bin/true\"]\n" + body
+				}
+				path := filepath.Join(dir, "config.toml")
+				os.WriteFile(path, []byte(body), 0o644)
+				if out, err := exec.Command(binary, "check-config", "--help", "--config", path).CombinedOutput(); err != nil {
+					t.Fatalf("check-config --help: %v\n%s", err, out)
+				}
+				if err := parseOnly(path); err != nil {
+					t.Errorf("README.md: a TOML example is not valid config.toml: %v\n%s", err, m[2])
+				}
+			}
+		}
+		if n < 5 {
+			t.Errorf("%s: only %d jobdaemon commands found: is the extraction broken?", doc, n)
+		}
+	}
+}
+
+// parseOnly reads a config file as the client commands do: keys, types
+// and values, not whether its users and programs exist here.
+func parseOnly(path string) error {
+	out, err := exec.Command(binary, "status", "--config", path).CombinedOutput()
+	if strings.Contains(string(out), "invalid configuration") {
+		return fmt.Errorf("%s", out)
+	}
+	_ = err // not running, or running: the file was read
+	return nil
+}
+
+// Every fuzz target of the repository is in .ci/fuzz-targets, which CI
+// and bench/fuzz.sh run, and every line there names one that exists.
+func TestFuzzTargetsListed(t *testing.T) {
+	listed := map[string]bool{}
+	b, err := os.ReadFile("../../.ci/fuzz-targets")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && !strings.HasPrefix(f[0], "#") {
+			listed[strings.TrimPrefix(f[0], "./")+" "+f[1]] = true
+		}
+	}
+	found := map[string]bool{}
+	decl := regexp.MustCompile(`(?m)^func (Fuzz\w+)\(`)
+	err = filepath.WalkDir("../..", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == "testdata" || strings.HasPrefix(d.Name(), ".")) && p != "../.." {
+			return filepath.SkipDir
+		}
+		if !strings.HasSuffix(p, "_test.go") {
+			return nil
+		}
+		src, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		for _, m := range decl.FindAllSubmatch(src, -1) {
+			found[strings.TrimPrefix(filepath.Dir(p), "../../")+" "+string(m[1])] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range found {
+		if !listed[k] {
+			t.Errorf("fuzz target %s is not in .ci/fuzz-targets", k)
+		}
+	}
+	for k := range listed {
+		if !found[k] {
+			t.Errorf(".ci/fuzz-targets lists %s, which does not exist", k)
+		}
+	}
+	if len(found) < 10 {
+		t.Errorf("only %d fuzz targets found: %v", len(found), found)
+	}
+}
+
+// docs/GUARANTEES.md names, beside each guarantee, the tests that prove
+// it: each of them exists.
+func TestGuaranteesNameRealTests(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/GUARANTEES.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defined := map[string]bool{}
+	decl := regexp.MustCompile(`(?m)^func ((?:Test|Fuzz)\w+)\(`)
+	filepath.WalkDir("../..", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !strings.HasSuffix(p, "_test.go") {
+			return err
+		}
+		src, _ := os.ReadFile(p)
+		for _, m := range decl.FindAllSubmatch(src, -1) {
+			defined[string(m[1])] = true
+		}
+		return nil
+	})
+	named := regexp.MustCompile("`((?:Test|Fuzz)\\w+)`").FindAllSubmatch(doc, -1)
+	if len(named) < 40 {
+		t.Fatalf("GUARANTEES.md names only %d tests", len(named))
+	}
+	for _, m := range named {
+		if !defined[string(m[1])] {
+			t.Errorf("GUARANTEES.md names %s, which is no test", m[1])
+		}
 	}
 }

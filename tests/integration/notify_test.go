@@ -92,7 +92,7 @@ func TestNotifyProtocol(t *testing.T) {
 	if code, out := e.run("status"); code != 0 {
 		t.Errorf("control socket at READY=1: exit %d\n%s", code, out)
 	}
-	if ready := n.all()[n.find(0, "READY=1")]; !strings.Contains(ready, "\nSTATUS=0/8 busy, 0 queued, 0 done, 0 failed") {
+	if ready := n.all()[n.find(0, "READY=1")]; !strings.Contains(ready, "\nSTATUS=0/8 busy, 0 queued, 0 completed, 0 failed") {
 		t.Errorf("READY=1 datagram: %q", ready)
 	}
 

@@ -304,7 +304,7 @@ func pkgCheckContents(t *testing.T, deb, root, version string) {
 		}
 	}
 	cfg, _ := os.ReadFile(filepath.Join(root, "etc/jobdaemon/config.toml"))
-	if !strings.Contains(string(cfg), `command = ["/usr/libexec/jobdaemon/example-job", "{path}"]`) {
+	if !strings.Contains(string(cfg), `command = ["/usr/libexec/jobdaemon/example-job", "{name}"]`) {
 		t.Errorf("the packaged config.toml does not run the packaged example-job")
 	}
 
@@ -580,6 +580,8 @@ func TestPackage(t *testing.T) {
 	// at the end, whatever happens.
 	userBefore := exec.Command("getent", "passwd", "jobdaemon").Run() == nil
 	groupBefore := exec.Command("getent", "group", "jobdaemon").Run() == nil
+	jobUserBefore := exec.Command("getent", "passwd", "jobdaemon-job").Run() == nil
+	jobGroupBefore := exec.Command("getent", "group", "jobdaemon-job").Run() == nil
 	hostRunBefore := pkgExists("/run/jobdaemon")
 	bedUp := false
 	t.Cleanup(func() {
@@ -619,6 +621,14 @@ func TestPackage(t *testing.T) {
 		}
 		if !groupBefore && exec.Command("getent", "group", "jobdaemon").Run() == nil {
 			exec.Command("groupdel", "jobdaemon").Run()
+		}
+		if !jobUserBefore && exec.Command("getent", "passwd", "jobdaemon-job").Run() == nil {
+			if out, err := exec.Command("userdel", "jobdaemon-job").CombinedOutput(); err != nil {
+				t.Errorf("cleanup: userdel jobdaemon-job: %v\n%s", err, out)
+			}
+		}
+		if !jobGroupBefore && exec.Command("getent", "group", "jobdaemon-job").Run() == nil {
+			exec.Command("groupdel", "jobdaemon-job").Run()
 		}
 		t.Logf("%-28s %6.1fs", "total", time.Since(start).Seconds())
 	})
@@ -700,7 +710,9 @@ func TestPackage(t *testing.T) {
 	checkDone := func(t *testing.T, name string, logs func() string) {
 		t.Helper()
 		where, r := pkgResult(t, name, logs)
-		if where != "done" || r.ExitCode != 0 || !strings.Contains(r.Output, "example-job: job "+name+" (attempt 1") {
+		// Run as the jobs' own user, from its standard input.
+		if where != "done" || r.ExitCode != 0 || !strings.Contains(r.Output, "example-job: job "+name+" (attempt 1") ||
+			!strings.Contains(r.Output, "bytes in "+name+", as jobdaemon-job") {
 			t.Errorf("job %s ended in %s: %+v\n%s", name, where, r, logs())
 		}
 	}
@@ -801,7 +813,7 @@ func TestPackage(t *testing.T) {
 		if len(pkgDaemons()) == 0 {
 			t.Errorf("no /usr/bin/jobdaemon process after the init script's start")
 		}
-		if out := script(0, "status"); !strings.Contains(out, "under classic, user jobdaemon") {
+		if out := script(0, "status"); !strings.Contains(out, "a classic daemon, user jobdaemon") {
 			t.Errorf("status of the init script's daemon:\n%s", out)
 		}
 		code, out := distRun(t, exec.Command("/usr/bin/jobdaemon", "submit", writeJob(t, "init-script.txt", "run by the classic daemon\n")))

@@ -46,13 +46,14 @@ func testbed(t *testing.T) string {
 	return ""
 }
 
-// sdJobScript is the job: "ok" prints, "sleep" runs until TERM and notes
+// sdJobScript is the job, which runs as the jobs' own user and reads its
+// file on standard input: "ok" prints, "sleep" runs until TERM and says
 // that it got it.
 const sdJobScript = `#!/bin/sh
-read -r what arg <"$1" || true
+read -r what arg || true
 case "$what" in
-ok) echo "ok $JOB_ID attempt $JOB_ATTEMPT" ;;
-sleep) trap 'echo "$JOB_ID" >>` + sdState + `/terms; exit 0' TERM; sleep 300 & wait ;;
+ok) echo "ok $JOB_ID attempt $JOB_ATTEMPT as $(id -un)" ;;
+sleep) trap 'echo "got TERM"; exit 0' TERM; sleep 300 & wait ;;
 setsid) setsid sh -c "sleep 3501 &"; echo "left a setsid sleep" ;;
 *) echo "unknown job $what" >&2; exit 64 ;;
 esac
@@ -179,6 +180,9 @@ func writeSdConfig(t *testing.T, edit func(string) string) {
 	s := strings.NewReplacer(
 		`user = "jobdaemon"`, `user = "nobody"`,
 		`group = "jobdaemon"`, `group = "nogroup"`,
+		// The jobs' own user: another one that the shared /etc has.
+		`user = "jobdaemon-job"`, `user = "daemon"`,
+		`group = "jobdaemon-job"`, `group = "daemon"`,
 		"/usr/libexec/jobdaemon/example-job", sdWork+"/job.sh",
 		"/var/lib/jobdaemon/spool", sdState+"/spool",
 	).Replace(string(cfg))
@@ -306,7 +310,7 @@ func TestSystemd(t *testing.T) {
 			return len(job) > 0
 		})
 		e := job[0]
-		if e["MESSAGE"] != "ok journal-job attempt 1" || e["SYSLOG_FACILITY"] != "1" || e["JOB_ATTEMPT"] != "1" ||
+		if e["MESSAGE"] != "ok journal-job attempt 1 as daemon" || e["SYSLOG_FACILITY"] != "1" || e["JOB_ATTEMPT"] != "1" ||
 			e["JOB_SLOT"] == "" || e["CHILD_PID"] == "" {
 			t.Errorf("job line: %v", e)
 		}
@@ -345,10 +349,13 @@ func TestSystemd(t *testing.T) {
 		if st := b.show("ActiveState"); st != "inactive" {
 			t.Errorf("after stop: %s (result %s)", st, b.show("Result"))
 		}
-		terms, _ := os.ReadFile(filepath.Join(sdState, "terms"))
 		for _, id := range []string{"long-a", "long-b"} {
-			if !strings.Contains(string(terms), id+"\n") {
-				t.Errorf("job %s did not get TERM: %q", id, terms)
+			got := false
+			for _, e := range b.entries("JOB_ID=" + id) {
+				got = got || e["MESSAGE"] == "got TERM"
+			}
+			if !got {
+				t.Errorf("job %s did not get TERM:\n%s", id, b.journal())
 			}
 		}
 		// Nothing of the unit is left: no job, no grandchild sleep.

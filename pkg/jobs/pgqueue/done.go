@@ -132,8 +132,9 @@ type completion struct {
 // A success completes the job; a failure makes it available again after
 // a backoff (Options.Backoff, doubling, with jitter) while it has
 // attempts left (its row's max_attempts, or Options.MaxAttempts), and
-// fails it on its last; an interrupted job (the daemon stopped it) is
-// available again at once, its attempt not counted. The row keeps the
+// fails it on its last; an interrupted job (the daemon stopped it), and
+// one the daemon could not start, is available again at once, its
+// attempt not counted. The row keeps the
 // run's Record in result and, after a failure, the outcome in
 // last_error.
 //
@@ -149,8 +150,8 @@ func (q *Queue) Done(ctx context.Context, job *jobs.Job, res jobs.Result) error 
 }
 
 // Finish is Done, and also says what it decided for the job
-// (jobs.Finisher): Completed, Retrying, Requeued for an interrupted job,
-// or Failed on its last attempt; Unknown with an error for a job this
+// (jobs.Finisher): Completed, Retrying, Requeued for a job that was
+// interrupted or could not be started, or Failed on its last attempt; Unknown with an error for a job this
 // queue is not running. The verdict is the decision: the row is written
 // by the background writer, after Finish has returned.
 func (q *Queue) Finish(ctx context.Context, job *jobs.Job, res jobs.Result) (jobs.Verdict, error) {
@@ -176,6 +177,11 @@ func (q *Queue) Finish(ctx context.Context, job *jobs.Job, res jobs.Result) (job
 	case res.Interrupted:
 		w.state, w.newAttempt = "available", c.attempt-1
 		w.lastError = text("interrupted: " + res.String())
+	case res.NotStarted:
+		// No process ran it (the daemon ran out of descriptors or
+		// processes, or the program is missing): not an attempt.
+		w.state, w.newAttempt = "available", c.attempt-1
+		w.lastError = text(res.String())
 	default:
 		w.lastError = text(res.String())
 		retry := q.retry
@@ -199,7 +205,7 @@ func (q *Queue) Finish(ctx context.Context, job *jobs.Job, res jobs.Result) (job
 	case w.state == "failed":
 		q.log.Warn("job failed on its last attempt", "job_id", job.ID, "attempt", c.attempt, "result", res.String())
 		return jobs.Failed, nil
-	case res.Interrupted:
+	case res.Interrupted, res.NotStarted:
 		return jobs.Requeued, nil
 	}
 	q.log.Info("job will be retried", "job_id", job.ID, "attempt", c.attempt,

@@ -93,3 +93,27 @@ func FuzzRecord(f *testing.F) {
 		}
 	})
 }
+
+// The names that go into the queue's SQL: a schema that CheckSchema
+// accepts is a bare identifier (it is written into statements, and as a
+// string literal for NOTIFY), and a queue name it accepts is text that
+// PostgreSQL stores as given (valid UTF-8, printable, no NUL).
+func FuzzNames(f *testing.F) {
+	for _, s := range []string{"jobdaemon", "Jobs", "1x", "a'b", "x;DROP TABLE jobs", "", strings.Repeat("a", 64), "é", "q\x00", "mail queue"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		if pgqueue.CheckSchema(name) == nil {
+			if len(name) == 0 || len(name) > 63 || name[0] >= '0' && name[0] <= '9' ||
+				strings.TrimLeft(name, "abcdefghijklmnopqrstuvwxyz0123456789_") != "" {
+				t.Fatalf("CheckSchema accepts %q", name)
+			}
+		}
+		if pgqueue.CheckQueue(name) == nil {
+			if name == "" || len(name) > 200 || !utf8.ValidString(name) || strings.ContainsRune(name, 0) ||
+				strings.ContainsFunc(name, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+				t.Fatalf("CheckQueue accepts %q", name)
+			}
+		}
+	})
+}

@@ -114,7 +114,7 @@ func TestDone(t *testing.T) {
 	c := connect(t, dsn)
 	ctx := context.Background()
 	q, _ := openQueue(t, pgqueue.Options{DSN: dsn, MaxAttempts: 2, Backoff: time.Hour})
-	for _, p := range []string{"ok", "fail", "interrupt"} {
+	for _, p := range []string{"ok", "fail", "interrupt", "notstarted"} {
 		if _, err := pgqueue.Enqueue(ctx, c, "jobdaemon", pgqueue.NewJob{Payload: []byte(p)}); err != nil {
 			t.Fatal(err)
 		}
@@ -123,9 +123,11 @@ func TestDone(t *testing.T) {
 		"ok":        {Duration: 1500 * time.Millisecond, Output: []byte("done\x00\xff\n"), MaxRSS: 1 << 20},
 		"fail":      {ExitCode: 3, Output: []byte("bad")},
 		"interrupt": {Signal: syscall.SIGTERM, ExitCode: -1, Interrupted: true},
+		// The daemon could not start it (fork failed): not an attempt.
+		"notstarted": {ExitCode: -1, Error: "fork/exec: resource temporarily unavailable", NotStarted: true},
 	}
 	ids := map[string]string{}
-	for range 3 {
+	for range 4 {
 		j, err := q.NextJob(ctx, 0)
 		if err != nil || j == nil {
 			t.Fatalf("NextJob: %v, %v", j, err)
@@ -178,6 +180,10 @@ func TestDone(t *testing.T) {
 	if in.state != "available" || in.attempt != 0 || in.future || in.finished {
 		t.Errorf("interrupted: %+v", in)
 	}
+	ns := get(ids["notstarted"])
+	if ns.state != "available" || ns.attempt != 0 || ns.future || ns.finished || ns.lastError == nil || !strings.Contains(*ns.lastError, "not started") {
+		t.Errorf("not started: %+v", ns)
+	}
 	// The retried job fails for good on its second attempt.
 	if _, err := c.Exec(ctx, "UPDATE jobdaemon.jobs SET run_at = now() WHERE id = $1", ids["fail"]); err != nil {
 		t.Fatal(err)
@@ -187,9 +193,9 @@ func TestDone(t *testing.T) {
 		if err != nil || j == nil {
 			t.Fatalf("NextJob: %v, %v", j, err)
 		}
-		if j.ID == ids["interrupt"] {
+		if j.ID == ids["interrupt"] || j.ID == ids["notstarted"] {
 			if j.Attempt != 1 {
-				t.Errorf("interrupted job back with attempt %d, want 1", j.Attempt)
+				t.Errorf("job %s back with attempt %d, want 1", j.ID, j.Attempt)
 			}
 			continue // left running until the test ends
 		}
@@ -207,7 +213,7 @@ func TestDone(t *testing.T) {
 	if f := get(ids["fail"]); f.state != "failed" || f.attempt != 2 || !f.finished || *f.lastError != "exit 4" {
 		t.Errorf("failed: %+v", f)
 	}
-	if s, err := q.Stats(ctx); err != nil || s.Failed != 1 || s.Running != 1 {
+	if s, err := q.Stats(ctx); err != nil || s.Failed != 1 || s.Running != 2 {
 		t.Errorf("stats %+v, %v", s, err)
 	}
 }

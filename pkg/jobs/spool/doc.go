@@ -8,6 +8,7 @@
 //
 //	DIR/
 //	  .lock                       flock(2)ed while a Spool is open
+//	  .claims                     the claims journal: which files of running/ are jobs
 //	  incoming/                   jobs waiting; anyone may drop files here
 //	    report.csv                a job: its name is its ID
 //	    .report.csv.meta.json     retry state of report.csv (attempt 2 and later)
@@ -48,17 +49,26 @@
 //     record; a bad name is filed there cut, or with its bad characters
 //     replaced by '_'. A directory is refused like any other file rather
 //     than left in incoming/, so that every name there is on its way.
-//  2. The job runs; the command reads running/NAME.
+//  2. The job runs; the command reads running/NAME, or the file that
+//     [Spool.Open] opens for it, which is how a job that runs as a user
+//     of its own gets it (on its standard input: it cannot open
+//     running/).
 //  3. Done files it: after a success into done/, after a failure back into
 //     incoming/ with a not-before time (see Options.Backoff) while attempts
 //     are left, else into failed/. A Record, NAME.result.json, is written
 //     beside the job in done/ and failed/. A job whose Result is
-//     Interrupted (the daemon stopped it) goes back into incoming/ at once,
-//     with the same attempt number.
+//     Interrupted (the daemon stopped it) or NotStarted (the daemon could
+//     not start it) goes back into incoming/ at once, with the same
+//     attempt number.
 //
 // Open puts back into incoming/ whatever a stopped or crashed daemon left
 // in running/, with its attempt number raised by one, so that a job runs at
-// least once, and may run again after a crash.
+// least once, and may run again after a crash. Only files that a claim
+// put there go back: each claim is appended to the claims journal before
+// its rename, and a file of running/ that the journal does not know (a
+// file that a job wrote beside its input) is filed in failed/ as "not a
+// job", never run. A job that removed or replaced its own file while it
+// ran is recorded as it ended, with a record but no job file (see Done).
 //
 // # Retry state
 //

@@ -137,12 +137,13 @@ func newRecord(c *claim, res jobs.Result, now time.Time) Record {
 // filing is where a finished job goes: done/ or failed/ with its record,
 // or back to incoming/ with its sidecar.
 type filing struct {
-	c         *claim
-	dest      string // s.done or s.failed; "" for incoming/
-	rec       Record // for done/ and failed/
-	next      meta   // for incoming/
-	fails     int
-	notBefore time.Time
+	c          *claim
+	dest       string // s.done or s.failed; "" for incoming/
+	rec        Record // for done/ and failed/
+	recordOnly bool   // the job's file is gone: its record goes alone (input.go)
+	next       meta   // for incoming/
+	fails      int
+	notBefore  time.Time
 }
 
 // Done files a job that NextJob returned, by its ID, and its result:
@@ -156,9 +157,11 @@ type filing struct {
 // If the move fails, the job stays in running/, Done logs and returns the
 // error, and NextJob tries the move again after a backoff of 1 s up to a
 // minute; should the daemon stop first, the next Open puts the job back
-// into incoming/ and it runs again. A job whose file has vanished from
-// running/ is dropped with a warning. Done fails for a job that is not
-// running from this spool, or that Done was called for already.
+// into incoming/ and it runs again. A job whose file was removed or
+// replaced in running/ while it ran (the job did it) has its record filed
+// alone, in done/ after a success, else in failed/, and a replacement is
+// filed in failed/ as not a job. Done fails for a job that is not running
+// from this spool, or that Done was called for already.
 func (s *Spool) Done(ctx context.Context, job *jobs.Job, res jobs.Result) error {
 	_, err := s.Finish(ctx, job, res)
 	return err
@@ -166,9 +169,9 @@ func (s *Spool) Done(ctx context.Context, job *jobs.Job, res jobs.Result) error 
 
 // Finish is Done, and also says what it did with the job (jobs.Finisher):
 // Completed into done/, Retrying back into incoming/, Requeued for an
-// interrupted job, Failed into failed/. The verdict stands even when the
-// move fails and is retried later; it is Unknown with an error for a job
-// that is not running from this spool.
+// interrupted job or one that could not be started, Failed into failed/.
+// The verdict stands even when the move fails and is retried later; it is
+// Unknown with an error for a job that is not running from this spool.
 func (s *Spool) Finish(ctx context.Context, job *jobs.Job, res jobs.Result) (jobs.Verdict, error) {
 	if job == nil {
 		return jobs.Unknown, errors.New("spool: Done without a job")
@@ -184,13 +187,18 @@ func (s *Spool) Finish(ctx context.Context, job *jobs.Job, res jobs.Result) (job
 	case res.OK():
 		f.dest, f.rec = s.done, newRecord(c, res, now)
 		v = jobs.Completed
-	case res.Interrupted:
+	case res.Interrupted, res.NotStarted:
 		v = jobs.Requeued
-		// The daemon stopped the job, not the job itself: it goes back as
-		// it was, at once, and the attempt does not count. (A crash is
-		// different: what it leaves in running/ comes back with attempt+1,
-		// so that a job that kills the daemon cannot loop for ever.)
-		f.next = meta{Attempt: c.attempt, Inode: c.ino, LastResult: "interrupted: " + res.String()}
+		// The daemon stopped the job, not the job itself, or could not
+		// start it at all: it goes back as it was, at once, and the
+		// attempt does not count. (A crash is different: what it leaves in
+		// running/ comes back with attempt+1, so that a job that kills the
+		// daemon cannot loop for ever.)
+		why := "interrupted: "
+		if res.NotStarted {
+			why = ""
+		}
+		f.next = meta{Attempt: c.attempt, Inode: c.ino, LastResult: why + res.String()}
 	default:
 		d, again := s.retry.After(c.attempt)
 		if !again {
@@ -203,6 +211,13 @@ func (s *Spool) Finish(ctx context.Context, job *jobs.Job, res jobs.Result) (job
 			at = now.Add(d).UTC()
 		}
 		f.next = meta{Attempt: c.attempt + 1, NotBefore: at, Inode: c.ino, LastResult: res.String()}
+	}
+	if f.dest == "" {
+		// Kept in case the file vanishes before it is put back.
+		f.rec = newRecord(c, res, now)
+	}
+	if change := s.inputChange(c); change != "" {
+		v = s.changedInput(f, res, change, now, v)
 	}
 	return v, s.finish(f, now)
 }
@@ -245,7 +260,12 @@ func (s *Spool) file(f *filing, now time.Time) error {
 	name := f.c.name
 	_, waiting := s.known[name]
 	var err error
-	if f.dest == "" {
+	if f.recordOnly {
+		err = s.fileRecordOnly(name, f.dest, &f.rec, now)
+		if err == nil && f.dest == s.failed {
+			s.nfailed.Add(1)
+		}
+	} else if f.dest == "" {
 		var to string
 		if to, err = s.requeue(name, f.next, now); err == nil {
 			e := &entry{name: to, mtime: f.c.mtime, ino: f.c.ino, attempt: f.next.Attempt, notBefore: f.next.NotBefore}
@@ -260,11 +280,21 @@ func (s *Spool) file(f *filing, now time.Time) error {
 		}
 	}
 	if err != nil {
-		if _, serr := os.Lstat(filepath.Join(s.running, name)); !errors.Is(serr, fs.ErrNotExist) {
+		if _, serr := os.Lstat(filepath.Join(s.running, name)); f.recordOnly || !errors.Is(serr, fs.ErrNotExist) {
 			return err
 		}
-		s.log.Warn("job file vanished from running/; its result is dropped", "job_id", name, "err", err)
-		_ = removeMeta(s.running, name)
+		// Gone between Finish and the move: its record goes alone.
+		const gone = "the job's file vanished from running/ before it was filed"
+		if f.rec.Error == "" {
+			f.rec.Error = gone
+		} else {
+			f.rec.Error += "; " + gone
+		}
+		f.recordOnly = true
+		if f.dest != s.done {
+			f.dest = s.failed
+		}
+		return s.file(f, now)
 	}
 	if f.c.attempt > 1 {
 		if err := removeMeta(s.running, name); err != nil {

@@ -235,6 +235,11 @@ func (s *Spool) claim(e *entry, now time.Time) (*jobs.Job, error) {
 	if s.beforeClaim != nil {
 		s.beforeClaim(name)
 	}
+	// The journal first: a file in running/ that it does not know is
+	// not a job (claims.go).
+	if err := s.journalClaim(name, e.ino); err != nil {
+		return nil, s.claimFailed(e, now, err)
+	}
 	if e.attempt > 1 {
 		// The sidecar in running/ first, so that a crash right after the
 		// rename does not forget the attempt.
@@ -266,7 +271,11 @@ func (s *Spool) claim(e *entry, now time.Time) (*jobs.Job, error) {
 	}
 	c.ino, c.mtime = inode(fi), fi.ModTime()
 	if c.ino != e.ino {
-		// Replaced since it was listed: its own sidecar, if any, counts.
+		// Replaced since it was listed: its own sidecar, if any, counts,
+		// and the journal must know the file that was claimed.
+		if err := s.journalClaim(name, c.ino); err != nil {
+			s.log.Warn("cannot record the claim; a crash now would file the job as not a job", "job_id", name, "err", err)
+		}
 		c.attempt = 1
 		if m, ok := readMeta(s.incoming, name, c.ino); ok {
 			c.attempt = m.Attempt

@@ -107,6 +107,9 @@ type Spool struct {
 	claimed  map[string]*claim // jobs in running/, by name
 	unfiled  []*filing         // finished jobs whose move failed
 
+	journal      *os.File // the claims journal, open for appending (claims.go)
+	journalLines int      // lines in it
+
 	beforeClaim func(name string) // test hook, called before each claim
 }
 
@@ -162,6 +165,9 @@ func Open(opts Options) (*Spool, error) {
 	}
 	s.log = s.log.With("spool", dir)
 	if err := s.setUp(); err != nil {
+		if s.journal != nil {
+			s.journal.Close()
+		}
 		if s.lock != nil {
 			s.lock.Close()
 		}
@@ -219,7 +225,7 @@ func (s *Spool) setUp() error {
 	for _, d := range []string{s.incoming, s.running, s.done, s.failed} {
 		s.cleanUp(d)
 	}
-	return nil
+	return s.openJournal()
 }
 
 // checkDir refuses what is not a directory, and, unless shared, a
@@ -254,9 +260,15 @@ func (s *Spool) lockDir() error {
 
 // recoverRunning puts back into incoming/ the jobs of running/: only a
 // daemon that stopped or crashed with jobs running leaves any, and the
-// lock guarantees that it is gone. Each counts the interrupted run.
+// lock guarantees that it is gone. Each counts the interrupted run. A
+// file that the claims journal does not know was not claimed: a job wrote
+// it there, and it is filed in failed/ as not a job.
 func (s *Spool) recoverRunning() error {
 	names, err := readNames(s.running)
+	if err != nil {
+		return err
+	}
+	claims, journaled, err := s.readJournal()
 	if err != nil {
 		return err
 	}
@@ -271,6 +283,12 @@ func (s *Spool) recoverRunning() error {
 			return err
 		}
 		ino := inode(fi)
+		if journaled && !claims[journalKey{name, ino}] {
+			if err := s.notAJob(name, "found in running/, where no claim put it (a file a job wrote beside its input?)"); err != nil {
+				return fmt.Errorf("file running/%s: %w", name, err)
+			}
+			continue
+		}
 		attempt := 1
 		if m, ok := readMeta(s.running, name, ino); ok {
 			attempt = m.Attempt
@@ -377,6 +395,7 @@ func (s *Spool) Close() error {
 		if n := len(s.claimed); n > 0 {
 			s.log.Info("jobs left in running/ will be put back at the next start", "count", n)
 		}
+		s.journal.Close()
 		s.lock.Close() // releases the flock
 	})
 	return err

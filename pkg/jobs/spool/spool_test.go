@@ -412,20 +412,25 @@ func TestRetryThenFail(t *testing.T) {
 	}
 }
 
-// A job the daemon interrupted (a graceful stop) goes back at once, and the
-// attempt does not count: even a job on its last attempt is run again.
+// A job the daemon interrupted (a graceful stop), or could not start, goes
+// back at once, and the attempt does not count: even a job on its last
+// attempt is run again.
 func TestInterruptedDoesNotCount(t *testing.T) {
 	s := open(t, Options{MaxAttempts: 1, Backoff: time.Hour})
 	if _, err := s.Submit("j", strings.NewReader("")); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 3; i++ {
+	for i := 0; i < 4; i++ {
 		job := next(t, s)
 		if job == nil || job.Attempt != 1 {
 			t.Fatalf("run %d after interruptions: %+v", i+1, job)
 		}
-		if v := mustDone(t, s, job, jobs.Result{ExitCode: -1, Signal: syscall.SIGTERM, Interrupted: true}); v != jobs.Requeued {
-			t.Errorf("verdict of an interrupted run: %v, want requeued", v)
+		res := jobs.Result{ExitCode: -1, Signal: syscall.SIGTERM, Interrupted: true}
+		if i%2 == 1 {
+			res = jobs.Result{ExitCode: -1, Error: "fork/exec /x: too many open files", NotStarted: true}
+		}
+		if v := mustDone(t, s, job, res); v != jobs.Requeued {
+			t.Errorf("verdict of %v: %v, want requeued", res, v)
 		}
 	}
 	if names := ls(t, filepath.Join(s.Dir(), "failed")); len(names) != 0 {
@@ -1042,7 +1047,7 @@ func TestPrune(t *testing.T) {
 	}
 	s.Close()
 
-	s = open(t, Options{Dir: dir, KeepFailed: time.Hour})
+	open(t, Options{Dir: dir, KeepFailed: time.Hour})
 	waitFor(t, "failed/ pruned", func() bool { return slices.Equal(ls(t, filepath.Join(dir, "failed")), want) })
 }
 
@@ -1055,5 +1060,43 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("%s: timed out", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// SubmitAll queues every job or none: a bad name, a waiting name, an
+// oversized payload or a failing reader anywhere in the batch queues
+// nothing and leaves no temporary file.
+func TestSubmitAll(t *testing.T) {
+	s := open(t, Options{MaxPayload: 100})
+	in := filepath.Join(s.Dir(), "incoming")
+	if _, err := s.Submit("waiting", strings.NewReader("w")); err != nil {
+		t.Fatal(err)
+	}
+	sub := func(name, data string) Submission { return Submission{Name: name, Data: strings.NewReader(data)} }
+	for _, bad := range []struct {
+		last Submission
+		want error
+	}{
+		{sub("a/b", "x"), ErrBadName},
+		{sub("waiting", "x"), fs.ErrExist},
+		{sub("huge", strings.Repeat("x", 101)), ErrTooLarge},
+	} {
+		_, err := s.SubmitAll([]Submission{sub("one", "1"), sub("", "2"), bad.last})
+		if !errors.Is(err, bad.want) {
+			t.Errorf("batch ending with %q: %v, want %v", bad.last.Name, err, bad.want)
+		}
+		if names := ls(t, in); !slices.Equal(names, []string{"waiting"}) {
+			t.Fatalf("after a refused batch, incoming/ holds %q", names)
+		}
+	}
+	if _, err := s.SubmitAll([]Submission{sub("one", "1"), {Name: "two", Data: iotestErrReader{}}}); err == nil {
+		t.Error("a batch with a failing reader succeeded")
+	}
+	ids, err := s.SubmitAll([]Submission{sub("one", "1"), sub("", "2"), sub("three", "3")})
+	if err != nil || len(ids) != 3 || ids[0] != "one" || ids[2] != "three" {
+		t.Fatalf("SubmitAll = %q, %v", ids, err)
+	}
+	if names := ls(t, in); len(names) != 4 {
+		t.Errorf("incoming/ holds %q", names)
 	}
 }

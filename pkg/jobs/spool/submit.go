@@ -44,12 +44,26 @@ func SubmitDir(dir, name string, r io.Reader) (string, error) {
 	return submit(incoming, name, r, -1, time.Now)
 }
 
-func submit(incoming, name string, r io.Reader, limit int64, now func() time.Time) (id string, err error) {
+func submit(incoming, name string, r io.Reader, limit int64, now func() time.Time) (string, error) {
 	if name != "" {
 		if err := CheckName(name); err != nil {
 			return "", err
 		}
 	}
+	tmp, err := stage(incoming, r, limit)
+	if err != nil {
+		return "", err
+	}
+	id, err := place(incoming, tmp, name, now)
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return id, err
+}
+
+// stage copies r into a new hidden file in incoming/, synced to disk, and
+// returns its path; it leaves nothing behind when it fails.
+func stage(incoming string, r io.Reader, limit int64) (_ string, err error) {
 	f, err := createTemp(incoming)
 	if err != nil {
 		return "", fmt.Errorf("submit: %w", err)
@@ -80,6 +94,12 @@ func submit(incoming, name string, r io.Reader, limit int64, now func() time.Tim
 	if err = f.Close(); err != nil {
 		return "", fmt.Errorf("submit: %w", err)
 	}
+	return tmp, nil
+}
+
+// place renames a staged job to name, or to a new unique name for "", and
+// returns the name.
+func place(incoming, tmp, name string, now func() time.Time) (id string, err error) {
 	for range 10 {
 		id = name
 		if name == "" {
@@ -102,4 +122,87 @@ func submit(incoming, name string, r io.Reader, limit int64, now func() time.Tim
 // newID returns a job name that sorts by t and is unique in practice.
 func newID(t time.Time) string {
 	return fmt.Sprintf("%s-%08x", t.UTC().Format("20060102T150405.000000000Z"), rand.Uint32())
+}
+
+// Submission is one job of SubmitAll: its name ("" for a new unique one)
+// and its content.
+type Submission struct {
+	Name string
+	Data io.Reader
+}
+
+// SubmitAll queues several jobs, all or none: every job is written and
+// synced under a hidden temporary name first, and only then are they
+// renamed into place, one after the other. If one cannot be written, or
+// its name waits in incoming/ already, nothing is queued. A rename that
+// fails after others succeeded (a name taken in the meantime) takes the
+// renamed ones back out of incoming/ if no daemon has claimed them yet;
+// the error then says which were already taken. It returns the jobs' IDs
+// in order. Errors are those of Submit.
+func (s *Spool) SubmitAll(jobs []Submission) ([]string, error) {
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	return submitAll(s.incoming, jobs, s.maxPayload, s.now)
+}
+
+// SubmitAllDir is SubmitAll for another process than the daemon's, as
+// SubmitDir is Submit's.
+func SubmitAllDir(dir string, jobs []Submission) ([]string, error) {
+	incoming := filepath.Join(dir, "incoming")
+	if err := os.MkdirAll(incoming, 0o750); err != nil {
+		return nil, fmt.Errorf("submit: %w", err)
+	}
+	return submitAll(incoming, jobs, -1, time.Now)
+}
+
+func submitAll(incoming string, jobs []Submission, limit int64, now func() time.Time) (ids []string, err error) {
+	temps := make([]string, 0, len(jobs))
+	defer func() {
+		for _, t := range temps {
+			os.Remove(t) // those not renamed into place
+		}
+	}()
+	for _, j := range jobs {
+		if j.Name != "" {
+			if err := CheckName(j.Name); err != nil {
+				return nil, err
+			}
+			if ok, err := exists(incoming, j.Name); err != nil || ok {
+				if err == nil {
+					err = fmt.Errorf("submit %q: a job of that name is waiting: %w", j.Name, fs.ErrExist)
+				}
+				return nil, err
+			}
+		}
+		tmp, err := stage(incoming, j.Data, limit)
+		if err != nil {
+			return nil, err
+		}
+		temps = append(temps, tmp)
+	}
+	for i, j := range jobs {
+		id, err := place(incoming, temps[i], j.Name, now)
+		if err != nil {
+			return nil, unplace(incoming, ids, err)
+		}
+		temps[i] = ""
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+// unplace takes the jobs just renamed into incoming/ back out, after a
+// later one failed, and returns the error to report.
+func unplace(incoming string, ids []string, cause error) error {
+	var taken []string
+	for _, id := range ids {
+		if err := os.Remove(filepath.Join(incoming, id)); err != nil {
+			taken = append(taken, id) // claimed by a daemon already
+		}
+	}
+	if len(taken) > 0 {
+		return fmt.Errorf("%w; the jobs %q were queued and already taken by the daemon", cause, taken)
+	}
+	return cause
 }
