@@ -97,6 +97,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -133,6 +134,20 @@ func main() {
 			fmt.Fprintln(os.Stderr, "goloop:", failed.Load(), "jobs failed")
 			os.Exit(1)
 		}
+	case "hello": // the start-up floor of a Go program: nothing at all
+	case "start": // start N CMD ARGS...: p50 and p99 ms from fork to exit
+		n, _ := strconv.Atoi(os.Args[2])
+		ms := make([]float64, n)
+		for i := range ms {
+			t0 := time.Now()
+			if err := exec.Command(os.Args[3], os.Args[4:]...).Run(); err != nil {
+				fmt.Fprintln(os.Stderr, "goloop start:", err)
+				os.Exit(1)
+			}
+			ms[i] = float64(time.Since(t0).Microseconds()) / 1e3
+		}
+		slices.Sort(ms)
+		fmt.Printf("p50_ms=%.2f p99_ms=%.2f\n", ms[n/2], ms[(n*99+99)/100-1])
 	case "cpu": // cpu CMD ARGS...: wall seconds and own CPU µs
 		cmd := exec.Command(os.Args[2], os.Args[3:]...)
 		cmd.Stdin, cmd.Stderr = os.Stdin, os.Stderr
@@ -231,9 +246,23 @@ measure() { # measure ROUND TASK
 		rm -f "$tmp/gate" "$tmp/ready"
 		keep "$r" "$t" "$("$b/floors" reap "$k" "$tmp/gate" "$tmp/ready")" per_child_us
 		;;
+	reapoff.*)
+		# The same with [pool] cgroups = "off": what the cgroups cost.
+		k=${t#reapoff.}
+		keep "$r" "$t" "$("${H[@]}" reap $(spool_args "$tmp") -cgroups off -floors "$b/floors" -k "$k")" per_child_us
+		;;
+	termoff) keep "$r" "$t" "$("${H[@]}" term $(spool_args "$tmp") -cgroups off -k 8)" ms ;;
+	diskoff.*) m=${t#diskoff.}; keep "$r" "$t" "$("${H[@]}" spool $(spool_args "$tmp") -cgroups off -m "$m" -n "$N")" rate cpu_us_per_job ;;
+	start)
+		# Start-up alone (fork to exit), for the latency row: the CLI, a Go
+		# program that does nothing, and cp's own start.
+		keep "$r" start.cli "$("$b/goloop" start "$NLAT" "$b/jobdaemon" version)" p50_ms p99_ms
+		keep "$r" start.hello "$("$b/goloop" start "$NLAT" "$b/goloop" hello)" p50_ms p99_ms
+		keep "$r" start.true "$("$b/goloop" start "$NLAT" /bin/true)" p50_ms p99_ms
+		;;
 	term) keep "$r" "$t" "$("${H[@]}" term $(spool_args "$tmp") -k 8)" ms ;;
 	cterm) keep "$r" "$t" "$("$b/floors" term 8)" ms ;;
-	idle) keep "$r" "$t" "$("${H[@]}" wake $(spool_args "$tmp") -window "$WAKE")" wakeups_per_s listings rss_kb threads ;;
+	idle) keep "$r" "$t" "$("${H[@]}" wake $(spool_args "$tmp") -window "$WAKE")" wakeups_per_s listings rss_kb rss_anon_kb threads ;;
 	busy) keep "$r" "$t" "$("${H[@]}" wake $(spool_args "$tmp") -window "$WAKE" -k 8)" wakeups_per_s listings rss_kb ;;
 	latency)
 		keep "$r" "$t" "$("${H[@]}" latency $(spool_args "$tmp") -floors "$b/floors" -n "$NLAT")" \
@@ -243,7 +272,7 @@ measure() { # measure ROUND TASK
 	esac
 }
 
-tasks=(reexec libreexec bareworker worker term cterm idle busy latency)
+tasks=(reexec libreexec bareworker worker term termoff cterm idle busy latency start diskoff.2 reapoff.1000)
 for m in "${MS[@]}"; do tasks+=("c.$m" "xargs.$m" "par.$m" "go.$m" "disk.$m" "tmpfs.$m" "lib.$m"); done
 tasks+=(massdel.2)
 for k in "${KS[@]}"; do tasks+=("reap.$k" "creap.$k"); done
@@ -314,6 +343,7 @@ idle=$(f2 "$(med idle.wakeups_per_s)") busy=$(f2 "$(med busy.wakeups_per_s)")
 lst=$(med idle.listings)
 sub99=$(f2 "$(med latency.submit_p99_ms)")
 rss=$(awk -v k="$(med idle.rss_kb)" 'BEGIN { printf "%.1f", k / 1024 }')
+rss_anon=$(awk -v k="$(med idle.rss_anon_kb)" 'BEGIN { printf "%.1f", k / 1024 }')
 reap=() creap=() rr=()
 for k in "${KS[@]}"; do
 	reap+=("$(f0 "$(med "reap.$k.per_child_us")")") creap+=("$(f0 "$(med "creap.$k.per_child_us")")")
@@ -350,7 +380,16 @@ echo "| 8 children sleeping: wake-ups/s | $busy ($(rng busy.wakeups_per_s)) | C,
 echo "| \`jobdaemon submit\` → job started, p50 / p99 ms | $(f2 "$(med latency.submit_p50_ms)") / $sub99 | \`cp\` $(f2 "$(med latency.cp_p50_ms)") / $(f2 "$(med latency.cp_p99_ms)"); rename(2) $(f2 "$(med latency.rename_p50_ms)") / $(f2 "$(med latency.rename_p99_ms)"); CLI start-up alone $(f2 "$(med latency.cli_p50_ms)") / $(f2 "$(med latency.cli_p99_ms)") | p99 < 5 | $(verdict "$sub99 < 5") |"
 echo "| reaping K children that exit at once, µs per child, K=10 / 100 / 1000 | $(j "${reap[@]}") | C $(j "${creap[@]}"); ratio $(j "${rr[@]}") | <= 1.3x C at 1000 | $(verdict "${rr[2]} <= 1.3") |"
 echo "| SIGTERM → all gone, 8 sleeping children, ms | $(f1 "$(med term.ms)") ($(rng term.ms)) | floor $(f2 "$(med cterm.ms)"); daemon - floor $term_d | within 3 ms of the floor | $(verdict "$term_d <= 3") |"
-echo "| idle RSS, MB (VmRSS; threads $(med idle.threads)) | $rss | | < 10 | $(verdict "$rss < 10") |"
+echo "| idle RSS, MB (VmRSS; threads $(med idle.threads)) | $rss (of which anonymous $rss_anon; the rest is the binary's mapped pages, $(du -m "$b/jobdaemon" | cut -f1) MB on disk) | | < 10 | $(verdict "$rss < 10") |"
+echo
+echo "Diagnostics of the same rounds (why a target is missed):"
+echo
+echo "| what | figure | compare |"
+echo "|---|---|---|"
+echo "| spool on disk, M=2, [pool] cgroups = \"off\", x C | $(f2 "$(ratio diskoff.2.rate c.2.rate)") ($(f0 "$(med diskoff.2.cpu_us_per_job)") µs/job) | cgroups auto: ${r_disk[0]} ($cpu_d µs/job) |"
+echo "| reaping 1000 children, cgroups off, µs per child | $(f0 "$(med reapoff.1000.per_child_us)") ($(f2 "$(ratio reapoff.1000.per_child_us creap.1000.per_child_us)")x C) | cgroups auto: ${reap[2]} (${rr[2]}x C) |"
+echo "| SIGTERM → gone, 8 children, cgroups off, ms | $(f1 "$(med termoff.ms)") (daemon - floor $(f1 "$(ratio termoff.ms cterm.ms -)")) | cgroups auto: $(f1 "$(med term.ms)") |"
+echo "| start-up alone (fork to exit), p50 / p99 ms | \`jobdaemon version\` $(f2 "$(med start.cli.p50_ms)") / $(f2 "$(med start.cli.p99_ms)") | a Go program that does nothing $(f2 "$(med start.hello.p50_ms)") / $(f2 "$(med start.hello.p99_ms)"); /bin/true $(f2 "$(med start.true.p50_ms)") / $(f2 "$(med start.true.p99_ms)") |"
 
 # ---- where the daemon's time goes --------------------------------------------
 if [[ $PROFILE == 1 ]]; then
@@ -359,7 +398,9 @@ if [[ $PROFILE == 1 ]]; then
 	echo
 	echo '```'
 	"${H[@]}" spool -bin "$b/jobdaemon-prof" -dir "$tmp/spool" -work "$tmp/work" -m 2 -n $((N * 5)) -cpuprofile "$tmp/cpu.prof"
-	go tool pprof -top -nodecount=25 "$b/jobdaemon-prof" "$tmp/cpu.prof" 2>/dev/null | sed -n '1,33p'
+	go tool pprof -top -nodecount=20 "$b/jobdaemon-prof" "$tmp/cpu.prof" 2>/dev/null | sed -n '4,28p'
+	echo
+	go tool pprof -top -cum -nodecount=80 "$b/jobdaemon-prof" "$tmp/cpu.prof" 2>/dev/null | grep -E 'flat%|jobdaemon|syscall|os\.|runtime\.(schedule|findRunnable|gcBgMarkWorker|mcall|park_m)' | head -30
 	echo '```'
 	# System calls per job of the daemon's own threads: strace -ff writes a
 	# file per task; a child's file holds its execve, a thread's none.
@@ -391,6 +432,6 @@ EOF
 		if [[ $f == "$s/$main" ]] || ! grep -q '^execve(' "$f"; then cat "$f"; fi
 	done | grep -oE '^[a-z_0-9]+\(' | sort | uniq -c | sort -rn |
 		awk -v n=500 '{ t += $1; l[NR] = sprintf("%7.1f  %s", $1 / n, substr($2, 1, length($2) - 1)) }
-			END { printf "%7.1f  all system calls per job\n", t / n; for (i = 1; i <= 15 && i <= NR; i++) print l[i] }'
+			END { printf "%7.1f  all system calls per job\n", t / n; for (i = 1; i <= 25 && i <= NR; i++) print l[i] }'
 	echo '```'
 fi
