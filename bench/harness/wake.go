@@ -72,12 +72,20 @@ func wakeCmd(args []string) error {
 	if err != nil {
 		return err
 	}
-	time.Sleep(*window)
-	sw1, err := switches(d.pid())
-	if err != nil {
-		return err
+	// The events are read every 100 ms rather than once at the end:
+	// inotify merges an event into the last one queued when they are the
+	// same and it is still unread, so a listing every idle_interval would
+	// count as one over the whole window.
+	listings := 0
+	for end := time.Now().Add(*window); time.Now().Before(end); {
+		time.Sleep(min(100*time.Millisecond, time.Until(end)))
+		l, err := countOpens(opens)
+		if err != nil {
+			return err
+		}
+		listings += l
 	}
-	listings, err := countOpens(opens)
+	sw1, err := switches(d.pid())
 	if err != nil {
 		return err
 	}
