@@ -210,6 +210,17 @@ func (p *Pool) Start(slot int, spec *Spec) (*Child, error) {
 }
 
 func (p *Pool) start(slot int, spec *Spec, extra *os.File, w *Worker) (*Child, error) {
+	c, err := p.start1(slot, spec, extra, w)
+	if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+		// The pipes the slots keep are a cache: out of descriptors, they go
+		// first, so that the next start (the caller backs off and tries
+		// again) finds room even under a limit they alone would fill.
+		p.shedSlotOutputs()
+	}
+	return c, err
+}
+
+func (p *Pool) start1(slot int, spec *Spec, extra *os.File, w *Worker) (*Child, error) {
 	p.mu.Lock()
 	switch {
 	case p.stopping != 0:

@@ -319,12 +319,23 @@ func (so *slotOutput) close() {
 func (p *Pool) closeSlotOutputs() {
 	p.mu.Lock()
 	p.closing = true
+	p.mu.Unlock()
+	p.shedSlotOutputs()
+}
+
+// shedSlotOutputs closes the pipes the slots keep for their next child, and
+// returns how many slots had some; a child that runs keeps its own.
+func (p *Pool) shedSlotOutputs() int {
+	p.mu.Lock()
 	outs := p.slotOut
 	p.slotOut = nil
 	p.mu.Unlock()
+	n := 0
 	for _, so := range outs {
 		if so != nil {
 			so.close()
+			n++
 		}
 	}
+	return n
 }

@@ -27,6 +27,7 @@ var (
 // on the caller's thread.
 func (p *Pool) onSpawner(f func()) {
 	if tid := p.pinned.Load(); tid != 0 && int32(unix.Gettid()) == tid {
+		beforeFork()
 		f()
 		return
 	}
@@ -45,6 +46,7 @@ func (p *Pool) onSpawner(f func()) {
 // thread. Only one thread is pinned at a time; a second PinSpawner
 // replaces the first.
 func (p *Pool) PinSpawner() (unpin func()) {
+	noInheritedCaps() // as on the spawner thread: children inherit its sets
 	tid := int32(unix.Gettid())
 	p.pinned.Store(tid)
 	return func() { p.pinned.CompareAndSwap(tid, 0) }
@@ -73,12 +75,17 @@ func spawnLoop(ready chan<- struct{}) {
 	noInheritedCaps()
 	close(ready)
 	for f := range spawnReqs {
-		// Descriptors that reached the daemon without close-on-exec (from
-		// its own parent, or from C code) would leak into every job. Go
-		// opens its own with O_CLOEXEC, and exec.Cmd dup2s what it passes
-		// on purpose, so marking everything above stderr is safe. One
-		// syscall, so it is done before each fork rather than once.
-		_ = unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+		beforeFork()
 		f()
 	}
+}
+
+// beforeFork runs on a forking thread before each fork. Descriptors that
+// reached the daemon without close-on-exec (from its own parent, or from C
+// code) would leak into every job. Go opens its own with O_CLOEXEC, and
+// ForkExec dup2s what it passes on purpose, so marking everything above
+// stderr is safe. One syscall, so it is done before each fork rather than
+// once: a descriptor may arrive at any time (socket activation, a library).
+func beforeFork() {
+	_ = unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 }
