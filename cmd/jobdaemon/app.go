@@ -165,7 +165,7 @@ func (a *app) NextJob(ctx context.Context, slot int) (*jobs.Job, error) {
 		if path == "" || job.Payload != nil {
 			return job, nil
 		}
-		if job.Payload, err = readPayload(path, maxPayload(a.cfg)); err == nil {
+		if job.Payload, err = a.readPayload(job, path); err == nil {
 			return job, nil
 		}
 		d := jobs.DaemonFrom(ctx)
@@ -176,9 +176,11 @@ func (a *app) NextJob(ctx context.Context, slot int) (*jobs.Job, error) {
 	}
 }
 
-// readPayload reads a job's file, of at most limit bytes (0: no limit).
-func readPayload(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
+// readPayload reads a job's file, of at most max_payload bytes (0: no
+// limit), opened as its source opens it (openJobFile).
+func (a *app) readPayload(job *jobs.Job, path string) ([]byte, error) {
+	limit := maxPayload(a.cfg)
+	f, err := a.openJobFile(job, path)
 	if err != nil {
 		return nil, fmt.Errorf("read the job's file: %w", err)
 	}

@@ -145,7 +145,8 @@ type report struct {
 	err    error  // the read error, nil at EOF
 }
 
-// readReport reads lines until "ready", "fail", EOF or an error. Each
+// readReport reads lines until "ready" (then to EOF), "fail", EOF or an
+// error. Each
 // message is one line, written with a single write of less than PIPE_BUF
 // bytes, so messages from the two children never interleave.
 func readReport(r io.Reader) report {
@@ -169,6 +170,10 @@ func readReport(r io.Reader) report {
 				return rep
 			}
 			rep.ready = true
+			// The daemon closes its end right after "ready": wait for that
+			// end of file, so that when "start" returns the daemon holds
+			// nothing of the starting process's.
+			_, _ = io.Copy(io.Discard, br)
 			return rep
 		case "fail":
 			// "fail CODE QUOTED-TEXT"

@@ -3,6 +3,7 @@ package pool
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -374,5 +375,50 @@ func copyFile(t *testing.T, dst string) {
 	}
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Two daemons on one host may recover the cgroups of a third that died at
+// the same moment: each finds job cgroups that the other removes under
+// it. Neither fails for that (a removed cgroup was empty), and nothing of
+// the tree is left.
+func TestConcurrentRecoveryOfOneTree(t *testing.T) {
+	needCgroups(t)
+	own, err := ownCgroup(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs, err := findCgroupFS(own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Beside this process's cgroup: a process may not sit in a cgroup
+	// with children under the no-internal-process rule.
+	parent := fs.dir(own)
+	if own != "/" {
+		parent = filepath.Dir(parent)
+	}
+	for round := range 20 {
+		top := filepath.Join(parent, fmt.Sprintf("%s-%d", testCgroupName(t), round))
+		for slot := range 40 {
+			if err := os.MkdirAll(filepath.Join(top, fmt.Sprintf("slot-%d", slot)), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		errs := make(chan error, 2)
+		for range 2 {
+			go func() {
+				var r Recovery
+				errs <- r.killCgroupTree(top, true)
+			}()
+		}
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
+		if _, err := os.Stat(top); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("round %d: %s is left: %v", round, top, err)
+		}
 	}
 }

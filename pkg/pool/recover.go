@@ -163,7 +163,9 @@ func (r *Recovery) killCgroupTree(dir string, removeTop bool) error {
 		return err
 	}
 	ents, err := os.ReadDir(dir)
-	if err != nil {
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // another daemon's recovery removed it: see killCgroup
+	} else if err != nil {
 		return err
 	}
 	for _, e := range ents {
@@ -182,15 +184,22 @@ func (r *Recovery) killCgroupTree(dir string, removeTop bool) error {
 	return nil
 }
 
-// killCgroup kills what the job cgroup at path holds, and removes it.
+// killCgroup kills what the job cgroup at path holds, and removes it. A
+// cgroup that is gone is no error: only an empty cgroup can be removed, so
+// nothing of it runs. Two daemons on a host may recover the cgroups of a
+// third that died (the orphans of their common parent) at the same time.
 func (r *Recovery) killCgroup(path, rel string) error {
 	d, err := openCgroup(path, rel, false)
-	if err != nil {
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
 		return err
 	}
 	defer d.close()
 	pids, err := d.procs()
-	if err != nil {
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENODEV) {
+		return nil // removed since it was opened
+	} else if err != nil {
 		return err
 	}
 	if len(pids) > 0 {
@@ -204,7 +213,9 @@ func (r *Recovery) killCgroup(path, rel string) error {
 			return err
 		}
 	}
-	if err := removeCgroup(path); err != nil {
+	if err := removeCgroup(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
 		return err
 	}
 	r.Cgroups++

@@ -76,11 +76,38 @@ fail) exit 3 ;;
 esac
 `
 
+// killWorkerScript is killJobScript as a worker of the line protocol
+// (docs/WORKER-PROTOCOL.md): each job line's payload says what to do, the
+// run is noted in $RUNS, and the answer goes to descriptor 3. The worker
+// itself carries $MARK, as the jobs' environment is its.
+const killWorkerScript = `#!/usr/bin/env python3
+import base64, json, os, sys, time
+for line in sys.stdin:
+    job = json.loads(line)
+    words = base64.b64decode(job.get("payload") or "").decode().split()
+    with open(os.environ["RUNS"], "a") as runs:
+        runs.write("%s %d\n" % (job["id"], job["attempt"]))
+    answer = {"id": job["id"], "ok": True}
+    if words[:1] == ["ok"]:
+        if len(words) > 1:
+            time.sleep(float(words[1]))
+    elif words[:1] == ["fail"]:
+        answer = {"id": job["id"], "ok": False, "error": "failed on purpose"}
+    else:
+        answer = {"id": job["id"], "ok": False, "error": "unknown payload %r" % words}
+    os.write(3, (json.dumps(answer) + "\n").encode())
+`
+
 // newKillEnv writes a configuration whose source is source's, and the
-// job script; jobs note their runs in the returned file.
+// job script, or in worker mode the worker script; jobs note their runs in
+// the returned file.
 func newKillEnv(t *testing.T, source, jobKeys string) (e *env, runs, mark string) {
 	t.Helper()
-	e, mark = newScriptEnv(t, t.TempDir(), killJobScript, `
+	script := killJobScript
+	if strings.Contains(jobKeys, `mode = "worker"`) {
+		script = killWorkerScript
+	}
+	e, mark = newScriptEnv(t, t.TempDir(), script, `
 [pool]
 max_children = 8
 job_timeout = "20s"
@@ -111,7 +138,11 @@ func newScriptEnv(t *testing.T, dir, script, body string, vars ...string) (e *en
 		jobEnv += fmt.Sprintf(", %s = %q", vars[i], filepath.Join(dir, vars[i+1]))
 	}
 	e = &env{t: t, dir: dir, config: filepath.Join(dir, "config.toml"), spool: filepath.Join(dir, "spool")}
-	jobTable := fmt.Sprintf("[job]\ncommand = [%q, \"{id}\"]\nenv = { %s }\n", path, jobEnv)
+	arg := "{id}"
+	if strings.Contains(body, `mode = "worker"`) {
+		arg = "{slot}" // a worker is no job's
+	}
+	jobTable := fmt.Sprintf("[job]\ncommand = [%q, %q]\nenv = { %s }\n", path, arg, jobEnv)
 	if !strings.Contains(body, "[job]") {
 		body += "\n" + jobTable
 	} else {
@@ -440,13 +471,12 @@ func faultKillPostgres(t *testing.T, jobKeys string) {
 }
 
 // faultModes are the ways the binary runs jobs that the kill tests run
-// in, each with its [job] keys. TODO(worker mode): once [job] mode =
-// "worker" (command workers in the binary) is merged, add
-// {"worker", "mode = \"worker\"\n"} here, with a worker script that
-// speaks the line protocol: a worker killed with the daemon takes its job
-// with it, and the same accounting must hold.
+// in, each with its [job] keys: a process per job, and workers of the line
+// protocol (killWorkerScript), which die with the daemon and take their
+// job with them; the same accounting holds for both.
 var faultModes = []struct{ name, jobKeys string }{
 	{"process", ""},
+	{"worker", "mode = \"worker\"\n"},
 }
 
 // faultBinaryNoCgo builds, once, the binary without cgo (as the Debian
