@@ -22,11 +22,16 @@ import (
 // takes the module's version from the build information.
 var version = ""
 
+// atExit runs before the process exits (see profile.go).
+var atExit = func() {}
+
 func main() {
-	os.Exit(service.Main(newApp(), service.Options{
+	code := service.Main(newApp(), service.Options{
 		Name:     "jobdaemon",
 		Version:  version,
 		Summary:  "runs a command for every job of a queue, at most max_children at once",
 		Commands: append([]*cobra.Command{submitCommand(), checkConfigCommand()}, sourceCommands()...),
-	}))
+	})
+	atExit()
+	os.Exit(code)
 }

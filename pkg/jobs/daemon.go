@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -273,6 +274,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 // jobs, and carries out control requests, until a stop has ended every
 // child. It sleeps whenever there is nothing to do.
 func (d *Daemon) loop(ctx, hctx context.Context, sigs <-chan os.Signal) {
+	// The loop forks the children it starts itself, on its own thread,
+	// rather than handing each fork to the pool's spawner thread and
+	// waiting for it to come back. The thread stays locked until every
+	// child is gone: the loop returns only then (see pool.PinSpawner).
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	defer d.pool.PinSpawner()()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	var wake <-chan struct{}

@@ -47,20 +47,78 @@ type jobCgroup struct {
 	// least) then kills every process cloned into the cgroup afterwards,
 	// so it cannot be reused.
 	killed bool
+	// empty is set when kill found the cgroup empty: nothing to wait for.
+	empty bool
+	// cgroup.events and cpu.stat, opened once and read with pread for
+	// each job of a reused cgroup: an open of a cgroup file costs more
+	// than its read. -1 until opened.
+	events, stat int
+	noPeak       bool // memory.peak is missing: not looked for again
 }
 
-// kill kills what is in the job's cgroup. A per-slot cgroup that holds
-// nothing is left alone, so that it can be reused.
+// kill kills what is in the job's cgroup. One that holds nothing is left
+// alone, so that a slot's can be reused.
 func (j *jobCgroup) kill(useKill bool) error {
-	if j.slot >= 0 {
-		if populated, err := j.populated(); err == nil && !populated {
-			return nil
-		}
+	if populated, err := j.populated(); err == nil && !populated {
+		j.empty = true
+		return nil
 	}
 	if useKill {
 		j.killed = true
 	}
 	return j.cgroupDir.kill(useKill)
+}
+
+// populated reads cgroup.events through the descriptor kept open.
+func (j *jobCgroup) populated() (bool, error) {
+	b, err := j.pread(&j.events, "cgroup.events")
+	if err != nil {
+		return false, err
+	}
+	return eventsPopulated(b), nil
+}
+
+// cpuStat reads cpu.stat through the descriptor kept open.
+func (j *jobCgroup) cpuStat() (cpuStat, error) {
+	b, err := j.pread(&j.stat, "cpu.stat")
+	if err != nil {
+		return cpuStat{}, err
+	}
+	return parseCPUStat(b)
+}
+
+// pread reads the whole of the cgroup's file name through *fd, which it
+// opens the first time. The files it reads are short.
+func (j *jobCgroup) pread(fd *int, name string) ([]byte, error) {
+	if *fd < 0 {
+		f, err := unix.Openat(j.fd, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, &os.PathError{Op: "open", Path: filepath.Join(j.path, name), Err: err}
+		}
+		*fd = f
+	}
+	var buf [512]byte
+	for {
+		n, err := unix.Pread(*fd, buf[:], 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: filepath.Join(j.path, name), Err: err}
+		}
+		return buf[:n], nil
+	}
+}
+
+// close closes the cgroup's descriptors.
+func (j *jobCgroup) close() {
+	for _, fd := range []*int{&j.events, &j.stat, &j.peak} {
+		if *fd >= 0 {
+			unix.Close(*fd)
+			*fd = -1
+		}
+	}
+	j.cgroupDir.close()
 }
 
 // poolSeq numbers the pools of this process, for default names.
@@ -277,6 +335,7 @@ func (cg *cgroupPool) acquire(slot int) (*jobCgroup, error) {
 		j := cg.slots[slot]
 		cg.slots[slot] = nil
 		cg.mu.Unlock()
+		j.empty = false
 		j.resetPeak()
 		return j, nil
 	}
@@ -305,7 +364,7 @@ func (cg *cgroupPool) acquire(slot int) (*jobCgroup, error) {
 			unix.Rmdir(d.path)
 			return nil, err
 		}
-		j := &jobCgroup{cgroupDir: d, slot: -1, peak: -1}
+		j := &jobCgroup{cgroupDir: d, slot: -1, peak: -1, events: -1, stat: -1}
 		if cg.perSlot {
 			j.slot = slot
 			j.resetPeak()
@@ -319,8 +378,14 @@ func (cg *cgroupPool) acquire(slot int) (*jobCgroup, error) {
 // memory peak is not measured.
 func (j *jobCgroup) resetPeak() {
 	j.peak = -1
+	if j.noPeak {
+		return
+	}
 	fd, err := unix.Openat(j.fd, "memory.peak", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
+		// Without the memory controller there is none, and it does not
+		// come back for this cgroup (controllers are enabled at New).
+		j.noPeak = err == unix.ENOENT
 		return
 	}
 	if _, err := unix.Write(fd, []byte("reset\n")); err != nil {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"sync"
 
@@ -49,30 +48,19 @@ func socketPair() (*channel, *os.File, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("create worker channel: %w", err)
 	}
+	// Our end goes to the runtime's poller, as a non-blocking *os.File:
+	// reads park the goroutine, not a thread, and Close interrupts them.
+	// Not through package net, whose import alone links cgo into every
+	// program on this library, and costs each re-executed child the C
+	// runtime's start-up (0.8 ms of CPU here, docs/PERFORMANCE.md).
+	if err := unix.SetNonblock(fds[0], true); err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, nil, fmt.Errorf("create worker channel: %w", err)
+	}
 	ours := os.NewFile(uintptr(fds[0]), "worker-channel")
 	theirs := os.NewFile(uintptr(fds[1]), "worker-channel")
-	ch, err := newChannel(ours)
-	if err != nil {
-		theirs.Close()
-		return nil, nil, err
-	}
-	return ch, theirs, nil
-}
-
-// newChannel wraps f, which it closes: the connection holds its own
-// duplicate, with close-on-exec set.
-func newChannel(f *os.File) (*channel, error) {
-	defer f.Close()
-	fc, err := net.FileConn(f)
-	if err != nil {
-		return nil, fmt.Errorf("worker channel: %w", err)
-	}
-	uc, ok := fc.(*net.UnixConn)
-	if !ok {
-		fc.Close()
-		return nil, errors.New("worker channel: not a unix socket")
-	}
-	return newChannelRW(uc), nil
+	return newChannelRW(ours), theirs, nil
 }
 
 func newChannelRW(c io.ReadWriteCloser) *channel {
@@ -107,6 +95,9 @@ func (ch *channel) recv() (typ byte, payload []byte, err error) {
 	ch.msg = ch.msg[:0]
 	for {
 		n, err := ch.c.Read(ch.rbuf)
+		if errors.Is(err, io.EOF) {
+			return 0, nil, errEOF // an *os.File's zero-length read
+		}
 		if err != nil {
 			return 0, nil, err
 		}

@@ -4,11 +4,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Spec describes a child to start.
@@ -124,15 +125,19 @@ type Child struct {
 	spec   *Spec
 	worker *Worker // nil for a command child
 	label  atomic.Pointer[string]
-	cmd    *exec.Cmd
-	iso    childIsolation // its cgroup or group record (childiso.go)
+	rusage *syscall.Rusage // set by reap; nil if the wait failed
+	iso    childIsolation  // its cgroup or group record (childiso.go)
 
-	outR, outW, errR, errW *os.File
-	outs                   [2]*outPipe // a worker's stdout and stderr, for catchUp; nil otherwise
-	outPoll                *outPoll    // polls outs
-	stdinR, stdinW         *os.File    // a stdin pipe, when Spec.Stdin is not a file
-	stdinSrc               io.Reader   // what startStdin feeds into stdinW
-	tail                   Tail
+	outR, errR *os.File    // the read ends of the child's own pipes; nil with slotOut
+	slotOut    *slotOutput // the slot's pipes it writes into, when it has no pipes of its own; nil once settled
+	shared     bool        // it writes into its slot's pipes (slotOut, fixed from the start)
+	outW, errW int         // the child's ends, raw: closed once it started
+	outs       [2]*outPipe // a worker's stdout and stderr, for catchUp; nil otherwise
+	outPoll    *outPoll    // polls outs
+	stdinR     int         // a stdin pipe's read end, when Spec.Stdin is not a file; else -1
+	stdinW     *os.File    // its write end, when a goroutine feeds it
+	stdinSrc   io.Reader   // what startStdin feeds into stdinW
+	tail       Tail
 	// pending counts what must end before the child is finalized: the reap,
 	// each output stream, and a worker's channel.
 	pending atomic.Int32
@@ -159,6 +164,9 @@ func newChild(p *Pool, slot int, spec *Spec, w *Worker) *Child {
 		worker: w,
 		done:   make(chan struct{}),
 		tail:   Tail{max: p.cfg.TailSize},
+		outW:   -1,
+		errW:   -1,
+		stdinR: -1,
 	}
 	if w != nil {
 		// Before the child starts: its reader goroutine uses w.Child.
@@ -269,36 +277,46 @@ func (c *Child) retire() {
 
 func (c *Child) openPipes() error {
 	var err error
-	if c.outR, c.outW, err = os.Pipe(); err != nil {
+	if c.outR, c.outW, err = outputPipe(); err != nil {
 		return fmt.Errorf("create stdout pipe: %w", err)
 	}
-	if c.errR, c.errW, err = os.Pipe(); err != nil {
+	if c.errR, c.errW, err = outputPipe(); err != nil {
 		c.outR.Close()
-		c.outW.Close()
+		unix.Close(c.outW)
 		return fmt.Errorf("create stderr pipe: %w", err)
 	}
 	return nil
 }
 
 func (c *Child) closeWriteEnds() {
-	c.outW.Close()
-	c.errW.Close()
+	for _, fd := range []*int{&c.outW, &c.errW} {
+		if *fd >= 0 {
+			unix.Close(*fd)
+			*fd = -1
+		}
+	}
 }
 
 func (c *Child) closeReadEnds() {
+	if c.slotOut != nil {
+		c.settleOutput(true) // not started: the pipes hold nothing of it
+		return
+	}
 	c.outR.Close()
 	c.errR.Close()
 }
 
 // started records what Start learned and arms the timeout.
-func (c *Child) started(cmd *exec.Cmd) {
-	c.cmd = cmd
-	c.Pid = cmd.Process.Pid
+func (c *Child) started(pid int) {
+	c.Pid = pid
 	c.Pgid = c.Pid
 	c.Started = time.Now()
 	// Set before the reaper can see the pid: the reap, the two output
 	// streams, and a worker's channel.
 	n := int32(3)
+	if c.shared {
+		n = 1 // the slot's pipes are read apart, and caught up with at the end
+	}
 	if c.worker != nil {
 		n++
 	}
@@ -322,6 +340,9 @@ func (c *Child) watch() {
 			c.outPoll = newOutPoll(c.outs[0], c.outs[1])
 		}
 		go c.worker.readLoop()
+	}
+	if c.shared {
+		return // read already (watchSlotOutput)
 	}
 	go c.readOutput(c.outR, Stdout)
 	go c.readOutput(c.errR, Stderr)
@@ -358,28 +379,25 @@ func (c *Child) reap() {
 	}
 	c.mu.Unlock()
 
-	err := c.cmd.Wait()
+	ws, ru, err := waitChild(c.Pid)
 	end := time.Now()
 
 	e := &c.exit
 	e.Duration = end.Sub(c.Started)
 	e.TimedOut = timedOut
 	e.Interrupted = interrupted
-	st := c.cmd.ProcessState
-	if st == nil {
+	if err != nil {
 		e.Code, e.Err = -1, err
 	} else {
-		ws := st.Sys().(syscall.WaitStatus)
 		if ws.Signaled() {
 			e.Code, e.Signal = -1, ws.Signal()
 		} else {
 			e.Code = ws.ExitStatus()
 		}
-		if ru, ok := st.SysUsage().(*syscall.Rusage); ok {
-			e.UserCPU = time.Duration(ru.Utime.Nano())
-			e.SysCPU = time.Duration(ru.Stime.Nano())
-			e.MaxRSS = ru.Maxrss << 10 // KiB on Linux
-		}
+		c.rusage = ru
+		e.UserCPU = time.Duration(ru.Utime.Nano())
+		e.SysCPU = time.Duration(ru.Stime.Nano())
+		e.MaxRSS = ru.Maxrss << 10 // KiB on Linux
 	}
 
 	// Processes the child left behind may still hold its output open; give

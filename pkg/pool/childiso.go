@@ -3,7 +3,6 @@ package pool
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"syscall"
 	"time"
 )
@@ -33,7 +32,7 @@ func (c *Child) Cgroup() string {
 }
 
 // isolate places the child, about to be started by cmd, into its cgroup.
-func (c *Child) isolate(cmd *exec.Cmd) error {
+func (c *Child) isolate(l *launch) error {
 	cg := c.pool.iso.cg
 	if cg == nil {
 		return nil
@@ -45,8 +44,8 @@ func (c *Child) isolate(cmd *exec.Cmd) error {
 	c.iso.cg = j
 	// CLONE_INTO_CGROUP: the child is in the cgroup from its first
 	// instruction, before it can fork anything.
-	cmd.SysProcAttr.UseCgroupFD = true
-	cmd.SysProcAttr.CgroupFD = j.fd
+	l.sys.UseCgroupFD = true
+	l.sys.CgroupFD = j.fd
 	return nil
 }
 
@@ -88,10 +87,8 @@ func (c *Child) killTree() {
 // rusage hold, and, with a cgroup, the rest once the cgroup is empty.
 func (c *Child) leaderReaped() {
 	e := &c.exit
-	if st := c.cmd.ProcessState; st != nil {
-		if _, ok := st.SysUsage().(*syscall.Rusage); ok {
-			e.CPUFrom = FromRusage
-		}
+	if c.rusage != nil {
+		e.CPUFrom = FromRusage
 	}
 	settleMaxRSS(e, c.iso.inherited)
 	c.mu.Lock()
@@ -105,9 +102,15 @@ func (c *Child) leaderReaped() {
 			os.Remove(c.iso.record)
 		}
 	}
-	if c.iso.cg != nil {
+	if j := c.iso.cg; j != nil {
 		c.pending.Add(1)
-		go c.settleCgroup(killed)
+		if killed && !j.empty {
+			go c.settleCgroup(killed) // the kill takes a moment: wait apart
+		} else {
+			// Empty already (Child.reap looked), or left as it is: no
+			// wait, and no goroutine to hand the end of the job over to.
+			c.settleCgroup(killed)
+		}
 	}
 }
 
@@ -118,7 +121,9 @@ func (c *Child) settleCgroup(killed bool) {
 	defer c.ended()
 	j := c.iso.cg
 	empty := false
-	if killed {
+	if killed && j.empty {
+		empty = true
+	} else if killed {
 		err := j.waitEmpty(cgroupEmptyTimeout)
 		if err != nil {
 			c.pool.log.Warn("the job's cgroup is not empty after it was killed", "cgroup", j.path, "err", err)
@@ -127,6 +132,7 @@ func (c *Child) settleCgroup(killed bool) {
 	} else if populated, err := j.populated(); err == nil && !populated {
 		empty = true
 	}
+	c.settleOutput(empty)
 	j.account(&c.exit)
 	c.pool.iso.cg.release(j, empty)
 }

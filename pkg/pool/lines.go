@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"sync"
 	"syscall"
 
@@ -94,9 +93,10 @@ func newLineConn(maxAnswer int) (*lineConn, error) {
 	return c, nil
 }
 
-func (c *lineConn) prepare(cmd *exec.Cmd) {
-	cmd.Stdin = c.stdinR
-	cmd.ExtraFiles = []*os.File{c.answerW}
+func (c *lineConn) prepare(l *launch) {
+	l.files[0] = c.stdinR.Fd()
+	l.keep = append(l.keep, c.stdinR)
+	l.file(c.answerW)
 }
 
 func (c *lineConn) childClose() {

@@ -591,7 +591,9 @@ func TestLinesWorkerFDsAndEnv(t *testing.T) {
 		mu.Unlock()
 	})})
 	spec := &WorkerSpec{Protocol: ProtocolLines, Spec: Spec{Path: "/bin/sh", Args: []string{"sh", "-c",
-		`ls /proc/$$/fd | tr '\n' ' '; echo; echo "notify=${NOTIFY_SOCKET-unset} child=${JOBDAEMON_CHILD-unset}"; read -r line; echo "$line" >&3`}}}
+		// No pipeline: the shell would hold the pipe's ends while ls lists
+		// its descriptors.
+		`ls -m /proc/$$/fd; echo "notify=${NOTIFY_SOCKET-unset} child=${JOBDAEMON_CHILD-unset}"; read -r line; echo "$line" >&3`}}}
 	a := newAnswers(spec)
 	w := startWorker(t, p, spec)
 	if err := w.Send([]byte("hi")); err != nil {
@@ -603,7 +605,7 @@ func TestLinesWorkerFDsAndEnv(t *testing.T) {
 	waitDone(t, w.Child, 10*time.Second)
 	mu.Lock()
 	defer mu.Unlock()
-	if len(out) != 2 || strings.TrimSpace(out[0]) != "0 1 2 3" || out[1] != "notify=unset child=unset" {
+	if len(out) != 2 || strings.TrimSpace(out[0]) != "0, 1, 2, 3" || out[1] != "notify=unset child=unset" {
 		t.Errorf("worker saw %q; want fds 0 1 2 3 and no private variable", out)
 	}
 }

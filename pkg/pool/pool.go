@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
+	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -70,6 +72,11 @@ type Pool struct {
 	live     int           // started and not yet finalized
 	idle     chan struct{} // closed while live == 0
 	stopping StopMode
+
+	pinned atomic.Int32 // the thread of PinSpawner, or 0
+
+	slotOut []*slotOutput // by slot: output pipes for its next command child (slotout.go); under mu
+	closing bool          // Close has begun; under mu
 
 	poke chan struct{} // asks the reaper to look again
 	quit chan struct{}
@@ -203,6 +210,17 @@ func (p *Pool) Start(slot int, spec *Spec) (*Child, error) {
 }
 
 func (p *Pool) start(slot int, spec *Spec, extra *os.File, w *Worker) (*Child, error) {
+	c, err := p.start1(slot, spec, extra, w)
+	if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+		// The pipes the slots keep are a cache: out of descriptors, they go
+		// first, so that the next start (the caller backs off and tries
+		// again) finds room even under a limit they alone would fill.
+		p.shedSlotOutputs()
+	}
+	return c, err
+}
+
+func (p *Pool) start1(slot int, spec *Spec, extra *os.File, w *Worker) (*Child, error) {
 	p.mu.Lock()
 	switch {
 	case p.stopping != 0:
@@ -215,17 +233,19 @@ func (p *Pool) start(slot int, spec *Spec, extra *os.File, w *Worker) (*Child, e
 	p.mu.Unlock()
 
 	c := newChild(p, slot, spec, w)
-	cmd, err := c.command(extra)
+	l, err := c.launch(extra)
 	if err != nil {
 		return nil, err
 	}
-	if err := c.isolate(cmd); err != nil {
+	if err := c.isolate(l); err != nil {
 		c.closeWriteEnds()
 		c.closeReadEnds()
+		c.closeStdin()
 		return nil, err
 	}
+	var pid int
 	var startErr error
-	onSpawner(func() { startErr = cmd.Start() })
+	p.onSpawner(func() { pid, startErr = l.fork() })
 	c.closeWriteEnds()
 	c.startStdin(startErr == nil)
 	if startErr != nil {
@@ -233,8 +253,13 @@ func (p *Pool) start(slot int, spec *Spec, extra *os.File, w *Worker) (*Child, e
 		c.isolationFailed()
 		return nil, fmt.Errorf("start %s: %w", spec.Path, startErr)
 	}
-	c.started(cmd)
+	c.started(pid)
 	c.isolationStarted()
+	if c.slotOut != nil {
+		// Before the reaper can see the child, whose end gives the pipes
+		// back to the slot.
+		c.watchSlotOutput()
+	}
 
 	p.mu.Lock()
 	p.byPid[c.Pid] = c
@@ -388,6 +413,7 @@ func (p *Pool) Close() error {
 	}
 	close(p.quit)
 	p.wg.Wait()
+	p.closeSlotOutputs()
 	p.closeIsolation()
 	return p.devNull.Close()
 }
@@ -417,6 +443,44 @@ func scrubEnv(env []string) []string {
 	return env
 }
 
+// dedupEnv returns env with only the last of the entries of each name,
+// as exec keeps it: a caller adds a variable at the end to override an
+// inherited one, and a program's getenv would find the first. It returns
+// env itself when no name repeats, and never modifies it.
+func dedupEnv(env []string) []string {
+	dup := false
+	for i := 1; i < len(env) && !dup; i++ {
+		name := envName(env[i])
+		for _, kv := range env[:i] {
+			if envName(kv) == name {
+				dup = true
+				break
+			}
+		}
+	}
+	if !dup {
+		return env
+	}
+	seen := make(map[string]bool, len(env))
+	out := make([]string, 0, len(env))
+	for i := len(env) - 1; i >= 0; i-- {
+		if name := envName(env[i]); !seen[name] {
+			seen[name] = true
+			out = append(out, env[i])
+		}
+	}
+	slices.Reverse(out)
+	return out
+}
+
+// envName returns the name of an environment entry NAME=value.
+func envName(kv string) string {
+	if i := strings.IndexByte(kv, '='); i >= 0 {
+		return kv[:i]
+	}
+	return kv
+}
+
 func isPrivate(kv string) bool {
 	for _, name := range privateEnv {
 		if len(kv) > len(name) && kv[len(name)] == '=' && kv[:len(name)] == name {
@@ -426,10 +490,9 @@ func isPrivate(kv string) bool {
 	return false
 }
 
-// command builds the exec.Cmd of a child; stdout and stderr are pipes the
-// pool reads itself, so that exec.Cmd starts no copying goroutines and its
-// Wait returns as soon as the process is reaped.
-func (c *Child) command(extra *os.File) (*exec.Cmd, error) {
+// launch prepares the start of a child: its environment, its standard
+// input, and the pipes of its output, which the pool reads itself.
+func (c *Child) launch(extra *os.File) (*launch, error) {
 	spec := c.spec
 	env := spec.Env
 	if env == nil {
@@ -439,36 +502,40 @@ func (c *Child) command(extra *os.File) (*exec.Cmd, error) {
 	if extra != nil {
 		env = append(env[:len(env):len(env)], EnvChild+"=3")
 	}
-	stdin, err := c.stdin(spec.Stdin)
+	env = dedupEnv(env)
+	l := &launch{path: spec.Path, argv: spec.Args}
+	if len(l.argv) == 0 {
+		l.argv = []string{spec.Path}
+	}
+	l.attr.Env, l.attr.Dir = env, spec.Dir
+	l.sys = syscall.SysProcAttr{
+		Setpgid:    true,
+		Pdeathsig:  syscall.SIGKILL,
+		Credential: spec.Credential,
+	}
+	if err := c.stdin(l, spec.Stdin); err != nil {
+		return nil, err
+	}
+	so, err := c.pool.takeSlotOutput(c)
 	if err != nil {
-		return nil, err
-	}
-	if err := c.openPipes(); err != nil {
 		c.closeStdin()
-		return nil, err
+		return nil, fmt.Errorf("create output pipes: %w", err)
 	}
-	cmd := &exec.Cmd{
-		Path:   spec.Path,
-		Args:   spec.Args,
-		Env:    env,
-		Dir:    spec.Dir,
-		Stdin:  stdin,
-		Stdout: c.outW,
-		Stderr: c.errW,
-		SysProcAttr: &syscall.SysProcAttr{
-			Setpgid:    true,
-			Pdeathsig:  syscall.SIGKILL,
-			Credential: spec.Credential,
-		},
-	}
-	if len(cmd.Args) == 0 {
-		cmd.Args = []string{spec.Path}
+	if so != nil {
+		c.slotOut, c.shared = so, true
+		l.files = append(l.files, uintptr(so.out[0].w), uintptr(so.out[1].w))
+	} else {
+		if err := c.openPipes(); err != nil {
+			c.closeStdin()
+			return nil, err
+		}
+		l.files = append(l.files, uintptr(c.outW), uintptr(c.errW))
 	}
 	if extra != nil {
-		cmd.ExtraFiles = []*os.File{extra}
+		l.file(extra)
 	}
 	if c.worker != nil {
-		c.worker.tr.prepare(cmd)
+		c.worker.tr.prepare(l)
 	}
-	return cmd, nil
+	return l, nil
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"golang.org/x/sys/unix"
 )
 
 // pipeBuffer is what a new pipe holds without a reader: 16 pages on
@@ -11,31 +13,62 @@ import (
 // goroutine to feed it.
 const pipeBuffer = 64 << 10
 
-// stdin returns the file that becomes the child's standard input for r
-// (see Spec.Stdin), and prepares what startStdin feeds into it.
-func (c *Child) stdin(r io.Reader) (*os.File, error) {
+// stdin makes the child's standard input from r (see Spec.Stdin), its
+// descriptor 0 in l, and prepares what startStdin feeds into it.
+func (c *Child) stdin(l *launch, r io.Reader) error {
 	switch r := r.(type) {
 	case nil:
-		return c.pool.devNull, nil
+		l.file(c.pool.devNull)
+		return nil
 	case *os.File:
-		return r, nil
+		l.file(r)
+		return nil
 	}
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return nil, fmt.Errorf("create stdin pipe: %w", err)
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
+		return fmt.Errorf("create stdin pipe: %w", err)
 	}
-	c.stdinR = pr
-	if l, ok := r.(interface{ Len() int }); ok && l.Len() <= pipeBuffer {
-		_, err := io.Copy(pw, r)
-		pw.Close()
+	c.stdinR = fds[0]
+	l.files = append(l.files, uintptr(fds[0]))
+	if n, ok := r.(interface{ Len() int }); ok && n.Len() <= pipeBuffer {
+		// It fits: a blocking write that cannot block.
+		_, err := io.Copy(fdWriter(fds[1]), r)
+		unix.Close(fds[1])
 		if err != nil {
-			pr.Close()
-			return nil, fmt.Errorf("write stdin pipe: %w", err)
+			unix.Close(fds[0])
+			c.stdinR = -1
+			return fmt.Errorf("write stdin pipe: %w", err)
 		}
-		return pr, nil
+		return nil
 	}
-	c.stdinW, c.stdinSrc = pw, r
-	return pr, nil
+	// The rest is copied by a goroutine, parked in the runtime's poller
+	// while the child does not read.
+	if err := unix.SetNonblock(fds[1], true); err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		c.stdinR = -1
+		return fmt.Errorf("create stdin pipe: %w", err)
+	}
+	c.stdinW, c.stdinSrc = os.NewFile(uintptr(fds[1]), "|1"), r
+	return nil
+}
+
+// fdWriter writes to a blocking descriptor.
+type fdWriter int
+
+func (fd fdWriter) Write(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		m, err := unix.Write(int(fd), p[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		n += m
+	}
+	return n, nil
 }
 
 // startStdin closes the parent's copy of the read end of a stdin pipe, and
@@ -43,8 +76,9 @@ func (c *Child) stdin(r io.Reader) (*os.File, error) {
 // with the input, or when the child exits or closes its standard input
 // (EPIPE), so it never outlives the child for long.
 func (c *Child) startStdin(started bool) {
-	if c.stdinR != nil {
-		c.stdinR.Close()
+	if c.stdinR >= 0 {
+		unix.Close(c.stdinR)
+		c.stdinR = -1
 	}
 	if c.stdinW == nil {
 		return

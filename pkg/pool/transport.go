@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 )
 
 // Protocol is how a worker and the pool talk. The worker's life (busy,
@@ -41,9 +40,9 @@ func (p Protocol) String() string {
 // worker for long; recv and reply are called only by the worker's reader
 // goroutine.
 type transport interface {
-	// prepare gives the command the files that are the worker's end, just
+	// prepare gives the child the files that are the worker's end, just
 	// before it starts.
-	prepare(cmd *exec.Cmd)
+	prepare(l *launch)
 	// childClose closes the parent's copy of the worker's end, once the
 	// worker has started (or failed to).
 	childClose()
@@ -68,14 +67,14 @@ var errProtocol = errors.New("protocol error")
 func protocolError(err error) error { return fmt.Errorf("%w: %w", errProtocol, err) }
 
 // seqTransport is ProtocolGo: the channel, whose child end the pool passes
-// to exec.Cmd itself (Pool.start's extra file, with EnvChild).
+// to the child itself (Pool.start's extra file, with EnvChild).
 type seqTransport struct {
 	ch     *channel
 	theirs *os.File
 }
 
-func (t *seqTransport) prepare(*exec.Cmd) {}
-func (t *seqTransport) childClose()       { t.theirs.Close() }
+func (t *seqTransport) prepare(*launch) {}
+func (t *seqTransport) childClose()     { t.theirs.Close() }
 func (t *seqTransport) send(job []byte) error {
 	return t.ch.send(msgJob, job)
 }

@@ -1,0 +1,203 @@
+/*
+ * floors: the C floors of bench/run.sh's rows that forkexec.c does not
+ * cover, and the small programs its jobs run.
+ *
+ *   floors reap K GATE READY   fork+exec K "floors block" children, wait
+ *                              until all block, release them at once and
+ *                              waitpid each: prints per_child_us, the time
+ *                              from the release to the last reap over K
+ *   floors term K              fork+exec K "sleep 1000", wait until each
+ *                              has exec'd, SIGTERM each and waitpid all:
+ *                              prints ms, from the first kill to the last
+ *                              reap
+ *   floors block GATE READY    a job: open the FIFO GATE for reading, say
+ *                              so with a byte on the FIFO READY, and exit
+ *                              when GATE reaches end of file (its writer
+ *                              closed it: all blocked jobs end together)
+ *   floors stamp FIFO          a job: write the CLOCK_MONOTONIC time of its
+ *                              start, in ns, as one line to FIFO
+ *
+ * Build: gcc -O2 -o floors floors.c
+ */
+#define _GNU_SOURCE
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void die(const char *what)
+{
+	perror(what);
+	exit(1);
+}
+
+static int block(const char *gate, const char *ready)
+{
+	char b;
+	int g = open(gate, O_RDONLY);
+	int r;
+
+	if (g < 0)
+		die("floors block: open gate");
+	r = open(ready, O_WRONLY);
+	if (r < 0 || write(r, "x", 1) != 1)
+		die("floors block: ready");
+	close(r);
+	for (;;) {
+		ssize_t n = read(g, &b, 1);
+
+		if (n > 0 || (n < 0 && errno == EINTR))
+			continue;
+		return 0;
+	}
+}
+
+static int stamp(const char *fifo)
+{
+	struct timespec ts;
+	char line[32];
+	int fd, n;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	n = snprintf(line, sizeof line, "%lld\n", (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec);
+	fd = open(fifo, O_WRONLY);
+	if (fd < 0 || write(fd, line, n) != n)
+		die("floors stamp");
+	return 0;
+}
+
+static int reap(long k, const char *self, const char *gate, const char *ready)
+{
+	int g, r;
+	long i, got = 0;
+	char buf[4096];
+	double t0;
+
+	unlink(gate);
+	unlink(ready);
+	if (mkfifo(gate, 0600) || mkfifo(ready, 0600))
+		die("floors reap: mkfifo");
+	/* O_RDWR: both stay open without waiting for the other end. */
+	g = open(gate, O_RDWR);
+	r = open(ready, O_RDWR);
+	if (g < 0 || r < 0)
+		die("floors reap: open");
+	for (i = 0; i < k; i++) {
+		pid_t pid = fork();
+
+		if (pid < 0)
+			die("floors reap: fork");
+		if (pid == 0) {
+			close(g);
+			close(r);
+			execl(self, "floors", "block", gate, ready, (char *)NULL);
+			_exit(127);
+		}
+	}
+	while (got < k) {
+		ssize_t n = read(r, buf, sizeof buf);
+
+		if (n < 0 && errno != EINTR)
+			die("floors reap: read ready");
+		if (n > 0)
+			got += n;
+	}
+	t0 = now();
+	close(g); /* end of file for every child at once */
+	for (i = 0; i < k; i++) {
+		int st;
+
+		if (waitpid(-1, &st, 0) < 0) {
+			if (errno == EINTR) {
+				i--;
+				continue;
+			}
+			die("floors reap: waitpid");
+		}
+	}
+	printf("children=%ld per_child_us=%.1f\n", k, (now() - t0) * 1e6 / (double)k);
+	unlink(gate);
+	unlink(ready);
+	return 0;
+}
+
+/* execd reports whether pid runs "sleep" already, not a copy of us. */
+static int execd(pid_t pid)
+{
+	char path[64], comm[64] = "";
+	FILE *f;
+
+	snprintf(path, sizeof path, "/proc/%d/comm", (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return 0;
+	if (!fgets(comm, sizeof comm, f))
+		comm[0] = '\0';
+	fclose(f);
+	return strncmp(comm, "sleep", 5) == 0;
+}
+
+static int term(long k)
+{
+	pid_t *pids = calloc((size_t)k, sizeof *pids);
+	long i;
+	double t0;
+
+	if (!pids)
+		die("floors term: calloc");
+	for (i = 0; i < k; i++) {
+		pids[i] = fork();
+		if (pids[i] < 0)
+			die("floors term: fork");
+		if (pids[i] == 0) {
+			execl("/bin/sleep", "sleep", "1000", (char *)NULL);
+			_exit(127);
+		}
+	}
+	for (i = 0; i < k; i++)
+		while (!execd(pids[i]))
+			usleep(1000);
+	usleep(100000); /* asleep in nanosleep, as the daemon's jobs will be */
+	t0 = now();
+	for (i = 0; i < k; i++)
+		kill(pids[i], SIGTERM);
+	for (i = 0; i < k; i++) {
+		int st;
+
+		while (waitpid(pids[i], &st, 0) < 0 && errno == EINTR)
+			;
+	}
+	printf("children=%ld ms=%.3f\n", k, (now() - t0) * 1e3);
+	free(pids);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 4 && strcmp(argv[1], "block") == 0)
+		return block(argv[2], argv[3]);
+	if (argc == 3 && strcmp(argv[1], "stamp") == 0)
+		return stamp(argv[2]);
+	if (argc == 5 && strcmp(argv[1], "reap") == 0)
+		return reap(atol(argv[2]), "/proc/self/exe", argv[3], argv[4]);
+	if (argc == 3 && strcmp(argv[1], "term") == 0)
+		return term(atol(argv[2]));
+	fprintf(stderr, "usage: floors reap K GATE READY | term K | block GATE READY | stamp FIFO\n");
+	return 2;
+}

@@ -1,0 +1,95 @@
+package pool
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// lineLog records what a sink receives.
+type lineLog struct {
+	mu    sync.Mutex
+	lines []Line
+}
+
+func (l *lineLog) Line(x Line) {
+	x.Text = []byte(string(x.Text))
+	l.mu.Lock()
+	l.lines = append(l.lines, x)
+	l.mu.Unlock()
+}
+
+// The children of a slot share its output pipes one after another, where
+// their cgroups empty: every line, the unended last one too, is the job's
+// that wrote it, in the sink and in the job's tail; and the pipes are the
+// same for every job.
+func TestSlotOutputAttribution(t *testing.T) {
+	needCgroups(t)
+	var log lineLog
+	p := newPool(t, Config{Max: 1, Sink: &log, MaxLine: 64,
+		Isolation: Isolation{Cgroups: CgroupRequire, CgroupName: testCgroupName(t)}})
+	var pipes *slotOutput
+	const jobs = 30
+	for i := range jobs {
+		// A long line, cut in MaxLine pieces, and a last line without its
+		// newline, which only the end of the job ends.
+		script := fmt.Sprintf(`echo out-%d; echo err-%d >&2; printf '%%0200d\n' %d; printf end-%d`, i, i, i, i)
+		spec := &Spec{Path: "/bin/sh", Args: []string{"sh", "-c", script}, Label: fmt.Sprintf("job-%d", i)}
+		c := mustStart(t, p, spec)
+		e := waitDone(t, c, 10*time.Second)
+		if !e.Success() {
+			t.Fatalf("job %d: %s", i, e)
+		}
+		out := string(e.Output)
+		for _, want := range []string{fmt.Sprintf("out-%d\n", i), fmt.Sprintf("err-%d\n", i), fmt.Sprintf("end-%d", i)} {
+			if !strings.Contains(out, want) {
+				t.Errorf("job %d: output %q lacks %q", i, out, want)
+			}
+		}
+		if strings.Count(out, "-") != 3 || len(out) != len(fmt.Sprintf("out-%d\nerr-%d\nend-%d", i, i, i))+201 {
+			t.Errorf("job %d: output %q is not its own, whole", i, out)
+		}
+		p.mu.Lock()
+		so := p.slotOut[0]
+		p.mu.Unlock()
+		if so == nil || pipes != nil && so != pipes {
+			t.Fatalf("job %d: the slot's pipes were not kept (%p, before %p)", i, so, pipes)
+		}
+		pipes = so
+	}
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	got := map[string][]string{}
+	for _, l := range log.lines {
+		got[l.Label] = append(got[l.Label], fmt.Sprintf("%s:%s:%v", l.Stream, l.Text, l.Partial))
+	}
+	for i := range jobs {
+		label := fmt.Sprintf("job-%d", i)
+		lines := got[label]
+		want := []string{fmt.Sprintf("stdout:out-%d:false", i), fmt.Sprintf("stderr:err-%d:false", i),
+			fmt.Sprintf("stdout:end-%d:true", i)}
+		for _, w := range want {
+			n := 0
+			for _, l := range lines {
+				if l == w {
+					n++
+				}
+			}
+			if n != 1 {
+				t.Errorf("%s: %q %d times in %q", label, w, n, lines)
+			}
+		}
+		// The 201 bytes of the long line: 3 pieces of 64, and the rest.
+		pieces := 0
+		for _, l := range lines {
+			if strings.HasPrefix(l, "stdout:0") {
+				pieces++
+			}
+		}
+		if pieces != 4 || len(lines) != 7 {
+			t.Errorf("%s: %d pieces of the long line, %d lines in all: %q", label, pieces, len(lines), lines)
+		}
+	}
+}
