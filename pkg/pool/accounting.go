@@ -104,10 +104,3 @@ func parseCPUStat(b []byte) (cpuStat, error) {
 	return s, nil
 }
 
-func (d *cgroupDir) cpuStat() (cpuStat, error) {
-	b, err := d.read("cpu.stat")
-	if err != nil {
-		return cpuStat{}, err
-	}
-	return parseCPUStat(b)
-}

@@ -112,16 +112,6 @@ func (d *cgroupDir) has(name string) bool {
 	return unix.Faccessat(d.fd, name, unix.F_OK, 0) == nil
 }
 
-// populated reads cgroup.events: whether a live process is in the cgroup
-// or below it.
-func (d *cgroupDir) populated() (bool, error) {
-	b, err := d.read("cgroup.events")
-	if err != nil {
-		return false, err
-	}
-	return eventsPopulated(b), nil
-}
-
 func eventsPopulated(b []byte) bool {
 	for _, line := range bytes.Split(b, []byte("\n")) {
 		if v, ok := bytes.CutPrefix(line, []byte("populated ")); ok {
