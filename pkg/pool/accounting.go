@@ -103,4 +103,3 @@ func parseCPUStat(b []byte) (cpuStat, error) {
 	}
 	return s, nil
 }
-
