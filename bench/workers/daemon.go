@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -87,7 +86,7 @@ func runDaemon(n, p, jobsPerWorker int, cmd []string) (time.Duration, time.Durat
 		JobsPerChild: jobsPerWorker,
 		NoSignals:    true,
 		IdleInterval: 10 * time.Millisecond,
-		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:       slog.New(slog.DiscardHandler), // the bare driver logs nothing either
 		Output:       func(jobs.Line) {},
 	})
 	if err != nil {
