@@ -285,6 +285,7 @@ for m in "${MS[@]}"; do tasks+=("c.$m" "xargs.$m" "par.$m" "go.$m" "disk.$m" "tm
 tasks+=(massdel.2)
 for k in "${KS[@]}"; do tasks+=("reap.$k" "creap.$k"); done
 
+code="$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- . 2>/dev/null || echo ', with changes not committed')"
 machine="$(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(uname -sr), $(go version | cut -d' ' -f3), disk spool on $(df --output=fstype "$tmp" | tail -1), tmpfs spool on $(df --output=fstype "$shm" | tail -1), load at start $(cut -d' ' -f1-3 /proc/loadavg)"
 t_start=$(date +%s)
 for ((r = 1; r <= R; r++)); do
@@ -362,7 +363,7 @@ done
 term_d=$(f1 "$(ratio term.ms cterm.ms -)")
 
 echo
-echo "Command: \`bench/run.sh\` (N=$N R=$R NW=$NW NPAR=$NPAR NLAT=$NLAT WAKE=$WAKE NWK=$NWK), $(date -u +%Y-%m-%d), $(((t_end - t_start) / 60)) min $(((t_end - t_start) % 60)) s"
+echo "Command: \`bench/run.sh\` (N=$N R=$R NW=$NW NPAR=$NPAR NLAT=$NLAT WAKE=$WAKE NWK=$NWK), $(date -u +%Y-%m-%d), $(((t_end - t_start) / 60)) min $(((t_end - t_start) % 60)) s, code at $code"
 echo
 echo "Machine: $machine"
 echo
