@@ -7,9 +7,10 @@
 # Usage: bench/run.sh   (as root on Debian; env: N=2000 R=5, see below)
 #
 #   N       command jobs of /bin/true per measure (default 2000)
-#   R       rounds (default 5); each round runs its measures in a new
-#           random order, so a burst of load on this shared machine hits
-#           a different row each time rather than always the same one
+#   R       rounds (default 5; 0 runs only the profile at the end);
+#           each round runs its measures in a new random order, so a
+#           burst of load on this shared machine hits a different row
+#           each time rather than always the same one
 #   NW      worker jobs per measure (default 20000)
 #   NPAR    jobs per GNU parallel measure (default 500: it costs ~6 ms of
 #           its own per job, and its rate is steady after a few hundred)
@@ -284,6 +285,7 @@ for m in "${MS[@]}"; do tasks+=("c.$m" "xargs.$m" "par.$m" "go.$m" "disk.$m" "tm
 tasks+=(massdel.2)
 for k in "${KS[@]}"; do tasks+=("reap.$k" "creap.$k"); done
 
+code="$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- . 2>/dev/null || echo ', with changes not committed')"
 machine="$(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(uname -sr), $(go version | cut -d' ' -f3), disk spool on $(df --output=fstype "$tmp" | tail -1), tmpfs spool on $(df --output=fstype "$shm" | tail -1), load at start $(cut -d' ' -f1-3 /proc/loadavg)"
 t_start=$(date +%s)
 for ((r = 1; r <= R; r++)); do
@@ -309,6 +311,8 @@ done
 t_end=$(date +%s)
 
 # ---- the table -------------------------------------------------------------
+# (R=0: no rounds, no table; only the profile below.)
+if ((R > 0)); then
 median() { sort -g | awk '{ v[NR] = $1 } END { if (!NR) print "?"; else print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 med() { cut -d' ' -f2 "$res/$1" | median; }       # med NAME.KEY: the median value
 rng() { cut -d' ' -f2 "$res/$1" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%g-%g", lo, hi }'; }
@@ -359,7 +363,7 @@ done
 term_d=$(f1 "$(ratio term.ms cterm.ms -)")
 
 echo
-echo "Command: \`bench/run.sh\` (N=$N R=$R NW=$NW NPAR=$NPAR NLAT=$NLAT WAKE=$WAKE NWK=$NWK), $(date -u +%Y-%m-%d), $(((t_end - t_start) / 60)) min $(((t_end - t_start) % 60)) s"
+echo "Command: \`bench/run.sh\` (N=$N R=$R NW=$NW NPAR=$NPAR NLAT=$NLAT WAKE=$WAKE NWK=$NWK), $(date -u +%Y-%m-%d), $(((t_end - t_start) / 60)) min $(((t_end - t_start) % 60)) s, code at $code"
 echo
 echo "Machine: $machine"
 echo
@@ -398,6 +402,8 @@ echo "| reaping 1000 children, cgroups off, µs per child | $(f0 "$(med reapoff.
 echo "| SIGTERM → gone, 8 children, cgroups off, ms | $(f1 "$(med termoff.ms)") (daemon - floor $(f1 "$(ratio termoff.ms cterm.ms -)")) | cgroups auto: $(f1 "$(med term.ms)") |"
 echo "| start-up alone (fork to exit), p50 / p99 ms | \`jobdaemon version\` $(f2 "$(med start.cli.p50_ms)") / $(f2 "$(med start.cli.p99_ms)") | a Go program that does nothing $(f2 "$(med start.hello.p50_ms)") / $(f2 "$(med start.hello.p99_ms)"); /bin/true $(f2 "$(med start.true.p50_ms)") / $(f2 "$(med start.true.p99_ms)") |"
 
+fi
+
 # ---- where the daemon's time goes --------------------------------------------
 if [[ $PROFILE == 1 ]]; then
 	echo
@@ -405,9 +411,9 @@ if [[ $PROFILE == 1 ]]; then
 	echo
 	echo '```'
 	"${H[@]}" spool -bin "$b/jobdaemon-prof" -dir "$tmp/prof/spool" -work "$tmp/prof/work" -m 2 -n $((N * 5)) -cpuprofile "$tmp/cpu.prof"
-	go tool pprof -top -nodecount=20 "$b/jobdaemon-prof" "$tmp/cpu.prof" 2>/dev/null | sed -n '4,28p'
+	go tool pprof -top -nodecount=20 "$b/jobdaemon-prof" "$tmp/cpu.prof" 2>/dev/null | sed -n '4,28p' || true
 	echo
-	go tool pprof -top -cum -nodecount=80 "$b/jobdaemon-prof" "$tmp/cpu.prof" 2>/dev/null | grep -E 'flat%|jobdaemon|syscall|os\.|runtime\.(schedule|findRunnable|gcBgMarkWorker|mcall|park_m)' | head -30
+	go tool pprof -top -cum -nodecount=80 "$b/jobdaemon-prof" "$tmp/cpu.prof" 2>/dev/null | grep -E 'flat%|jobdaemon|syscall|os\.|runtime\.(schedule|findRunnable|gcBgMarkWorker|mcall|park_m)' | head -30 || true
 	echo '```'
 	# System calls per job of the daemon's own threads: strace -ff writes a
 	# file per task; a child's file holds its execve, a thread's none.
@@ -439,6 +445,6 @@ EOF
 		if [[ $f == "$s/$main" ]] || ! grep -q '^execve(' "$f"; then cat "$f"; fi
 	done | grep -oE '^[a-z_0-9]+\(' | sort | uniq -c | sort -rn |
 		awk -v n=500 '{ t += $1; l[NR] = sprintf("%7.1f  %s", $1 / n, substr($2, 1, length($2) - 1)) }
-			END { printf "%7.1f  all system calls per job\n", t / n; for (i = 1; i <= 25 && i <= NR; i++) print l[i] }'
+			END { printf "%7.1f  all system calls per job\n", t / n; for (i = 1; i <= 25 && i <= NR; i++) print l[i] }' || true
 	echo '```'
 fi
