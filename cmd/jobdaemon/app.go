@@ -207,6 +207,13 @@ func (a *app) readPayload(job *jobs.Job, path string) ([]byte, error) {
 // Wake implements jobs.Waker.
 func (a *app) Wake() <-chan struct{} { return a.src.Wake() }
 
+// Watching implements jobs.Watcher: the source's, if it is one (the
+// spool, while inotify watches it); else false, and the daemon polls.
+func (a *app) Watching() bool {
+	w, ok := a.src.(jobs.Watcher)
+	return ok && w.Watching()
+}
+
 // Depth implements jobs.Depther: the jobs waiting in the source. Status
 // may ask before the source is open.
 func (a *app) Depth() (int, error) {

@@ -52,19 +52,20 @@ func Run(ctx context.Context, app Source, opts Options) error {
 // too; Reload waits for the dispatcher to call OnReload and LoadConfig, so
 // a hook must not call it.
 type Daemon struct {
-	app    Source
-	runner Runner
-	cmdr   Commander
-	wcmdr  WorkerCommander
-	loader ConfigLoader
-	acker  Acker
-	filer  Finisher
-	waker  Waker
-	opts   Options
-	log    *slog.Logger
-	vars   *VarStore
-	pool   *pool.Pool
-	start  time.Time
+	app     Source
+	runner  Runner
+	cmdr    Commander
+	wcmdr   WorkerCommander
+	loader  ConfigLoader
+	acker   Acker
+	filer   Finisher
+	waker   Waker
+	watcher Watcher
+	opts    Options
+	log     *slog.Logger
+	vars    *VarStore
+	pool    *pool.Pool
+	start   time.Time
 
 	// Owned by the dispatcher (whoever holds mu: see loop and
 	// pushAnswer), which writes the fields that Status reads (running and
@@ -199,6 +200,7 @@ func New(app Source, opts Options) (*Daemon, error) {
 	d.acker, _ = app.(Acker)
 	d.filer, _ = app.(Finisher)
 	d.waker, _ = app.(Waker)
+	d.watcher, _ = app.(Watcher)
 	if d.runner == nil && d.cmdr == nil {
 		return nil, fmt.Errorf("jobs: %T implements neither RunJob (Runner) nor Command (Commander)", app)
 	}
@@ -501,6 +503,11 @@ func (d *Daemon) nothingReady(err error) time.Duration {
 		}
 	} else {
 		d.hookErrs = 0
+		if d.watcher != nil && d.watcher.Watching() {
+			// The source wakes us when a job is ready: no timer.
+			d.backoff, d.notBefore = 0, time.Time{}
+			return 0
+		}
 	}
 	d.backoff = min(max(2*d.backoff, 10*time.Millisecond), d.opts.IdleInterval)
 	d.notBefore = time.Now().Add(d.backoff)

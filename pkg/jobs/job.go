@@ -297,6 +297,18 @@ type Waker interface {
 	Wake() <-chan struct{}
 }
 
+// Watcher is an optional hook for a Waker whose Wake reports every job
+// that becomes ready, new or due after a delay, for as long as Watching
+// returns true (a spool whose inotify watch works). With nothing ready,
+// the dispatcher then sleeps until Wake or another event, instead of
+// asking NextJob again every Options.IdleInterval: an idle daemon wakes
+// only when there is work. Watching is called from the dispatcher after
+// NextJob found nothing; when it returns false, polling resumes.
+type Watcher interface {
+	Waker
+	Watching() bool
+}
+
 // Retry computes retry delays: exponential backoff with jitter and a
 // bounded number of attempts.
 type Retry struct {

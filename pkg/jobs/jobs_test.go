@@ -658,3 +658,81 @@ func TestSecondTermKills(t *testing.T) {
 		t.Errorf("hung job: %+v; want killed, interrupted", r)
 	}
 }
+
+// watchedSource has one job, handed out only once Wake has been sent, and
+// counts the NextJob calls; Watching says what watching holds.
+type watchedSource struct {
+	mu       sync.Mutex
+	calls    int
+	ready    bool
+	watching bool
+	wake     chan struct{}
+	done     chan Result
+}
+
+func (s *watchedSource) NextJob(context.Context, int) (*Job, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls++
+	if !s.ready {
+		return nil, nil
+	}
+	s.ready = false
+	return &Job{ID: "late"}, nil
+}
+func (s *watchedSource) Command(context.Context, *Job) (*Spec, error) {
+	return &Spec{Path: "/bin/true"}, nil
+}
+func (s *watchedSource) Done(_ context.Context, _ *Job, res Result) error {
+	s.done <- res
+	return nil
+}
+func (s *watchedSource) Wake() <-chan struct{} { return s.wake }
+func (s *watchedSource) Watching() bool       { return s.watching }
+func (s *watchedSource) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls
+}
+
+// A source that watches (Watcher) is not polled: with nothing ready, the
+// dispatcher asks it again only when it wakes the dispatcher, and then
+// runs the job at once. One that does not watch is asked every
+// IdleInterval.
+func TestWatcherIsNotPolled(t *testing.T) {
+	for _, watching := range []bool{true, false} {
+		t.Run(fmt.Sprintf("watching=%v", watching), func(t *testing.T) {
+			s := &watchedSource{watching: watching, wake: make(chan struct{}, 1), done: make(chan Result, 1)}
+			d, err := New(s, Options{NoSignals: true, Logger: testLogger(t), IdleInterval: 5 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			errc := make(chan error, 1)
+			go func() { errc <- d.Run(context.Background()) }()
+			time.Sleep(300 * time.Millisecond) // 60 idle intervals
+			calls := s.count()
+			if watching && calls != 1 {
+				t.Errorf("NextJob called %d times with nothing ready and no wake-up; want once", calls)
+			}
+			if !watching && calls < 5 {
+				t.Errorf("NextJob called %d times in 60 idle intervals: the source is not polled", calls)
+			}
+			s.mu.Lock()
+			s.ready = true
+			s.mu.Unlock()
+			s.wake <- struct{}{}
+			select {
+			case res := <-s.done:
+				if !res.OK() {
+					t.Errorf("the job: %v", res)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the job did not run after the wake-up")
+			}
+			d.Stop(Graceful)
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

@@ -97,7 +97,12 @@ func helperLines() {
 				os.Exit(5)
 			}
 			fmt.Println("grandchild", cmd.Process.Pid)
-			select {}
+			// Not select {}: with no other goroutine, the runtime calls
+			// that a deadlock and exits 2. It did not while descriptor 3
+			// was non-blocking (os.NewFile put it in the poller).
+			for {
+				time.Sleep(time.Hour)
+			}
 		case "late":
 			if late == nil {
 				late = make(chan os.Signal, 1)

@@ -68,7 +68,9 @@ func helperLines() {
 				os.Exit(5)
 			}
 			fmt.Println(cmd.Process.Pid)
-			select {}
+			for { // not select {}: alone, the runtime calls it a deadlock
+				time.Sleep(time.Hour)
+			}
 		case "twice":
 			answer("one")
 			answer("two")

@@ -36,7 +36,7 @@ var (
 // Defaults of Options.
 const (
 	DefaultMaxPayload     = 64 << 20
-	DefaultRescanInterval = 10 * time.Second
+	DefaultRescanInterval = time.Minute
 )
 
 // Options configure a Spool. Only Dir is required.
@@ -59,7 +59,8 @@ type Options struct {
 	// one. Negative means no limit.
 	MaxPayload int64
 	// RescanInterval is how often incoming/ is listed again for files
-	// that inotify did not report (default 10 s).
+	// that inotify did not report, such as a hard link made there (default
+	// 1 min). It is the only timer of an idle spool that inotify watches.
 	RescanInterval time.Duration
 	// KeepDone and KeepFailed, if positive, are how long a job stays in
 	// done/ and failed/ with its record: older ones are removed, at Open
@@ -89,7 +90,8 @@ type Spool struct {
 	now        func() time.Time
 
 	lock      *os.File // holds the flock on DIR/.lock
-	watch     *os.File // the inotify descriptor, nil without inotify
+	watch     *os.File    // the inotify descriptor, nil without inotify
+	watching  atomic.Bool // the watch reports new files: see Watching
 	wake      chan struct{}
 	dirty     atomic.Bool  // incoming/ may hold files the queue lacks
 	nfailed   atomic.Int64 // jobs filed in failed/ since Open
@@ -406,6 +408,12 @@ func (s *Spool) Close() error {
 // call NextJob then. It is the same channel on every call, never closed;
 // wake-ups coalesce, and one may come with nothing new.
 func (s *Spool) Wake() <-chan struct{} { return s.wake }
+
+// Watching implements jobs.Watcher: it reports whether inotify watches
+// incoming/, so that Wake tells of every new file (deferred jobs and the
+// rescan every RescanInterval wake it too). Without inotify, or once the
+// watch is lost, it returns false and the dispatcher polls.
+func (s *Spool) Watching() bool { return s.watching.Load() }
 
 func (s *Spool) wakeUp() {
 	select {

@@ -684,6 +684,20 @@ func TestWake(t *testing.T) {
 	if job := next(t, s); job == nil || job.ID != "written" {
 		t.Fatalf("after wake-up: %+v", job)
 	}
+
+	// While inotify watches, the dispatcher need not poll (jobs.Watcher);
+	// once the watch is lost, with incoming/ itself, it must.
+	if !s.Watching() {
+		t.Error("Watching() = false while inotify watches incoming/")
+	}
+	if err := os.RemoveAll(in); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); s.Watching(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("Watching() = true after incoming/ was removed")
+		}
+	}
 }
 
 func TestRescanWakes(t *testing.T) {

@@ -28,12 +28,14 @@ func (s *Spool) startWatch() {
 	// A non-blocking descriptor goes to the runtime's poller, so that
 	// Close interrupts a pending Read.
 	s.watch = os.NewFile(uintptr(fd), "inotify")
+	s.watching.Store(true)
 	s.wg.Add(1)
 	go s.watchLoop()
 }
 
 func (s *Spool) watchLoop() {
 	defer s.wg.Done()
+	defer s.watching.Store(false)
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := s.watch.Read(buf)
@@ -45,7 +47,8 @@ func (s *Spool) watchLoop() {
 		}
 		news, gone := scanEvents(buf[:n])
 		if gone {
-			s.log.Error("incoming/ is no longer watched (removed or unmounted?)")
+			s.watching.Store(false)
+			s.log.Error("incoming/ is no longer watched (removed or unmounted?); new jobs are found by polling only")
 		}
 		if news {
 			s.dirty.Store(true)
