@@ -688,7 +688,7 @@ func (s *watchedSource) Done(_ context.Context, _ *Job, res Result) error {
 	return nil
 }
 func (s *watchedSource) Wake() <-chan struct{} { return s.wake }
-func (s *watchedSource) Watching() bool       { return s.watching }
+func (s *watchedSource) Watching() bool        { return s.watching }
 func (s *watchedSource) count() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -89,7 +89,7 @@ type Spool struct {
 	log        *slog.Logger
 	now        func() time.Time
 
-	lock      *os.File // holds the flock on DIR/.lock
+	lock      *os.File    // holds the flock on DIR/.lock
 	watch     *os.File    // the inotify descriptor, nil without inotify
 	watching  atomic.Bool // the watch reports new files: see Watching
 	wake      chan struct{}
