@@ -130,7 +130,7 @@ type Spool struct {
 	// 32MiB, and at most MaxWorkerPayload.
 	MaxPayload Size `toml:"max_payload"`
 	// RescanInterval is how often the spool is scanned for files that
-	// inotify did not report (default 1m; must be positive).
+	// inotify did not report (default 2m; must be positive).
 	RescanInterval Duration `toml:"rescan_interval"`
 	// KeepDone and KeepFailed are how long a job stays in done/ and in
 	// failed/, beside its record, before it is removed; 0 keeps it for
@@ -159,7 +159,7 @@ func Default() *Config {
 			Spool: Spool{
 				Dir:            "/var/spool/jobdaemon",
 				MaxPayload:     64 << 20,
-				RescanInterval: Duration(time.Minute),
+				RescanInterval: Duration(2 * time.Minute),
 				KeepDone:       Duration(30 * 24 * time.Hour),
 			},
 			Postgres: defaultPostgres(),

@@ -37,7 +37,7 @@
 //	[source.spool]
 //	dir = "/var/spool/jobdaemon"
 //	max_payload = "64MiB"  # larger job files are refused (worker mode: 32MiB, at most 47MiB)
-//	rescan_interval = "1m"
+//	rescan_interval = "2m"
 //	keep_done = "720h"     # then a done job and its record are removed; "0s" keeps them
 //	keep_failed = "0s"     # the same for failed/; 0: for ever
 //	[source.postgres]      # exactly one of dsn, dsn_file, dsn_env

@@ -132,7 +132,7 @@ func (v *validator) source(c *Config) {
 		if s.MaxPayload <= 0 {
 			v.fail("source.spool.max_payload", nil, "must be positive, such as \"64MiB\"")
 		}
-		v.positive("source.spool.rescan_interval", s.RescanInterval, "1m")
+		v.positive("source.spool.rescan_interval", s.RescanInterval, "2m")
 		v.nonNegative("source.spool.keep_done", s.KeepDone)
 		v.nonNegative("source.spool.keep_failed", s.KeepFailed)
 	case "postgres":

@@ -36,7 +36,7 @@ var (
 // Defaults of Options.
 const (
 	DefaultMaxPayload     = 64 << 20
-	DefaultRescanInterval = time.Minute
+	DefaultRescanInterval = 2 * time.Minute
 )
 
 // Options configure a Spool. Only Dir is required.
@@ -60,7 +60,7 @@ type Options struct {
 	MaxPayload int64
 	// RescanInterval is how often incoming/ is listed again for files
 	// that inotify did not report, such as a hard link made there (default
-	// 1 min). It is the only timer of an idle spool that inotify watches.
+	// 2 min). It is the only timer of an idle spool that inotify watches.
 	RescanInterval time.Duration
 	// KeepDone and KeepFailed, if positive, are how long a job stays in
 	// done/ and failed/ with its record: older ones are removed, at Open
