@@ -1114,3 +1114,49 @@ func TestSubmitAll(t *testing.T) {
 		t.Errorf("incoming/ holds %q", names)
 	}
 }
+
+// The spool is the one part of the daemon that keeps wall-clock times (a
+// retry's not-before, which must survive a restart); the rest uses the
+// monotonic clock. A jump of the wall clock moves a deferred retry by as
+// much, and nothing else: forward, it is due at once; backward, it waits
+// the jump out. No job is lost or claimed twice either way.
+func TestWallClockJumps(t *testing.T) {
+	for _, jump := range []time.Duration{time.Hour, -time.Hour} {
+		t.Run(jump.String(), func(t *testing.T) {
+			clk := newClock()
+			s := open(t, Options{Now: clk.Now, MaxAttempts: 2, Backoff: time.Minute, RescanInterval: time.Hour})
+			if _, err := s.Submit("job", strings.NewReader("payload")); err != nil {
+				t.Fatal(err)
+			}
+			job := next(t, s)
+			if job == nil {
+				t.Fatal("no job")
+			}
+			if v := mustDone(t, s, job, jobs.Result{ExitCode: 3}); v != jobs.Retrying {
+				t.Fatalf("verdict %v, want retrying", v)
+			}
+			clk.Add(jump)
+			job = next(t, s)
+			switch {
+			case jump > 0 && (job == nil || job.Attempt != 2):
+				t.Fatalf("after the clock jumped forward by %v: %+v, want the retry at once", jump, job)
+			case jump < 0 && job != nil:
+				t.Fatalf("after the clock jumped back by %v: the retry was claimed early", -jump)
+			case jump < 0:
+				// Due once the clock is back where the retry was set, plus
+				// its backoff (1 min ± 20 %).
+				clk.Add(-jump + 72*time.Second)
+				if job = next(t, s); job == nil || job.Attempt != 2 {
+					t.Fatalf("the retry, once the jump was made up: %+v", job)
+				}
+			}
+			mustDone(t, s, job, jobs.Result{})
+			if job := next(t, s); job != nil {
+				t.Fatalf("a job claimed twice: %+v", job)
+			}
+			if names := ls(t, filepath.Join(s.Dir(), "done")); !slices.Equal(names, []string{"job", "job.result.json"}) {
+				t.Fatalf("done/ holds %q", names)
+			}
+		})
+	}
+}
