@@ -69,8 +69,8 @@ fi
 gnu_parallel=parallel
 if ! parallel --version 2>/dev/null | grep -q 'GNU parallel'; then
 	say "unpacking GNU parallel (the parallel in PATH is not GNU's)"
-	(cd "$tmp" && apt-get download -q parallel >/dev/null 2>&1 ||
-		{ apt-get update -q >/dev/null && apt-get download -q parallel >/dev/null 2>&1; })
+	(cd "$tmp" && { apt-get download -q parallel >/dev/null 2>&1 ||
+		{ apt-get update -q >/dev/null && apt-get download -q parallel >/dev/null 2>&1; }; })
 	dpkg-deb -x "$tmp"/parallel_*.deb "$tmp/gnu"
 	gnu_parallel="$tmp/gnu/usr/bin/parallel"
 fi
@@ -178,7 +178,7 @@ func main() {
 	}
 }
 EOF
-(cd "$tmp/goloop" && GOFLAGS= go build -o "$b/goloop" main.go)
+(cd "$tmp/goloop" && GOFLAGS="" go build -o "$b/goloop" main.go)
 
 # ---- measures ------------------------------------------------------------
 res="$tmp/res" # one file per measure and key: lines "round value"
@@ -218,10 +218,12 @@ H=("$b/harness")
 # the daemon's CPU per job triples on this machine for the next minute or
 # so (1 100 against 350 µs). Only the massdel row measures that, on purpose.
 # (r and t are those of the caller, measure.)
-spool_args() { echo "-bin $b/jobdaemon -dir $1/$r.$t/spool -work $1/$r.$t/work"; }
 
 measure() { # measure ROUND TASK
 	local r=$1 t=$2 m k out
+	# The harness's flags for a spool of this measure's own, on disk or tmpfs.
+	local on_disk=(-bin "$b/jobdaemon" -dir "$tmp/$r.$t/spool" -work "$tmp/$r.$t/work")
+	local on_shm=(-bin "$b/jobdaemon" -dir "$shm/$r.$t/spool" -work "$shm/$r.$t/work")
 	case $t in
 	c.*)
 		m=${t#c.}
@@ -233,12 +235,12 @@ measure() { # measure ROUND TASK
 	xargs.*) m=${t#xargs.}; seq "$N" | wrapped "$r" "$t" "$N" xargs -P "$m" -n 1 /bin/true ;;
 	par.*) m=${t#par.}; seq "$NPAR" | wrapped "$r" "$t" "$NPAR" "$gnu_parallel" -j "$m" /bin/true ;;
 	go.*) m=${t#go.}; keep "$r" "$t" "$("$b/goloop" loop "$N" "$m" /bin/true)" rate cpu_us_per_job ;;
-	disk.*) m=${t#disk.}; keep "$r" "$t" "$("${H[@]}" spool $(spool_args "$tmp") -m "$m" -n "$N")" rate cpu_us_per_job ;;
-	tmpfs.*) m=${t#tmpfs.}; keep "$r" "$t" "$("${H[@]}" spool $(spool_args "$shm") -m "$m" -n "$N")" rate cpu_us_per_job ;;
+	disk.*) m=${t#disk.}; keep "$r" "$t" "$("${H[@]}" spool "${on_disk[@]}" -m "$m" -n "$N")" rate cpu_us_per_job ;;
+	tmpfs.*) m=${t#tmpfs.}; keep "$r" "$t" "$("${H[@]}" spool "${on_shm[@]}" -m "$m" -n "$N")" rate cpu_us_per_job ;;
 	massdel.*)
 		# Right after 20 000 files were created and deleted in done/.
 		m=${t#massdel.}
-		keep "$r" "$t" "$("${H[@]}" spool $(spool_args "$tmp") -m "$m" -n "$N" -massdelete 20000)" rate cpu_us_per_job
+		keep "$r" "$t" "$("${H[@]}" spool "${on_disk[@]}" -m "$m" -n "$N" -massdelete 20000)" rate cpu_us_per_job
 		;;
 	lib.*) m=${t#lib.}; keep "$r" "$t" "$("$b/library" -mode command -n "$N" -p "$m")" rate cpu_us_per_job ;;
 	reexec) keep "$r" "$t" "$("$b/reexec" -n "$N" -p 2)" rate ;;
@@ -247,7 +249,7 @@ measure() { # measure ROUND TASK
 	worker) keep "$r" "$t" "$("$b/library" -mode worker -n "$NW" -p 2)" rate cpu_us_per_job ;;
 	reap.*)
 		k=${t#reap.}
-		keep "$r" "$t" "$("${H[@]}" reap $(spool_args "$tmp") -floors "$b/floors" -k "$k")" per_child_us
+		keep "$r" "$t" "$("${H[@]}" reap "${on_disk[@]}" -floors "$b/floors" -k "$k")" per_child_us
 		;;
 	creap.*)
 		k=${t#creap.}
@@ -257,10 +259,10 @@ measure() { # measure ROUND TASK
 	reapoff.*)
 		# The same with [pool] cgroups = "off": what the cgroups cost.
 		k=${t#reapoff.}
-		keep "$r" "$t" "$("${H[@]}" reap $(spool_args "$tmp") -cgroups off -floors "$b/floors" -k "$k")" per_child_us
+		keep "$r" "$t" "$("${H[@]}" reap "${on_disk[@]}" -cgroups off -floors "$b/floors" -k "$k")" per_child_us
 		;;
-	termoff) keep "$r" "$t" "$("${H[@]}" term $(spool_args "$tmp") -cgroups off -k 8)" ms ;;
-	diskoff.*) m=${t#diskoff.}; keep "$r" "$t" "$("${H[@]}" spool $(spool_args "$tmp") -cgroups off -m "$m" -n "$N")" rate cpu_us_per_job ;;
+	termoff) keep "$r" "$t" "$("${H[@]}" term "${on_disk[@]}" -cgroups off -k 8)" ms ;;
+	diskoff.*) m=${t#diskoff.}; keep "$r" "$t" "$("${H[@]}" spool "${on_disk[@]}" -cgroups off -m "$m" -n "$N")" rate cpu_us_per_job ;;
 	start)
 		# Start-up alone (fork to exit), for the latency row: the CLI, a Go
 		# program that does nothing, and cp's own start.
@@ -268,12 +270,12 @@ measure() { # measure ROUND TASK
 		keep "$r" start.hello "$("$b/goloop" start "$NLAT" "$b/goloop" hello)" p50_ms p99_ms
 		keep "$r" start.true "$("$b/goloop" start "$NLAT" /bin/true)" p50_ms p99_ms
 		;;
-	term) keep "$r" "$t" "$("${H[@]}" term $(spool_args "$tmp") -k 8)" ms ;;
+	term) keep "$r" "$t" "$("${H[@]}" term "${on_disk[@]}" -k 8)" ms ;;
 	cterm) keep "$r" "$t" "$("$b/floors" term 8)" ms ;;
-	idle) keep "$r" "$t" "$("${H[@]}" wake $(spool_args "$tmp") -window "$WAKE")" wakeups_per_s listings rss_kb rss_anon_kb threads ;;
-	busy) keep "$r" "$t" "$("${H[@]}" wake $(spool_args "$tmp") -window "$WAKE" -k 8)" wakeups_per_s listings rss_kb ;;
+	idle) keep "$r" "$t" "$("${H[@]}" wake "${on_disk[@]}" -window "$WAKE")" wakeups_per_s listings rss_kb rss_anon_kb threads ;;
+	busy) keep "$r" "$t" "$("${H[@]}" wake "${on_disk[@]}" -window "$WAKE" -k 8)" wakeups_per_s listings rss_kb ;;
 	latency)
-		keep "$r" "$t" "$("${H[@]}" latency $(spool_args "$tmp") -floors "$b/floors" -n "$NLAT")" \
+		keep "$r" "$t" "$("${H[@]}" latency "${on_disk[@]}" -floors "$b/floors" -n "$NLAT")" \
 			submit_p50_ms submit_p99_ms cp_p50_ms cp_p99_ms rename_p50_ms rename_p99_ms cli_p50_ms cli_p99_ms
 		;;
 	*) echo "bench/run.sh: unknown task $t" >&2; exit 1 ;;
@@ -343,7 +345,11 @@ done
 for i in 0 1 2; do
 	awk -v a="${r_disk[i]}" -v b="${r_tmpfs[i]}" -v x="${r_x[i]}" 'BEGIN { exit !(a > x && b > x) }' || ahead=0
 done
-j() { local IFS=/; echo "${*// /}" | sed 's|/| / |g'; }
+j() {
+	local IFS=/ s
+	s="${*// /}"
+	echo "${s//\// / }"
+}
 cpu_d=$(f0 "$(med disk.2.cpu_us_per_job)") cpu_t=$(f0 "$(med tmpfs.2.cpu_us_per_job)")
 cpu_d4=$(f0 "$(med disk.4.cpu_us_per_job)") cpu_d8=$(f0 "$(med disk.8.cpu_us_per_job)")
 md=$(f2 "$(ratio massdel.2.rate disk.2.rate)")
@@ -440,7 +446,7 @@ dir = "$sp"
 socket = "$tmp/st.sock"
 EOF
 	strace -f -ff -o "$s/t" "$b/jobdaemon" run --drain --config "$tmp/st.toml" >/dev/null 2>&1
-	main=$(ls "$s" | sort -t. -k2 -n | head -1)
+	main=$(find "$s" -maxdepth 1 -name 't.*' -printf '%f\n' | sort -t. -k2 -n | head -1)
 	for f in "$s"/t.*; do
 		if [[ $f == "$s/$main" ]] || ! grep -q '^execve(' "$f"; then cat "$f"; fi
 	done | grep -oE '^[a-z_0-9]+\(' | sort | uniq -c | sort -rn |
