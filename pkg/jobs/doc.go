@@ -13,6 +13,7 @@
 //	childRun()     RunJob(ctx, job) error               child
 //	               Done(ctx, job, Result) error         parent, when the job has ended
 //	               Wake() <-chan struct{}               parent: "new work arrived"
+//	               Watching() bool                      parent: "Wake tells of every job: do not poll"
 //
 // Only NextJob and RunJob (or Command, for jobs that are external
 // programs) are required. The parent's hooks are called by the dispatcher,
@@ -26,7 +27,8 @@
 //
 //  1. The dispatcher (Daemon.loop in daemon.go) finds a free slot and calls
 //     NextJob with its number. nil, nil means nothing is ready: it waits for
-//     Wake, or backs off from 10 ms up to Options.IdleInterval.
+//     Wake, or backs off from 10 ms up to Options.IdleInterval; a source
+//     that watches (Watcher) is not polled, and an idle daemon sleeps.
 //  2. It starts a child in the slot (package pool): the configured command
 //     (Commander), or this program re-executed (Runner). A re-executed
 //     child receives the job over a socket, calls LoadConfig once, then
