@@ -1,7 +1,6 @@
 package pgqueue
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,60 +11,27 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"golang.org/x/sys/unix"
 
 	"github.com/jobdaemon/jobdaemon/pkg/jobs"
 )
 
-// maxTail is how much of a job's output its Record keeps.
-const maxTail = 4 << 10
-
 // Record is what the result column holds, as JSON, for each run that
-// ended: the last one for a finished job. For example:
+// ended: the last one for a finished job. It is the run's record
+// (jobs.RunRecord, whose fields it holds inline) with whether a stop
+// interrupted it, its attempt and the lease owner that ran it. For
+// example:
 //
 //	{"outcome": "exit 2", "exit_code": 2, "signal": "", "timed_out": false,
-//	 "interrupted": false, "duration_seconds": 0.153, "user_cpu_seconds": 0.1,
+//	 "duration_seconds": 0.153, "user_cpu_seconds": 0.1,
 //	 "sys_cpu_seconds": 0.02, "max_rss_bytes": 10485760, "usage_of": "job", "error": "",
 //	 "output_tail": "line 3: bad date\n", "output_truncated": false,
-//	 "attempt": 3, "owner": "web1/4f0c.../1234/9a3b1c2d"}
+//	 "interrupted": false, "attempt": 3, "owner": "web1/4f0c.../1234/9a3b1c2d"}
 type Record struct {
-	// Outcome is jobs.Result.String: "ok", "exit 3", "signal SIGKILL"...
-	Outcome string `json:"outcome"`
-	// ExitCode is the exit status; -1 when a signal killed the job.
-	ExitCode int `json:"exit_code"`
-	// Signal is the name of the signal that killed the job, or "".
-	Signal string `json:"signal"`
-	// TimedOut is true when the job ran past its timeout.
-	TimedOut bool `json:"timed_out"`
+	jobs.RunRecord
 	// Interrupted is true when the daemon stopped the job (a stop, not the
 	// job's fault): the job went back to available, its attempt not
 	// counted.
 	Interrupted bool `json:"interrupted"`
-	// Duration, UserCPU and SysCPU are the job's wall and CPU time.
-	Duration float64 `json:"duration_seconds"`
-	UserCPU  float64 `json:"user_cpu_seconds"`
-	SysCPU   float64 `json:"sys_cpu_seconds"`
-	// MaxRSS is the job's peak resident set size in bytes.
-	MaxRSS int64 `json:"max_rss_bytes"`
-	// CPUFrom and MaxRSSFrom say what the figures cover (see
-	// jobs.Result); MemoryPeak and PidsPeak are the peaks of the job's
-	// cgroup, 0 when not measured.
-	CPUFrom    string `json:"cpu_from,omitempty"`
-	MaxRSSFrom string `json:"max_rss_from,omitempty"`
-	MemoryPeak int64  `json:"memory_peak_bytes,omitempty"`
-	PidsPeak   int64  `json:"pids_peak,omitempty"`
-	// UsageOf says whose figures UserCPU, SysCPU and MaxRSS are
-	// (jobs.Result.Usage): "job", "worker" (a command worker's, over its
-	// life, with the last job it ran) or "none".
-	UsageOf string `json:"usage_of"`
-	// Error is why the job failed beyond its exit status, or "".
-	Error string `json:"error"`
-	// OutputTail is the end of the job's output, at most 4 KiB, starting
-	// at a line if it was cut; bytes that are not UTF-8, and NUL (which
-	// jsonb refuses), read as U+FFFD.
-	OutputTail string `json:"output_tail"`
-	// OutputTruncated is true when OutputTail is not the whole output.
-	OutputTruncated bool `json:"output_truncated"`
 	// Attempt is the run this record is of, 1 for the first.
 	Attempt int `json:"attempt"`
 	// Owner is the lease owner that ran the job (see Queue.Owner).
@@ -74,38 +40,7 @@ type Record struct {
 
 // NewRecord returns the Record of a run.
 func NewRecord(res jobs.Result, attempt int, owner string) Record {
-	r := Record{
-		Outcome:     text(res.String()),
-		ExitCode:    res.ExitCode,
-		TimedOut:    res.TimedOut,
-		Interrupted: res.Interrupted,
-		Duration:    res.Duration.Seconds(),
-		UserCPU:     res.UserCPU.Seconds(),
-		SysCPU:      res.SysCPU.Seconds(),
-		MaxRSS:      res.MaxRSS,
-		CPUFrom:     res.CPUFrom,
-		MaxRSSFrom:  res.MaxRSSFrom,
-		MemoryPeak:  res.MemoryPeak,
-		PidsPeak:    res.PidsPeak,
-		UsageOf:     res.Usage.String(),
-		Error:       text(res.Error),
-		Attempt:     attempt,
-		Owner:       text(owner),
-	}
-	if res.Signal != 0 {
-		if r.Signal = unix.SignalName(res.Signal); r.Signal == "" {
-			r.Signal = "signal " + strconv.Itoa(int(res.Signal))
-		}
-	}
-	out := res.Output
-	if len(out) > maxTail {
-		out, r.OutputTruncated = out[len(out)-maxTail:], true
-		if i := bytes.IndexByte(out, '\n'); i >= 0 && i < len(out)-1 {
-			out = out[i+1:]
-		}
-	}
-	r.OutputTail = text(string(out))
-	return r
+	return Record{RunRecord: jobs.NewRunRecord(res), Interrupted: res.Interrupted, Attempt: attempt, Owner: text(owner)}
 }
 
 // text makes s storable in jsonb and text columns: valid UTF-8 without

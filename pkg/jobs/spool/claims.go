@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/jobdaemon/jobdaemon/pkg/jobs"
 )
 
 // The claims journal, DIR/.claims, says which files of running/ are jobs:
@@ -129,7 +131,7 @@ func (s *Spool) journalClaim(name string, ino uint64) error {
 // notAJob files a file of running/ that no claim put there in failed/,
 // with a record that says so. It is not counted as a failed job.
 func (s *Spool) notAJob(name, why string) error {
-	rec := Record{ID: name, Outcome: "not a job", ExitCode: -1, Error: "not a job: " + why, FinishedAt: s.now().UTC()}
+	rec := Record{ID: name, RunRecord: jobs.RunRecord{Outcome: "not a job", ExitCode: -1, Error: "not a job: " + why}, FinishedAt: s.now().UTC()}
 	if err := s.fileRecord(name, s.failed, &rec, s.now()); err != nil {
 		return err
 	}

@@ -1,7 +1,6 @@
 package spool
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,19 +8,15 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/jobdaemon/jobdaemon/pkg/jobs"
 )
 
-// maxTail is how much of a job's output its Record keeps.
-const maxTail = 4 << 10
-
 // Record is what the spool writes beside a job file in done/ or failed/,
-// as FILE.result.json, where FILE is the Record's File. For example:
+// as FILE.result.json, where FILE is the Record's File: the job's name and
+// attempts, the record of its last run (jobs.RunRecord, whose fields it
+// holds inline), and when it was filed. For example:
 //
 //	{
 //	  "id": "report.csv",
@@ -41,6 +36,9 @@ const maxTail = 4 << 10
 //	  "output_truncated": false,
 //	  "finished_at": "2025-01-02T15:04:05.123456789Z"
 //	}
+//
+// A job refused unrun has the outcome "refused" and its reason in Error;
+// a file that no claim put in running/, the outcome "not a job".
 type Record struct {
 	// ID is the job's name, as it was claimed (in JSON, bytes that are not
 	// UTF-8 read as U+FFFD).
@@ -52,86 +50,13 @@ type Record struct {
 	// Attempts is the number of runs the job had, this one included; for a
 	// refused job, the runs it had before (0 for a new one).
 	Attempts int `json:"attempts"`
-	// Outcome is jobs.Result.String of the last run ("ok", "exit 3",
-	// "signal killed", "timeout", "error: ..."), or "refused".
-	Outcome string `json:"outcome"`
-	// ExitCode is the exit status; -1 when the job was killed by a signal,
-	// or refused.
-	ExitCode int `json:"exit_code"`
-	// Signal is the name of the signal that killed the job ("SIGKILL"),
-	// or "".
-	Signal string `json:"signal"`
-	// TimedOut is true when the job ran past its timeout.
-	TimedOut bool `json:"timed_out"`
-	// Duration, UserCPU and SysCPU are the job's wall and CPU time.
-	Duration float64 `json:"duration_seconds"`
-	UserCPU  float64 `json:"user_cpu_seconds"`
-	SysCPU   float64 `json:"sys_cpu_seconds"`
-	// MaxRSS is the job's peak resident set size.
-	MaxRSS int64 `json:"max_rss_bytes"`
-	// CPUFrom and MaxRSSFrom say what the figures cover: "cgroup" (the
-	// job's whole process tree), "rusage" (its process and the children
-	// it waited for), "worker" (the worker that ran it), or "not measured"
-	// (the figure is 0). See jobs.Result.
-	CPUFrom    string `json:"cpu_from,omitempty"`
-	MaxRSSFrom string `json:"max_rss_from,omitempty"`
-	// MemoryPeak and PidsPeak are the peaks of the job's cgroup; 0 when
-	// not measured.
-	MemoryPeak int64 `json:"memory_peak_bytes,omitempty"`
-	PidsPeak   int64 `json:"pids_peak,omitempty"`
-	// UsageOf says whose figures UserCPU, SysCPU and MaxRSS are
-	// (jobs.Result.Usage): "job", the job's own; "worker", those of the
-	// command worker that ran it and others before it, over its whole
-	// life (they come with the last job a worker ran); "none", not
-	// measured (the other jobs of a command worker).
-	UsageOf string `json:"usage_of"`
-	// Error is why the job failed beyond its exit status (jobs.Result's
-	// Error), or why it was refused; "" otherwise.
-	Error string `json:"error"`
-	// OutputTail is the end of what the job wrote to stdout and stderr, at
-	// most 4 KiB, starting at a line if it was cut; bytes that are not
-	// UTF-8 are replaced by U+FFFD.
-	OutputTail string `json:"output_tail"`
-	// OutputTruncated is true when OutputTail is not the whole output the
-	// spool was given.
-	OutputTruncated bool `json:"output_truncated"`
+	jobs.RunRecord
 	// FinishedAt is when the spool filed the job, in UTC.
 	FinishedAt time.Time `json:"finished_at"`
 }
 
 func newRecord(c *claim, res jobs.Result, now time.Time) Record {
-	r := Record{
-		ID:         c.name,
-		Attempts:   c.attempt,
-		Outcome:    res.String(),
-		ExitCode:   res.ExitCode,
-		TimedOut:   res.TimedOut,
-		Duration:   res.Duration.Seconds(),
-		UserCPU:    res.UserCPU.Seconds(),
-		SysCPU:     res.SysCPU.Seconds(),
-		MaxRSS:     res.MaxRSS,
-		CPUFrom:    res.CPUFrom,
-		MaxRSSFrom: res.MaxRSSFrom,
-		MemoryPeak: res.MemoryPeak,
-		PidsPeak:   res.PidsPeak,
-		UsageOf:    res.Usage.String(),
-		Error:      res.Error,
-		FinishedAt: now.UTC(),
-	}
-	if res.Signal != 0 {
-		if r.Signal = unix.SignalName(res.Signal); r.Signal == "" {
-			r.Signal = res.Signal.String()
-		}
-	}
-	out := res.Output
-	if len(out) > maxTail {
-		out, r.OutputTruncated = out[len(out)-maxTail:], true
-		if i := bytes.IndexByte(out, '\n'); i >= 0 && i < len(out)-1 {
-			out = out[i+1:]
-		}
-	}
-	r.OutputTail = strings.ToValidUTF8(string(out), "\uFFFD")
-	return r
+	return Record{ID: c.name, Attempts: c.attempt, RunRecord: jobs.NewRunRecord(res), FinishedAt: now.UTC()}
 }
 
 // filing is where a finished job goes: done/ or failed/ with its record,

@@ -344,9 +344,7 @@ func (s *Spool) refuse(c *claim, why string, now time.Time) {
 	rec := Record{
 		ID:         c.name,
 		Attempts:   c.attempt - 1,
-		Outcome:    "refused",
-		ExitCode:   -1,
-		Error:      "refused: " + why,
+		RunRecord:  jobs.RunRecord{Outcome: "refused", ExitCode: -1, Error: "refused: " + why},
 		FinishedAt: now.UTC(),
 	}
 	_ = s.finish(&filing{c: c, dest: s.failed, rec: rec}, now)

@@ -324,9 +324,9 @@ func TestSuccess(t *testing.T) {
 	}
 	r := readRecord(t, filepath.Join(done, "report.csv.result.json"))
 	want := Record{
-		ID: "report.csv", File: "report.csv", Attempts: 1, Outcome: "ok",
-		Duration: 1.5, UserCPU: 1, SysCPU: 0.25, MaxRSS: 1 << 20, UsageOf: "worker",
-		OutputTail: "second to last\nlast line\n", OutputTruncated: true,
+		ID: "report.csv", File: "report.csv", Attempts: 1, RunRecord: jobs.RunRecord{Outcome: "ok",
+			Duration: 1.5, UserCPU: 1, SysCPU: 0.25, MaxRSS: 1 << 20, UsageOf: "worker",
+			OutputTail: "second to last\nlast line\n", OutputTruncated: true},
 	}
 	if !r.FinishedAt.Equal(clk.Now()) {
 		t.Errorf("finished_at %v, want %v", r.FinishedAt, clk.Now())
