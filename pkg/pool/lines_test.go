@@ -394,22 +394,7 @@ func TestLinesRecycling(t *testing.T) {
 // signal that killed it.
 func TestLinesKilledMidJob(t *testing.T) {
 	ex := newExits()
-	started := make(chan int, 1)
-	p := newPool(t, Config{Max: 1, OnExit: ex.add, OutputDrain: 100 * time.Millisecond, Sink: SinkFunc(func(l Line) {
-		if n, err := strconv.Atoi(string(l.Text)); err == nil {
-			started <- n
-		}
-	})})
-	w := startWorker(t, p, linesSpec(t))
-	if err := w.Send([]byte("hang")); err != nil {
-		t.Fatal(err)
-	}
-	var grandchild int
-	select {
-	case grandchild = <-started:
-	case <-time.After(10 * time.Second):
-		t.Fatal("worker never started its job")
-	}
+	w, grandchild := hangingWorker(t, Config{OnExit: ex.add})
 	if err := syscall.Kill(w.Pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -429,22 +414,7 @@ func TestLinesKilledMidJob(t *testing.T) {
 // A hung worker is stopped with its whole process group, as a job timeout
 // does it.
 func TestLinesHangStopsGroup(t *testing.T) {
-	started := make(chan int, 1)
-	p := newPool(t, Config{Max: 1, OutputDrain: 100 * time.Millisecond, Sink: SinkFunc(func(l Line) {
-		if n, err := strconv.Atoi(string(l.Text)); err == nil {
-			started <- n
-		}
-	})})
-	w := startWorker(t, p, linesSpec(t))
-	if err := w.Send([]byte("hang")); err != nil {
-		t.Fatal(err)
-	}
-	var grandchild int
-	select {
-	case grandchild = <-started:
-	case <-time.After(10 * time.Second):
-		t.Fatal("worker never started its job")
-	}
+	w, grandchild := hangingWorker(t, Config{})
 	w.Stop(syscall.SIGTERM, 5*time.Second)
 	e := waitDone(t, w.Child, 10*time.Second)
 	if e.Signal != syscall.SIGTERM || !w.Busy() {
@@ -709,5 +679,30 @@ func TestLinesOutputBeforeAnswer(t *testing.T) {
 		if want := fmt.Sprint("line-", i); string(l.Text) != want || l.Label != fmt.Sprint("job-", i) {
 			t.Errorf("line %d: %q under %q", i, l.Text, l.Label)
 		}
+	}
+}
+
+// hangingWorker starts a line worker in a pool of one slot made with cfg,
+// hands it a job that starts a grandchild and hangs, and returns the
+// worker and the grandchild's pid once the worker has printed it.
+func hangingWorker(t *testing.T, cfg Config) (*Worker, int) {
+	t.Helper()
+	started := make(chan int, 1)
+	cfg.Max, cfg.OutputDrain = 1, 100*time.Millisecond
+	cfg.Sink = SinkFunc(func(l Line) {
+		if n, err := strconv.Atoi(string(l.Text)); err == nil {
+			started <- n
+		}
+	})
+	w := startWorker(t, newPool(t, cfg), linesSpec(t))
+	if err := w.Send([]byte("hang")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case grandchild := <-started:
+		return w, grandchild
+	case <-time.After(10 * time.Second):
+		t.Fatal("worker never started its job")
+		return nil, 0
 	}
 }
