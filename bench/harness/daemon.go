@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -25,6 +26,13 @@ type setup struct {
 	children int      // [pool] max_children; 0 keeps the default
 	cgroups  string   // [pool] cgroups; "" keeps the default
 	attempts int      // [job] max_attempts; 0 keeps the default
+}
+
+// flags adds the flags every measure takes: -bin, -dir and -work.
+func (s *setup) flags(fs *flag.FlagSet) {
+	fs.StringVar(&s.bin, "bin", "jobdaemon", "the jobdaemon binary")
+	fs.StringVar(&s.spool, "dir", "", "the spool's root (emptied first)")
+	fs.StringVar(&s.work, "work", "", "a directory for the config and the log")
 }
 
 // prepare empties the spool, creates incoming/ and the work directory,

@@ -30,9 +30,7 @@ import (
 func latencyCmd(args []string) error {
 	fs := flag.NewFlagSet("latency", flag.ExitOnError)
 	var s setup
-	fs.StringVar(&s.bin, "bin", "jobdaemon", "the jobdaemon binary")
-	fs.StringVar(&s.spool, "dir", "", "the spool's root (emptied first)")
-	fs.StringVar(&s.work, "work", "", "a directory for the config and the log")
+	s.flags(fs)
 	floors := fs.String("floors", "floors", "the floors program (its stamp is the job)")
 	n := fs.Int("n", 200, "jobs of each kind")
 	gap := fs.Duration("gap", 20*time.Millisecond, "pause between two jobs")

@@ -24,9 +24,7 @@ import (
 func reapCmd(args []string) error {
 	fs := flag.NewFlagSet("reap", flag.ExitOnError)
 	var s setup
-	fs.StringVar(&s.bin, "bin", "jobdaemon", "the jobdaemon binary")
-	fs.StringVar(&s.spool, "dir", "", "the spool's root (emptied first)")
-	fs.StringVar(&s.work, "work", "", "a directory for the config and the log")
+	s.flags(fs)
 	fs.StringVar(&s.cgroups, "cgroups", "", `[pool] cgroups ("" keeps the default)`)
 	floors := fs.String("floors", "floors", "the floors program (its block is the job)")
 	k := fs.Int("k", 100, "children")
@@ -186,9 +184,7 @@ func countRecords(fd, n int, timeout time.Duration) error {
 func termCmd(args []string) error {
 	fs := flag.NewFlagSet("term", flag.ExitOnError)
 	var s setup
-	fs.StringVar(&s.bin, "bin", "jobdaemon", "the jobdaemon binary")
-	fs.StringVar(&s.spool, "dir", "", "the spool's root (emptied first)")
-	fs.StringVar(&s.work, "work", "", "a directory for the config and the log")
+	s.flags(fs)
 	fs.StringVar(&s.cgroups, "cgroups", "", `[pool] cgroups ("" keeps the default)`)
 	k := fs.Int("k", 8, "sleeping jobs")
 	fs.Parse(args)

@@ -22,9 +22,7 @@ import (
 func spoolCmd(args []string) error {
 	fs := flag.NewFlagSet("spool", flag.ExitOnError)
 	var s setup
-	fs.StringVar(&s.bin, "bin", "jobdaemon", "the jobdaemon binary")
-	fs.StringVar(&s.spool, "dir", "", "the spool's root (emptied first)")
-	fs.StringVar(&s.work, "work", "", "a directory for the config and the log")
+	s.flags(fs)
 	fs.IntVar(&s.children, "m", 2, "max_children")
 	fs.StringVar(&s.cgroups, "cgroups", "", `[pool] cgroups ("" keeps the default)`)
 	cmd := fs.String("cmd", "/bin/true", "the job's command")

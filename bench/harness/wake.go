@@ -27,9 +27,7 @@ import (
 func wakeCmd(args []string) error {
 	fs := flag.NewFlagSet("wake", flag.ExitOnError)
 	var s setup
-	fs.StringVar(&s.bin, "bin", "jobdaemon", "the jobdaemon binary")
-	fs.StringVar(&s.spool, "dir", "", "the spool's root (emptied first)")
-	fs.StringVar(&s.work, "work", "", "a directory for the config and the log")
+	s.flags(fs)
 	k := fs.Int("k", 0, "sleeping jobs")
 	window := fs.Duration("window", 20*time.Second, "how long to count")
 	settle := fs.Duration("settle", 2*time.Second, "wait this long after the start, before counting")
