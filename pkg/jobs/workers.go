@@ -74,13 +74,13 @@ func (d *Daemon) startWorker(slot int, spec *Spec, job *Job) (*running, error) {
 		// What the worker prints before it reads its first job lands
 		// under that job's id.
 		ws.Spec = pool.Spec{Path: spec.Path, Args: spec.Args, Env: env, Dir: spec.Dir,
-			Label: job.ID, StopSignal: sig, KillGrace: grace}
+			Credential: d.opts.Credential, Label: job.ID, StopSignal: sig, KillGrace: grace}
 		ws.OnResult = func(w *pool.Worker, msg []byte) {
 			a, err := workerproto.ParseAnswer(msg, r.sentID)
 			d.pushAnswer(event{worker: w, answer: a, err: err})
 		}
 	} else {
-		ws.Spec = pool.Spec{Label: job.ID, StopSignal: d.opts.StopSignal, KillGrace: d.opts.KillGrace}
+		ws.Spec = pool.Spec{Credential: d.opts.Credential, Label: job.ID, StopSignal: d.opts.StopSignal, KillGrace: d.opts.KillGrace}
 		ws.OnResult = func(w *pool.Worker, msg []byte) {
 			rep, err := decodeReply(msg)
 			d.pushAnswer(event{worker: w, reply: rep, err: err})

@@ -153,7 +153,8 @@ type workerApp struct {
 	*testApp
 	env     []string // added to the worker's environment
 	process bool
-	calls   int // WorkerCommand calls
+	spec    *Spec // the worker's command, instead of this test binary
+	calls   int   // WorkerCommand calls
 }
 
 func (w *workerApp) Command(ctx context.Context, job *Job) (*Spec, error) {
@@ -164,6 +165,9 @@ func (w *workerApp) WorkerCommand(ctx context.Context, slot int) (*Spec, error) 
 	w.calls++
 	if w.process {
 		return nil, nil
+	}
+	if w.spec != nil {
+		return w.spec, nil
 	}
 	self, err := os.Executable()
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -376,5 +377,33 @@ func TestCommandWorkerLimits(t *testing.T) {
 	if _, err := New(cmdOnly{w.testApp, w.testApp, commandApp{w.testApp}}, Options{JobsPerChild: 2}); err == nil ||
 		!strings.Contains(err.Error(), "WorkerCommander") {
 		t.Errorf("a Commander without WorkerCommander and JobsPerChild 2: %v", err)
+	}
+}
+
+// A command worker runs as Options.Credential, as each job's process
+// does: in worker mode too, jobs run as their own user.
+func TestCommandWorkerCredential(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root to start a worker as another user, and CI=true")
+		}
+		t.Skip("needs root to start a worker as another user")
+	}
+	w := newWorkerApp("ok", "ok")
+	// A worker of the line protocol in sh: the id is the first member of
+	// each job line.
+	w.spec = &Spec{Path: "/bin/sh", Args: []string{"sh", "-c", `while read -r line; do
+		id=${line#'{"id":"'}; id=${id%%'"'*}
+		echo "uid=$(id -u) gid=$(id -g)"
+		printf '{"id":"%s","ok":true}\n' "$id" >&3
+	done`}}
+	res := runWorkers(t, w, Options{MaxChildren: 1, Credential: &syscall.Credential{Uid: 65534, Gid: 65534}})
+	for id, r := range res {
+		if !r.OK() || !strings.Contains(string(r.Output), "uid=65534 gid=65534") {
+			t.Errorf("job %s: %v, output %q; want it run by uid and gid 65534", id, r, r.Output)
+		}
+	}
+	if len(res) != 2 {
+		t.Errorf("%d results, want 2", len(res))
 	}
 }
