@@ -581,7 +581,7 @@ func (d *Daemon) startJob(hctx context.Context, slot int, r *running, job *Job) 
 	d.stateMu.Unlock()
 	r.timedOut.Store(false)
 	r.sentID = job.ID
-	d.countStart(job)
+	d.countStart()
 	r.worker.SetLabel(job.ID)
 	d.trackLines(job, true)
 	err := r.worker.Send(d.encBuf)
@@ -613,7 +613,7 @@ func (d *Daemon) startCommand(hctx context.Context, slot int, job *Job) bool {
 			d.handBack(hctx, job, err)
 			return false
 		}
-		d.countStart(job)
+		d.countStart()
 		d.log.Error("could not start job", "job_id", job.ID, "slot", slot, "err", err)
 		d.finish(hctx, job, Result{ExitCode: -1, Error: err.Error()})
 		return false
@@ -626,7 +626,7 @@ func (d *Daemon) startCommand(hctx context.Context, slot int, job *Job) bool {
 		d.handBack(hctx, job, err)
 		return false
 	}
-	d.countStart(job)
+	d.countStart()
 	d.stateMu.Lock()
 	d.running[c] = &running{child: c, job: job, since: c.Started}
 	d.stateMu.Unlock()

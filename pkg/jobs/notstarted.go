@@ -39,7 +39,7 @@ func (d *Daemon) handBack(hctx context.Context, job *Job, err error) {
 }
 
 // countStart counts a job that runs, and ends a start back-off.
-func (d *Daemon) countStart(job *Job) {
+func (d *Daemon) countStart() {
 	d.started.Add(1)
 	if d.handBackoff != 0 {
 		d.stateMu.Lock()

@@ -135,7 +135,7 @@ func (o *Options) withDefaults() {
 		o.MaxChildren = runtime.NumCPU()
 	}
 	// JobsPerChild 0 keeps its meaning, which depends on the kind of
-	// worker (see workerLimits).
+	// worker (Options.JobsPerChild).
 	o.JobsPerChild = max(o.JobsPerChild, 0)
 	if o.KillGrace <= 0 {
 		o.KillGrace = pool.DefaultKillGrace

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/jobdaemon/jobdaemon/pkg/lifecycle"
 )
 
 // Settings are what the service needs to know to run the daemon: where
@@ -297,7 +299,7 @@ func (s *Settings) Validate() error {
 		v.fail("pool.job_timeout", nil, "%v is negative: use 0 (no limit) or more", p.JobTimeout)
 	}
 	v.positive("pool.kill_grace", p.KillGrace, "10s")
-	if p.StopSignal < 1 || p.StopSignal > maxSignal {
+	if p.StopSignal < 1 || p.StopSignal > lifecycle.MaxSignal {
 		v.fail("pool.stop_signal", nil, "%d is not a signal: use a name such as \"SIGTERM\"", int(p.StopSignal))
 	}
 
@@ -348,9 +350,6 @@ func (s *Settings) Validate() error {
 	}
 	return errors.Join(v.errs...)
 }
-
-// maxSignal is the highest signal number on Linux (SIGRTMAX).
-const maxSignal = 64
 
 // maxSocketPath is the longest Unix socket path: sun_path holds 108 bytes
 // with the terminating NUL.

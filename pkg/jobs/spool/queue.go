@@ -300,7 +300,7 @@ func (s *Spool) claim(e *entry, now time.Time) (*jobs.Job, error) {
 	return &jobs.Job{
 		ID:      name,
 		Attempt: c.attempt,
-		Meta:    map[string]string{"path": dst, "name": name},
+		Meta:    map[string]string{jobs.MetaPath: dst, "name": name},
 	}, nil
 }
 
