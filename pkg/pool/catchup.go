@@ -35,7 +35,6 @@ const maxCatchUp = time.Second
 
 // outPipe is the read end of a worker's stdout or stderr.
 type outPipe struct {
-	f  *os.File
 	rc syscall.RawConn
 
 	mu       sync.Mutex
@@ -58,7 +57,7 @@ func newOutPipe(f *os.File) (*outPipe, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &outPipe{f: f, rc: rc, wake: make(chan struct{}, 1)}
+	p := &outPipe{rc: rc, wake: make(chan struct{}, 1)}
 	p.tryReadF, p.unreadF = p.tryRead, p.unreadIn
 	return p, nil
 }

@@ -125,8 +125,7 @@ type Child struct {
 	spec   *Spec
 	worker *Worker // nil for a command child
 	label  atomic.Pointer[string]
-	rusage *syscall.Rusage // set by reap; nil if the wait failed
-	iso    childIsolation  // its cgroup or group record (childiso.go)
+	iso    childIsolation // its cgroup or group record (childiso.go)
 
 	outR, errR *os.File    // the read ends of the child's own pipes; nil with slotOut
 	slotOut    *slotOutput // the slot's pipes it writes into, when it has no pipes of its own; nil once settled
@@ -365,7 +364,10 @@ func (c *Child) reap() {
 	c.reaped = true
 	timedOut := c.timedOut
 	interrupted := c.interrupted
-	if c.stopping || c.poolStop || !c.pool.cfg.Isolation.KeepLeftovers {
+	// Decided once, under the lock: a stop that marks the child after this
+	// is too late to have killed its leftovers (leaderReaped acts on it).
+	killed := c.stopping || c.poolStop || !c.pool.cfg.Isolation.KeepLeftovers
+	if killed {
 		// The job's leader is gone: kill what is left of its tree now (a
 		// stopped job's, as systemd's KillMode=mixed does, rather than at
 		// the end of the grace period, when the group id may belong to
@@ -394,7 +396,7 @@ func (c *Child) reap() {
 		} else {
 			e.Code = ws.ExitStatus()
 		}
-		c.rusage = ru
+		e.CPUFrom = FromRusage
 		e.UserCPU = time.Duration(ru.Utime.Nano())
 		e.SysCPU = time.Duration(ru.Stime.Nano())
 		e.MaxRSS = ru.Maxrss << 10 // KiB on Linux
@@ -410,6 +412,6 @@ func (c *Child) reap() {
 			}
 		})
 	}
-	c.leaderReaped()
+	c.leaderReaped(killed)
 	c.ended()
 }

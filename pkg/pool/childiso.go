@@ -85,16 +85,10 @@ func (c *Child) killTree() {
 
 // leaderReaped settles the exit of a reaped child: which figures of the
 // rusage hold, and, with a cgroup, the rest once the cgroup is empty.
-func (c *Child) leaderReaped() {
+// killed says whether Child.reap killed what the leader left.
+func (c *Child) leaderReaped(killed bool) {
 	e := &c.exit
-	if c.rusage != nil {
-		e.CPUFrom = FromRusage
-	}
 	settleMaxRSS(e, c.iso.inherited)
-	c.mu.Lock()
-	// As Child.reap decided.
-	killed := c.stopping || c.poolStop || !c.pool.cfg.Isolation.KeepLeftovers
-	c.mu.Unlock()
 	if c.iso.record != "" {
 		// A group with kept leftovers keeps its record: the next start
 		// after a crash kills them too.

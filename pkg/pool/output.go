@@ -58,6 +58,19 @@ var readerPool sync.Pool
 
 // readOutput hands each line of f to the sink and keeps the tail, until EOF
 // or until the drain timer closes f. Memory is bounded by MaxLine, however
+// handLine hands one line of c's output (with its newline, unless
+// partial) to c's tail and to the sink.
+func (c *Child) handLine(stream Stream, line []byte, partial bool) {
+	c.tail.write(line)
+	if sink := c.pool.cfg.Sink; sink != nil {
+		text := line
+		if !partial {
+			text = line[:len(line)-1]
+		}
+		sink.Line(Line{Label: c.Label(), Slot: c.Slot, Pid: c.Pid, Stream: stream, Text: text, Partial: partial})
+	}
+}
+
 // long the child's lines are.
 func (c *Child) readOutput(f *os.File, stream Stream) {
 	defer c.ended()
@@ -79,18 +92,10 @@ func (c *Child) readOutput(f *os.File, stream Stream) {
 		br.Reset(nil)
 		readerPool.Put(br)
 	}()
-	sink := c.pool.cfg.Sink
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {
-			c.tail.write(line)
-			if sink != nil {
-				text, partial := bytes.TrimSuffix(line, []byte{'\n'}), true
-				if len(text) < len(line) {
-					partial = false
-				}
-				sink.Line(Line{Label: c.Label(), Slot: c.Slot, Pid: c.Pid, Stream: stream, Text: text, Partial: partial})
-			}
+			c.handLine(stream, line, line[len(line)-1] != '\n')
 			if out != nil {
 				out.handedOver(len(line))
 			}

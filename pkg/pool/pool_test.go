@@ -2,6 +2,7 @@ package pool
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -553,6 +554,39 @@ func TestScrubEnv(t *testing.T) {
 	clean := []string{"A=1"}
 	if got := scrubEnv(clean); &got[0] != &clean[0] {
 		t.Error("scrubEnv copied a clean environment")
+	}
+}
+
+// Of several entries of one name, the last is the child's, as exec keeps
+// it; a clean environment is passed as it is.
+func TestDedupEnv(t *testing.T) {
+	in := []string{"A=1", "B=2", "A=3", "C", "B=4"}
+	if got := strings.Join(dedupEnv(in), " "); got != "A=3 C B=4" {
+		t.Errorf("dedupEnv = %q, want the last of each name, in order", got)
+	}
+	if in[0] != "A=1" || in[4] != "B=4" {
+		t.Error("dedupEnv modified its input")
+	}
+	clean := []string{"A=1", "B=2"}
+	if got := dedupEnv(clean); &got[0] != &clean[0] {
+		t.Error("dedupEnv copied a clean environment")
+	}
+}
+
+// A Stdin that is not a file reaches the child whole through a pipe,
+// small or larger than a pipe holds; a child that reads only the start
+// of it and exits is no error.
+func TestReaderStdin(t *testing.T) {
+	p := newPool(t, Config{Max: 1})
+	for _, n := range []int{3, 200 << 10} {
+		c := mustStart(t, p, &Spec{Path: "/bin/sh", Args: []string{"sh", "-c", "wc -c"}, Stdin: bytes.NewReader(make([]byte, n))})
+		if e := waitDone(t, c, 10*time.Second); e.Code != 0 || strings.TrimSpace(string(e.Output)) != strconv.Itoa(n) {
+			t.Errorf("%d bytes in: %s, output %q", n, e, e.Output)
+		}
+	}
+	c := mustStart(t, p, &Spec{Path: "/bin/sh", Args: []string{"sh", "-c", "head -c 1"}, Stdin: bytes.NewReader(make([]byte, 1<<20))})
+	if e := waitDone(t, c, 10*time.Second); e.Code != 0 || len(e.Output) != 1 {
+		t.Errorf("a child that reads one byte of 1 MiB: %s, output %q", e, e.Output)
 	}
 }
 

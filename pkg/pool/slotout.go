@@ -241,17 +241,9 @@ func (s *slotStream) lines(m int) {
 	}
 }
 
-// emit hands one line of c (with its newline, unless partial) to c's
-// tail and to the sink.
+// emit hands one line of c (with its newline, unless partial) over.
 func (s *slotStream) emit(c *Child, line []byte, partial bool) {
-	c.tail.write(line)
-	if sink := s.p.cfg.Sink; sink != nil {
-		text := line
-		if !partial {
-			text = line[:len(line)-1]
-		}
-		sink.Line(Line{Label: c.Label(), Slot: c.Slot, Pid: c.Pid, Stream: s.stream, Text: text, Partial: partial})
-	}
+	c.handLine(s.stream, line, partial)
 }
 
 // flushLocked hands over an unended line of c as Partial.
@@ -323,19 +315,16 @@ func (p *Pool) closeSlotOutputs() {
 	p.shedSlotOutputs()
 }
 
-// shedSlotOutputs closes the pipes the slots keep for their next child, and
-// returns how many slots had some; a child that runs keeps its own.
-func (p *Pool) shedSlotOutputs() int {
+// shedSlotOutputs closes the pipes the slots keep for their next child; a
+// child that runs keeps its own.
+func (p *Pool) shedSlotOutputs() {
 	p.mu.Lock()
 	outs := p.slotOut
 	p.slotOut = nil
 	p.mu.Unlock()
-	n := 0
 	for _, so := range outs {
 		if so != nil {
 			so.close()
-			n++
 		}
 	}
-	return n
 }
