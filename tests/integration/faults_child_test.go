@@ -128,7 +128,10 @@ func procStatusKB(t *testing.T, pid int, key string) int {
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if k, v, ok := strings.Cut(line, ":"); ok && k == key {
-			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			if err != nil {
+				t.Fatalf("/proc/%d/status: %s:%s", pid, k, v)
+			}
 			return n
 		}
 	}

@@ -291,8 +291,11 @@ func cpuTime(t *testing.T, pid int) time.Duration {
 		t.Fatal(err)
 	}
 	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-	ut, _ := strconv.Atoi(f[11])
-	st, _ := strconv.Atoi(f[12])
+	ut, err1 := strconv.Atoi(f[11])
+	st, err2 := strconv.Atoi(f[12])
+	if err1 != nil || err2 != nil {
+		t.Fatalf("/proc/%d/stat: utime %q, stime %q", pid, f[11], f[12])
+	}
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
 }
 
@@ -339,10 +342,13 @@ func chownTree(t *testing.T, dir string, u *user.User) {
 	t.Helper()
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
-	filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
+	err := filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
 		if err == nil {
 			err = os.Lchown(p, uid, gid)
 		}
 		return err
 	})
+	if err != nil {
+		t.Fatalf("give %s to %s: %v", dir, u.Username, err)
+	}
 }
