@@ -61,6 +61,13 @@ func TestReadmeMinimalExample(t *testing.T) {
 // config.toml.
 func TestDocsCommandsAndConfig(t *testing.T) {
 	block := regexp.MustCompile("(?s)```(sh|toml)\n(.*?)```")
+	bad := filepath.Join(t.TempDir(), "bad.toml")
+	if err := os.WriteFile(bad, []byte("[job]\ncommand = [\"/bin/true\"]\nbogus = 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if parseOnly(bad) == nil {
+		t.Fatal("parseOnly took a file with an unknown key: the TOML check below could not fail")
+	}
 	for _, doc := range []string{"../../README.md", "../../docs/INSTALL.md"} {
 		text, err := os.ReadFile(doc)
 		if err != nil {
@@ -115,8 +122,11 @@ func TestDocsCommandsAndConfig(t *testing.T) {
 // and values, not whether its users and programs exist here.
 func parseOnly(path string) error {
 	out, err := exec.Command(binary, "status", "--config", path).CombinedOutput()
+	// status says "not running" with LSB's codes, even for a file it
+	// cannot read: what tells is an error naming the file's line.
 	var exit *exec.ExitError
-	if errors.As(err, &exit) && exit.ExitCode() == 78 || strings.Contains(string(out), "invalid configuration") {
+	named := regexp.MustCompile(regexp.QuoteMeta(path) + `:[0-9]+: `)
+	if errors.As(err, &exit) && exit.ExitCode() == 78 || named.Match(out) || strings.Contains(string(out), "invalid configuration") {
 		return fmt.Errorf("exit %v: %s", err, out)
 	}
 	// Any other answer (not running, running) read the file.
