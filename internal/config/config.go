@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -42,9 +41,7 @@ type Config struct {
 	file string     // path as given to Load, for errors
 	idx  *lineIndex // finds the line of a key in file
 
-	cred  *syscall.Credential // [daemon] user and group, resolved by Validate
-	gid   int                 // the control socket's group, resolved by Validate; -1 for none
-	pgDSN string              // the postgres DSN, once PostgresDSN has read it
+	pgDSN string // the postgres DSN, once PostgresDSN has read it
 }
 
 // Settings returns the service's settings of c: its [daemon], [pool],
@@ -164,7 +161,6 @@ func Default() *Config {
 			},
 			Postgres: defaultPostgres(),
 		},
-		gid: -1,
 	}
 }
 

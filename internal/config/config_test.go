@@ -184,13 +184,11 @@ job_identifier = "tool"
 		Log: Log{LogSettings: service.LogSettings{Level: "trace", JobOutput: "debug", Format: "json",
 			Target: "file", File: "/var/log/jd/daemon.log", JobFacility: "local3", JobIdentifier: "tool"},
 			JobLog: "/var/log/jd/jobs.log"},
-		gid: 0, // daemon.group
 	}
 	c.file, c.idx = "", nil
-	if cr := c.Credential(); cr == nil || cr.Uid != 0 || cr.Gid != 0 {
+	if cr := credOf(c); cr == nil || cr.Uid != 0 || cr.Gid != 0 {
 		t.Errorf("credential of root:0 = %+v", cr)
 	}
-	c.cred = nil // compared above
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load =\n%+v\nwant\n%+v", c, want)
 	}
@@ -754,13 +752,10 @@ func TestCredential(t *testing.T) {
 		}
 		return c
 	}
-	if c := load(""); c.Credential() != nil {
-		t.Errorf("no user: %+v, want nil", c.Credential())
+	if cr := credOf(load("")); cr != nil {
+		t.Errorf("no user: %+v, want nil", cr)
 	}
-	if c := Default(); c.Credential() != nil {
-		t.Error("Default has a credential before Validate")
-	}
-	cr := load(`user = "root"`).Credential()
+	cr := credOf(load(`user = "root"`))
 	if cr == nil || cr.Uid != 0 || cr.Gid != 0 || !slices.Contains(cr.Groups, 0) {
 		t.Errorf("root: %+v", cr)
 	}
@@ -768,7 +763,7 @@ func TestCredential(t *testing.T) {
 	if err != nil {
 		t.Fatalf("this test needs the group nogroup: %v", err)
 	}
-	cr = load("user = \"0\"\ngroup = \"nogroup\"").Credential()
+	cr = credOf(load("user = \"0\"\ngroup = \"nogroup\""))
 	if cr == nil || cr.Uid != 0 || strconv.Itoa(int(cr.Gid)) != nogroup.Gid {
 		t.Errorf("uid 0 with group nogroup (%s): %+v", nogroup.Gid, cr)
 	}
@@ -1013,4 +1008,12 @@ func TestMaxWorkerPayloadFits(t *testing.T) {
 	if line > pool.MaxMessage {
 		t.Errorf("a job line of %d bytes, more than pool.MaxMessage (%d)", line, pool.MaxMessage)
 	}
+}
+
+// credOf returns the credential that c's [daemon] user and group resolve
+// to, as the daemon resolves it (service.Settings.Credential).
+func credOf(c *Config) *syscall.Credential {
+	st := c.Settings()
+	cr, _ := st.Credential()
+	return cr
 }

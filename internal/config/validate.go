@@ -10,7 +10,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 
 	"github.com/BurntSushi/toml"
 
@@ -71,8 +70,6 @@ func (c *Config) Validate() error {
 			v.add(&Error{Msg: err.Error(), Err: err})
 		}
 	}
-	c.cred, _ = st.Credential()
-	c.gid, _ = st.ControlGid()
 	v.path("log.joblog", c.Log.JobLog, true)
 
 	v.job(&c.Job)
@@ -285,18 +282,6 @@ func (v *validator) path(key, p string, optional bool) {
 		v.fail(key, nil, "%q is relative: use an absolute path (Load resolves relative paths against the configuration file's directory)", p)
 	}
 }
-
-// Credential returns the user, group and supplementary groups that
-// [daemon] user and group name, as Validate (and so Load) resolved them,
-// for starting processes as them; nil when no user is configured, or
-// before Validate. Group "" means the user's primary group.
-func (c *Config) Credential() *syscall.Credential { return c.cred }
-
-// ControlGid returns the group of the control socket, resolved by Validate
-// from control.group, daemon.group or daemon.user's primary group; -1 when
-// none is set (the socket keeps the daemon's own group, and only root and
-// the daemon's user may use it).
-func (c *Config) ControlGid() int { return c.gid }
 
 // Preflight checks, on this host, what the daemon would refuse at start
 // beyond Validate: the directories of the PID file, the control socket,
