@@ -48,7 +48,7 @@ func (r *daemonRun) jobIdentity() (*syscall.Credential, []string, error) {
 		warn("jobs run as the daemon's own user (%s): a job can use the control socket, write the daemon's log and spool, "+
 			"and signal or exhaust the daemon; set job.user to a user of the jobs' own", describeUser(uid))
 		if jc == nil || int(jc.Gid) == gid {
-			r.limitCaps()
+			r.limitCaps(false)
 			return nil, warnings, nil
 		}
 	}
@@ -57,7 +57,7 @@ func (r *daemonRun) jobIdentity() (*syscall.Credential, []string, error) {
 			"start the daemon as root, or with these capabilities (systemd: AmbientCapabilities=; see docs/INSTALL.md), or remove job.user",
 			st.Job.User, describeUser(uid))
 	}
-	r.limitCaps()
+	r.limitCaps(true)
 	for _, g := range r.trustedGroups() {
 		if int(jc.Gid) == g || slices.Contains(jc.Groups, uint32(g)) {
 			warn("job.user %q is in group %s, which may use the control socket or read the daemon's files: "+
@@ -77,27 +77,22 @@ func (r *daemonRun) trustedGroups() []int {
 }
 
 // limitCaps drops the capabilities that a daemon which is not root holds
-// beyond what its jobs need: JobCaps when they run as another user, none
-// otherwise (a unit with AmbientCapabilities= and no job.user). A root
-// daemon keeps its own. A cgo build cannot change them on every thread
-// and leaves them; the spawner thread gives none to jobs anyway.
-func (r *daemonRun) limitCaps() {
+// beyond what its jobs need: JobCaps when they run as another user
+// (forJobs), none otherwise (a unit with AmbientCapabilities= and no
+// job.user). A root daemon keeps its own. A cgo build cannot change them
+// on every thread and leaves them; the forking threads give none to jobs
+// anyway.
+func (r *daemonRun) limitCaps(forJobs bool) {
 	if os.Geteuid() == 0 {
 		return
 	}
 	var keep []uintptr
-	if r.jobsNeedCaps() {
+	if forJobs {
 		keep = lifecycle.JobCaps
 	}
 	if err := lifecycle.LimitCaps(keep); err != nil && !errors.Is(err, lifecycle.ErrThreadCaps) {
 		r.log.Warn("cannot drop the capabilities the daemon does not need", "err", err)
 	}
-}
-
-// jobsNeedCaps reports whether jobs run as another user than the daemon.
-func (r *daemonRun) jobsNeedCaps() bool {
-	jc, err := r.st.JobCredential()
-	return err == nil && jc != nil && (int(jc.Uid) != os.Geteuid() || int(jc.Gid) != os.Getegid())
 }
 
 // keepCapsForJobs reports whether a root daemon that drops to cred must

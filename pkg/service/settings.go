@@ -257,7 +257,8 @@ func (s *Settings) Validate() error {
 	}
 	d := &s.Daemon
 	v.path("daemon.pid_file", d.PIDFile)
-	if _, err := d.credential(); err != nil {
+	cred, err := d.credential()
+	if err != nil {
 		v.add(err)
 	}
 	v.positive("daemon.stop_timeout", d.StopTimeout, "30s")
@@ -308,7 +309,7 @@ func (s *Settings) Validate() error {
 	if n := len(c.Socket); n > maxSocketPath {
 		v.fail("control.socket", nil, "%q is %d bytes long, but a Unix socket path holds at most %d: choose a shorter path", c.Socket, n, maxSocketPath)
 	}
-	if _, err := s.controlGroup(); err != nil {
+	if _, err := s.controlGroup(cred); err != nil {
 		v.add(err)
 	}
 
@@ -451,13 +452,20 @@ func lookupCredential(table, userName, groupName string) (*syscall.Credential, e
 // the daemon's group (Daemon.Group, or Daemon.User's primary group); -1
 // when none is set, and the socket keeps the daemon's own group. The error
 // is a *SettingError.
-func (s *Settings) ControlGid() (int, error) { return s.controlGroup() }
+func (s *Settings) ControlGid() (int, error) {
+	var cred *syscall.Credential
+	if s.Control.Group == "" {
+		cred, _ = s.Daemon.credential() // an error is daemon.user's
+	}
+	return s.controlGroup(cred)
+}
 
-func (s *Settings) controlGroup() (int, error) {
+// controlGroup is ControlGid with the daemon's credential resolved
+// already (nil: none, or it could not be).
+func (s *Settings) controlGroup(cred *syscall.Credential) (int, error) {
 	name := s.Control.Group
 	if name == "" {
-		cred, err := s.Daemon.credential()
-		if err != nil || cred == nil {
+		if cred == nil {
 			return -1, nil // reported for daemon.user, if at all
 		}
 		return int(cred.Gid), nil
