@@ -18,6 +18,9 @@ type Job struct {
 	Path string
 	// Meta holds the source's small attributes; empty omits it.
 	Meta map[string]string
+	// Omit is a key of Meta that is not sent, such as the one Path came
+	// from.
+	Omit string
 }
 
 // ErrPathNotUTF8 is returned by AppendJob for a path that is not valid
@@ -27,7 +30,7 @@ var ErrPathNotUTF8 = errors.New("job path is not valid UTF-8")
 // AppendJob appends the job line of j to b, without a newline (the pool
 // adds it), and returns the extended buffer. It fails only for a path
 // that is not valid UTF-8, and returns b unchanged then. It allocates
-// nothing when b has room, unless j has Meta.
+// nothing when b has room, unless Meta has more than 8 keys.
 func AppendJob(b []byte, j *Job) ([]byte, error) {
 	if j.Path != "" && !utf8.ValidString(j.Path) {
 		return b, ErrPathNotUTF8
@@ -45,18 +48,25 @@ func AppendJob(b []byte, j *Job) ([]byte, error) {
 		b = append(b, `,"path":`...)
 		b = appendString(b, j.Path)
 	}
-	if len(j.Meta) > 0 {
-		b = appendMeta(b, j.Meta)
+	n := len(j.Meta)
+	if _, ok := j.Meta[j.Omit]; ok {
+		n--
+	}
+	if n > 0 {
+		b = appendMeta(b, j.Meta, j.Omit)
 	}
 	return append(b, '}'), nil
 }
 
-// appendMeta appends the members of m in the order of their keys, so that
-// one job always makes one line.
-func appendMeta(b []byte, m map[string]string) []byte {
-	keys := make([]string, 0, len(m))
+// appendMeta appends the members of m but omit in the order of their
+// keys, so that one job always makes one line.
+func appendMeta(b []byte, m map[string]string, omit string) []byte {
+	var small [8]string // no allocation for the few keys a source sets
+	keys := small[:0]
 	for k := range m {
-		keys = append(keys, k)
+		if k != omit {
+			keys = append(keys, k)
+		}
 	}
 	slices.Sort(keys)
 	b = append(b, `,"meta":{`...)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -22,6 +23,10 @@ func TestAppendJob(t *testing.T) {
 		{"payload, path and meta", Job{ID: "a", Attempt: 3, Slot: 7, Payload: []byte("hello"), Path: "/spool/running/a",
 			Meta: map[string]string{"z": "1", "a": "2"}},
 			`{"id":"a","attempt":3,"slot":7,"payload":"aGVsbG8=","path":"/spool/running/a","meta":{"a":"2","z":"1"}}`},
+		{"meta without the omitted key", Job{ID: "a", Path: "/p", Meta: map[string]string{"path": "/p", "name": "a"}, Omit: "path"},
+			`{"id":"a","attempt":0,"slot":0,"payload":"","path":"/p","meta":{"name":"a"}}`},
+		{"meta of the omitted key only", Job{ID: "a", Path: "/p", Meta: map[string]string{"path": "/p"}, Omit: "path"},
+			`{"id":"a","attempt":0,"slot":0,"payload":"","path":"/p"}`},
 		{"escapes", Job{ID: "q\"b\\n\nr\rt\tc\x01\x7f", Attempt: 1},
 			`{"id":"q\"b\\n\nr\rt\tc\u0001` + "\x7f" + `","attempt":1,"slot":0,"payload":""}`},
 		{"unicode", Job{ID: "é日本\u2028\u2029😀", Attempt: 1},
@@ -81,10 +86,12 @@ func checkJobLine(t *testing.T, line []byte, job *Job) {
 	if (got.Path != nil) != (job.Path != "") || got.Path != nil && *got.Path != job.Path {
 		t.Errorf("decoded path %v, want %q", got.Path, job.Path)
 	}
-	if len(got.Meta) != len(job.Meta) {
-		t.Errorf("decoded meta %q, want %q", got.Meta, job.Meta)
+	want := maps.Clone(job.Meta)
+	delete(want, job.Omit)
+	if len(got.Meta) != len(want) {
+		t.Errorf("decoded meta %q, want %q", got.Meta, want)
 	}
-	for k, v := range job.Meta {
+	for k, v := range want {
 		if got.Meta[sentForm(k)] != sentForm(v) {
 			t.Errorf("meta %q = %q, want %q", k, got.Meta[sentForm(k)], v)
 		}
@@ -334,5 +341,16 @@ func duplicateMember(line []byte) bool {
 		if depth == 1 {
 			expectKey = true
 		}
+	}
+}
+
+// The line of a job is built without allocating, as a command worker's
+// every job is, when the buffer has room and Meta is small.
+func TestAppendJobAllocs(t *testing.T) {
+	j := &Job{ID: "a", Attempt: 1, Payload: []byte("hello"), Path: "/spool/running/a",
+		Meta: map[string]string{"path": "/spool/running/a", "name": "a", "k": "v"}, Omit: "path"}
+	b := make([]byte, 0, 512)
+	if n := testing.AllocsPerRun(100, func() { b, _ = AppendJob(b[:0], j) }); n != 0 {
+		t.Errorf("AppendJob allocates %v times per job", n)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"os"
 	"strconv"
 	"syscall"
@@ -147,16 +146,9 @@ func (d *Daemon) encode(job *Job, lines bool) error {
 		d.encBuf = encodeJob(d.encBuf, job)
 		return nil
 	}
+	// The path travels as "path"; the rest of Meta as "meta".
 	wj := workerproto.Job{ID: job.ID, Attempt: job.Attempt, Slot: job.Slot, Payload: job.Payload,
-		Path: job.Meta[MetaPath], Meta: job.Meta}
-	if _, ok := job.Meta[MetaPath]; ok {
-		// The path travels as "path"; the rest of Meta as "meta".
-		wj.Meta = nil
-		if len(job.Meta) > 1 {
-			wj.Meta = maps.Clone(job.Meta)
-			delete(wj.Meta, MetaPath)
-		}
-	}
+		Path: job.Meta[MetaPath], Meta: job.Meta, Omit: MetaPath}
 	b, err := workerproto.AppendJob(d.encBuf[:0], &wj)
 	if err != nil {
 		return fmt.Errorf("cannot send job %q to a command worker: %w", job.ID, err)
