@@ -8,11 +8,8 @@ import (
 	"time"
 
 	"github.com/jobdaemon/jobdaemon/pkg/jobs"
+	"github.com/jobdaemon/jobdaemon/pkg/pool"
 )
-
-// tailSize is how much of a command's output the Result keeps, as in a
-// daemon.
-const tailSize = 64 << 10
 
 // runCommand runs the program that Command returns for job, and builds
 // its Result.
@@ -25,7 +22,7 @@ func (h *Harness) runCommand(c jobs.Commander, job *jobs.Job) jobs.Result {
 	if len(cmd.Args) == 0 {
 		cmd.Args = []string{spec.Path}
 	}
-	out := &tail{}
+	out := pool.NewTail(pool.DefaultTailSize) // as much as a daemon keeps
 	cmd.Stdout, cmd.Stderr = out, out
 	// A group of its own, as a daemon's job has, so that a timeout
 	// reaches what the program started.
@@ -42,7 +39,7 @@ func (h *Harness) runCommand(c jobs.Commander, job *jobs.Job) jobs.Result {
 			sig = syscall.SIGTERM
 		}
 		if grace <= 0 {
-			grace = 10 * time.Second
+			grace = pool.DefaultKillGrace
 		}
 		pgid := cmd.Process.Pid
 		t := time.AfterFunc(spec.Timeout, func() {
@@ -59,7 +56,7 @@ func (h *Harness) runCommand(c jobs.Commander, job *jobs.Job) jobs.Result {
 		}()
 	}
 	err = cmd.Wait()
-	res := jobs.Result{Duration: time.Since(start), Output: out.bytes(), TimedOut: timedOut.Load()}
+	res := jobs.Result{Duration: time.Since(start), Output: out.Bytes(), TimedOut: timedOut.Load()}
 	var ee *exec.ExitError
 	if err != nil && !errors.As(err, &ee) {
 		res.ExitCode, res.Error = -1, err.Error()
@@ -78,16 +75,3 @@ func (h *Harness) runCommand(c jobs.Commander, job *jobs.Job) jobs.Result {
 	}
 	return res
 }
-
-// tail keeps the last tailSize bytes written to it.
-type tail struct{ b []byte }
-
-func (t *tail) Write(p []byte) (int, error) {
-	t.b = append(t.b, p...)
-	if len(t.b) > tailSize {
-		t.b = append(t.b[:0], t.b[len(t.b)-tailSize:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tail) bytes() []byte { return t.b }
