@@ -187,9 +187,6 @@ func (s *Spool) file(f *filing, now time.Time) error {
 	var err error
 	if f.recordOnly {
 		err = s.fileRecordOnly(name, f.dest, &f.rec, now)
-		if err == nil && f.dest == s.failed {
-			s.nfailed.Add(1)
-		}
 	} else if f.dest == "" {
 		var to string
 		if to, err = s.requeue(name, f.next, now); err == nil {
@@ -200,9 +197,9 @@ func (s *Spool) file(f *filing, now time.Time) error {
 		}
 	} else {
 		err = s.fileRecord(name, f.dest, &f.rec, now)
-		if err == nil && f.dest == s.failed {
-			s.nfailed.Add(1)
-		}
+	}
+	if err == nil && f.dest == s.failed {
+		s.nfailed.Add(1)
 	}
 	if err != nil {
 		if _, serr := os.Lstat(filepath.Join(s.running, name)); f.recordOnly || !errors.Is(serr, fs.ErrNotExist) {
