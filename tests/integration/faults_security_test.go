@@ -38,7 +38,8 @@ attack)
 	try signal-daemon kill -TERM "$pid"
 	try signal-stop kill -STOP "$pid"
 	try proc-environ cat "/proc/$pid/environ"
-	try cgroup-escape sh -c "echo $$ >/sys/fs/cgroup/unified/cgroup.procs"
+	procs=/sys/fs/cgroup/unified/cgroup.procs; [ -e "$procs" ] || procs=/sys/fs/cgroup/cgroup.procs
+	try cgroup-escape sh -c "echo $$ >$procs"
 	echo "caps $(grep CapEff /proc/self/status | tr -d '\t')"
 	echo "env $(env | cut -d= -f1 | sort | tr '\n' ' ')"
 	echo "fds $(ls /proc/self/fd | tr '\n' ' ')"
@@ -85,6 +86,17 @@ format = "json"
 	d := e.startLimitedEnv(bin, []string{"DAEMON_SECRET=hunter2"})
 	logs := func() string { b, _ := os.ReadFile(filepath.Join(dir, "daemon.log")); return tail(string(b)) }
 	pollUntil(t, "the holder runs", 20*time.Second, func() bool { return e.count("running") == 1 }, logs)
+	// A "blocked" must mean refused, not missing: every target is there.
+	for _, target := range []string{"control.sock", "daemon.log", "config.toml", "spool/running/holder", "jobdaemon.state", "jobdaemon.pid"} {
+		if _, err := os.Stat(filepath.Join(dir, target)); err != nil {
+			t.Fatalf("a target of the attack is missing, so its refusal would prove nothing: %v", err)
+		}
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/unified/cgroup.procs"); err != nil {
+		if _, err := os.Stat("/sys/fs/cgroup/cgroup.procs"); err != nil {
+			t.Fatalf("no cgroup.procs at the top of a cgroup v2 hierarchy to attack: %v", err)
+		}
+	}
 	e.put("attacker", "attack\n")
 	chownTree(t, filepath.Join(e.spool, "incoming"), daemonUser)
 	pollUntil(t, "the attacker filed", 30*time.Second, func() bool { where, _ := e.result("attacker"); return where != "" }, logs)
