@@ -124,6 +124,13 @@ func TestFaultTermDuringReload(t *testing.T) {
 // A second TERM kills at once jobs that ignore the first, well before
 // stop_timeout; they go back as interrupted.
 func TestFaultTermThenTerm(t *testing.T) {
+	// INT is TERM's twin (a ^C in a terminal): both, and one of each.
+	for _, sigs := range [][2]syscall.Signal{{syscall.SIGTERM, syscall.SIGTERM}, {syscall.SIGINT, syscall.SIGINT}, {syscall.SIGTERM, syscall.SIGINT}} {
+		t.Run(sigs[0].String()+" then "+sigs[1].String(), func(t *testing.T) { faultStopTwice(t, sigs[0], sigs[1]) })
+	}
+}
+
+func faultStopTwice(t *testing.T, first, second syscall.Signal) {
 	e, _ := newSignalEnv(t, "60s")
 	for i := range 3 {
 		e.put(fmt.Sprintf("stubborn-%d", i), "stubborn\n")
@@ -131,15 +138,15 @@ func TestFaultTermThenTerm(t *testing.T) {
 	d := e.start()
 	e.waitFor("three jobs running", d, func() bool { return e.count("running") == 3 })
 	time.Sleep(200 * time.Millisecond) // the traps are set
-	d.Process.Signal(syscall.SIGTERM)
+	d.Process.Signal(first)
 	e.waitFor("stopping", d, func() bool { return strings.Contains(d.out.String(), `"mode":"graceful"`) })
 	time.Sleep(300 * time.Millisecond)
 	if s := e.status(); s.State != "stopping" || s.Busy != 3 {
-		t.Errorf("after the first TERM: %+v", s)
+		t.Errorf("after the first %v: %+v", first, s)
 	}
-	d.Process.Signal(syscall.SIGTERM)
+	d.Process.Signal(second)
 	if err := waitExit(t, d, 20*time.Second); err != nil {
-		t.Errorf("after the second TERM: %v", err)
+		t.Errorf("after the second %v: %v", second, err)
 	}
 	if e.count("incoming") != 3 || e.count("failed")+e.count("done") != 0 {
 		t.Errorf("%d jobs back in incoming/, want 3", e.count("incoming"))
