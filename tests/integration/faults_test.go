@@ -105,6 +105,7 @@ func newKillEnv(t *testing.T, source, jobKeys string) (e *env, runs, mark string
 	t.Helper()
 	script := killJobScript
 	if strings.Contains(jobKeys, `mode = "worker"`) {
+		interpreter(t, "python3") // the worker's
 		script = killWorkerScript
 	}
 	e, mark = newScriptEnv(t, t.TempDir(), script, `
