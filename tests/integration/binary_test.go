@@ -152,7 +152,14 @@ type daemon struct {
 // still runs.
 func (e *env) start() *daemon {
 	e.t.Helper()
-	d := &daemon{Cmd: e.cmd("run"), out: &syncBuffer{}, waited: make(chan struct{})}
+	return e.launch(e.cmd("run"))
+}
+
+// launch starts the daemon that c runs, its output gathered, and kills it
+// when the test ends if it has not exited.
+func (e *env) launch(c *exec.Cmd) *daemon {
+	e.t.Helper()
+	d := &daemon{Cmd: c, out: &syncBuffer{}, waited: make(chan struct{})}
 	d.Stdout, d.Stderr = d.out, d.out
 	if err := d.Start(); err != nil {
 		e.t.Fatal(err)

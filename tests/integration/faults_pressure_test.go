@@ -37,18 +37,9 @@ func (e *env) startLimited(bin string, limits ...string) *daemon {
 		e.t.Fatalf("prlimit (util-linux) is needed: %v", err)
 	}
 	args := append(limits, bin, "run", "--config", e.config)
-	d := &daemon{Cmd: exec.Command(prlimit, args...), out: &syncBuffer{}, waited: make(chan struct{})}
-	d.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
-	d.Stdout, d.Stderr = d.out, d.out
-	if err := d.Start(); err != nil {
-		e.t.Fatal(err)
-	}
-	go func() { d.Wait(); close(d.waited) }()
-	e.t.Cleanup(func() {
-		d.Process.Kill()
-		<-d.waited
-	})
-	return d
+	c := exec.Command(prlimit, args...)
+	c.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
+	return e.launch(c)
 }
 
 // checkRanOnce checks that every job of ids ended in done/ after exactly

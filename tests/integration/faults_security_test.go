@@ -147,18 +147,9 @@ format = "json"
 // the daemon's environment.
 func (e *env) startLimitedEnv(bin string, vars []string) *daemon {
 	e.t.Helper()
-	d := &daemon{Cmd: exec.Command(bin, "run", "--config", e.config), out: &syncBuffer{}, waited: make(chan struct{})}
-	d.Env = append(append(os.Environ(), "GORACE=atexit_sleep_ms=0"), vars...)
-	d.Stdout, d.Stderr = d.out, d.out
-	if err := d.Start(); err != nil {
-		e.t.Fatal(err)
-	}
-	go func() { d.Wait(); close(d.waited) }()
-	e.t.Cleanup(func() {
-		d.Process.Kill()
-		<-d.waited
-	})
-	return d
+	c := exec.Command(bin, "run", "--config", e.config)
+	c.Env = append(append(os.Environ(), "GORACE=atexit_sleep_ms=0"), vars...)
+	return e.launch(c)
 }
 
 func lineWith(s, prefix string) string {

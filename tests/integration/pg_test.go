@@ -105,18 +105,9 @@ poll_interval = "200ms"
 // killed at the end of the test if it still runs.
 func (e *env) startWith(vars ...string) *daemon {
 	e.t.Helper()
-	d := &daemon{Cmd: e.cmd("run"), out: &syncBuffer{}, waited: make(chan struct{})}
-	d.Env = append(d.Env, vars...)
-	d.Stdout, d.Stderr = d.out, d.out
-	if err := d.Start(); err != nil {
-		e.t.Fatal(err)
-	}
-	go func() { d.Wait(); close(d.waited) }()
-	e.t.Cleanup(func() {
-		d.Process.Kill()
-		<-d.waited
-	})
-	return d
+	c := e.cmd("run")
+	c.Env = append(c.Env, vars...)
+	return e.launch(c)
 }
 
 // ready waits until the daemon has said it is ready.
