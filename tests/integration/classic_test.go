@@ -30,19 +30,6 @@ import (
 // classicNobody is the uid and gid of nobody and nogroup on Debian.
 const classicNobody = 65534
 
-// classicNeedRoot skips the test unless it runs as root; under CI=true
-// it fails it instead.
-func classicNeedRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("this test needs root, and CI=true: it runs as uid %d", os.Geteuid())
-	}
-	t.Skipf("this test needs root; running as uid %d", os.Geteuid())
-}
-
 // classicEnv is an env whose daemon the init script starts: a directory
 // outside t.TempDir (whose parents are 0700, which a daemon dropped to
 // nobody could not cross), with the PID file and the control socket in
@@ -465,7 +452,7 @@ func TestClassicDetached(t *testing.T) {
 // as root" warning; and the daemon, as nobody, can still remove the PID
 // file and the socket root created at start.
 func TestClassicPrivilegeDrop(t *testing.T) {
-	classicNeedRoot(t)
+	needRoot(t)
 	if _, err := user.Lookup("nobody"); err != nil {
 		t.Fatalf("no user nobody: %v", err)
 	}

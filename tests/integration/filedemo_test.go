@@ -99,7 +99,7 @@ func (e *fdEnv) status() statusReply {
 // pool size its LoadConfig sets, a broken file is refused and the old one
 // runs on, and stop waits and leaves nothing.
 func TestFiledemoClassic(t *testing.T) {
-	classicNeedRoot(t)
+	needRoot(t)
 	e := newFdEnv(t, 2)
 	t.Cleanup(func() { e.run("stop", "--now") })
 

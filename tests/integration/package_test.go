@@ -46,18 +46,6 @@ const (
 	pkgSpool       = "/var/lib/jobdaemon/spool"
 )
 
-// pkgNeedRoot skips the test, or fails it under CI=true, when not root.
-func pkgNeedRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("installing the package needs root")
-	}
-	t.Skip("installing the package needs root")
-}
-
 // pkgBuild runs packaging/build-deb.sh into dir and returns the package's
 // path.
 func pkgBuild(t *testing.T, dir string) string {
@@ -510,7 +498,7 @@ func pkgResult(t *testing.T, name string, logs func() string) (string, record) {
 // with the unit and config as shipped, reloaded, upgraded, run by its init
 // script on the host, removed and purged.
 func TestPackage(t *testing.T) {
-	pkgNeedRoot(t)
+	needRoot(t)
 	for _, tool := range []string{"dpkg", "dpkg-deb", "dpkg-query", "lintian", "git", "stat", "bash"} {
 		distTool(t, tool)
 	}
