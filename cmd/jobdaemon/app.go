@@ -57,7 +57,15 @@ func (a *app) Configure(ctx context.Context, s *service.Settings) error {
 	*s = cfg.Settings()
 	s.ConfigFile, s.Command = file, command
 	if s.Log.JobIdentifier == "" && len(cfg.Job.Command) > 0 {
-		s.Log.JobIdentifier = filepath.Base(cfg.Job.Command[0])
+		// The program's name, made a syslog identifier (Validate refuses
+		// spaces and '=' there): a key the file does not set must not
+		// fail it.
+		s.Log.JobIdentifier = strings.Map(func(r rune) rune {
+			if strings.ContainsRune(" \t\n=", r) {
+				return '_'
+			}
+			return r
+		}, filepath.Base(cfg.Job.Command[0]))
 	}
 	if command == "run" {
 		if a.cfg == nil {

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,5 +82,29 @@ func TestCommandLine(t *testing.T) {
 	}
 	if code, out := run(nil, "completion", "bash"); code != 0 || !strings.Contains(out, "__start_jobdaemon") {
 		t.Errorf("completion bash: exit %d\n%.300s", code, out)
+	}
+}
+
+// A job program whose name has a space is no error: the syslog identifier
+// of the jobs' lines, which the file does not set, is made from it.
+func TestProgramNameWithSpace(t *testing.T) {
+	dir := t.TempDir()
+	prog := filepath.Join(dir, "my job=1")
+	if err := os.WriteFile(prog, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "spool"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "config.toml")
+	body := fmt.Sprintf("[daemon]\npid_file = %q\n[control]\nsocket = %q\n[source.spool]\ndir = %q\n[job]\ncommand = [%q]\n",
+		filepath.Join(dir, "pid"), filepath.Join(dir, "control.sock"), filepath.Join(dir, "spool"), prog)
+	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"check-config"}, {"run", "--drain"}} {
+		if out, err := exec.Command(binary, append(args, "--config", cfg)...).CombinedOutput(); err != nil {
+			t.Errorf("%s: %v\n%s", args, err, out)
+		}
 	}
 }
