@@ -110,15 +110,13 @@ CGO_ENABLED=0 GOOS=linux GOARCH=$goarch go build -trimpath -buildmode=pie \
 	-ldflags "-s -w -X main.version=$version" -o "$stage/jobdaemon" ./cmd/jobdaemon
 
 # The man pages and the completion come from the binary's own command
-# definitions; a cross build makes them with a binary for this machine.
+# definitions, built for this machine with the man page generator, which
+# the shipped binary leaves out (it slows every start: pkg/service/docs.go).
 # They show --config's default, which the caller's environment must not
 # change.
 unset JOBDAEMON_CONFIG
-gen=$stage/jobdaemon
-if [[ $goarch != "$(go env GOHOSTARCH)" ]]; then
-	gen=$work/jobdaemon-host
-	CGO_ENABLED=0 GOARCH='' go build -trimpath -ldflags "-X main.version=$version" -o "$gen" ./cmd/jobdaemon
-fi
+gen=$work/jobdaemon-gen
+CGO_ENABLED=0 GOARCH='' go build -trimpath -tags jobdaemon_genman -ldflags "-X main.version=$version" -o "$gen" ./cmd/jobdaemon
 "$gen" gen-man "$stage/man"
 gzip -9n "$stage/man"/*.8
 "$gen" completion bash >"$stage/jobdaemon.bash-completion"

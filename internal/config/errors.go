@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/BurntSushi/toml"
 
@@ -72,8 +73,12 @@ func syntaxError(file, text string, err error) error {
 // (type mismatches): `toml: line 7 (last key "pool.max_children"): msg`.
 // They carry a line but are not ParseErrors.
 var (
-	mdError   = regexp.MustCompile(`(?s)^toml: (?:line (\d+) )?\(last key ("(?:[^"\\]|\\.)*")\): (.*)$`)
-	typeError = regexp.MustCompile(`^incompatible types: TOML value has type (.+); destination has type (.+)$`)
+	mdError = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`(?s)^toml: (?:line (\d+) )?\(last key ("(?:[^"\\]|\\.)*")\): (.*)$`)
+	})
+	typeError = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`^incompatible types: TOML value has type (.+); destination has type (.+)$`)
+	})
 )
 
 // decodeError turns an error from decoding into Config (a value of the
@@ -84,14 +89,14 @@ func decodeError(err error) *Error {
 	if errors.As(err, &pe) {
 		return &Error{Line: pe.Position.Line, Key: pe.LastKey, Msg: pe.LastKey + ": " + pe.Message, Err: err}
 	}
-	if m := mdError.FindStringSubmatch(err.Error()); m != nil {
+	if m := mdError().FindStringSubmatch(err.Error()); m != nil {
 		line, _ := strconv.Atoi(m[1])
 		key, uerr := strconv.Unquote(m[2])
 		if uerr != nil {
 			key = m[2]
 		}
 		msg := m[3]
-		if t := typeError.FindStringSubmatch(msg); t != nil {
+		if t := typeError().FindStringSubmatch(msg); t != nil {
 			msg = fmt.Sprintf("want %s, not %s", goTypeWord(t[2]), goTypeWord(t[1]))
 		}
 		return &Error{Line: line, Key: key, Msg: key + ": " + msg, Err: err}

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/BurntSushi/toml"
 
@@ -35,7 +36,7 @@ var placeholders = []string{PlaceholderPath, PlaceholderName, PlaceholderID, Pla
 
 // braces finds what looks like a placeholder: braces around no whitespace.
 // "{print $1}" (awk) does not; "{}" and "{.}" (GNU parallel) do.
-var braces = regexp.MustCompile(`\{[^{}\s]*\}`)
+var braces = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\{[^{}\s]*\}`) })
 
 // reservedEnv are set by the daemon for each job, or each worker;
 // job.env may not set them.
@@ -96,7 +97,7 @@ func (v *validator) job(j *Job) {
 		v.fail("job.command", nil, "required: set the program to run for each job and its arguments, such as command = [\"/usr/local/bin/convert-one\", \"{path}\"]")
 	case j.Command[0] == "":
 		v.fail("job.command", nil, "the program (the first element) is empty")
-	case braces.MatchString(j.Command[0]):
+	case braces().MatchString(j.Command[0]):
 		v.fail("job.command", nil, "the program %q cannot be a placeholder: placeholders are only replaced in arguments", j.Command[0])
 	default:
 		if prog, err := findProgram(j.Command[0]); err != nil {
@@ -109,7 +110,7 @@ func (v *validator) job(j *Job) {
 		if i == 0 {
 			continue
 		}
-		for _, m := range braces.FindAllString(arg, -1) {
+		for _, m := range braces().FindAllString(arg, -1) {
 			if err := placeholderError(arg, m); err != "" {
 				v.fail("job.command", nil, "argument %d %s", i, err)
 				break

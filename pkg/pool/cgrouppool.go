@@ -126,7 +126,7 @@ var poolSeq atomic.Int64
 
 // validCgroupName is what CgroupName may be: one path element of plain
 // characters, and not a name systemd or this package gives a meaning to.
-var validCgroupName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.@:-]*$`)
+var validCgroupName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.@:-]*$`) })
 
 // newCgroupPool finds where this process may make cgroups, creates the
 // pool's, and checks that the limits' controllers can be had. It returns
@@ -147,7 +147,7 @@ func newCgroupPool(cfg Isolation, limits []limitFile) (cg *cgroupPool, err error
 		}()
 	case name == "":
 		name = "jobs"
-	case !validCgroupName.MatchString(name) || name == leafName || strings.HasPrefix(name, "cgroup.") ||
+	case !validCgroupName().MatchString(name) || name == leafName || strings.HasPrefix(name, "cgroup.") ||
 		strings.HasSuffix(name, ".slice") || strings.HasSuffix(name, ".service") || strings.HasSuffix(name, ".scope"):
 		return nil, fmt.Errorf("cgroup name %q: want a plain name, not %s, a .slice/.service/.scope or a cgroup.* file", name, leafName)
 	}

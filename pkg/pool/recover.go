@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -38,7 +39,7 @@ const (
 
 // jobCgroupName matches the cgroups the pool makes for its jobs: recovery
 // touches no other.
-var jobCgroupName = regexp.MustCompile(`^((job|slot)-[0-9]+(-[0-9]+)?|probe-[0-9]+)$`)
+var jobCgroupName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^((job|slot)-[0-9]+(-[0-9]+)?|probe-[0-9]+)$`) })
 
 // Leftover is a process that a previous run's job left, and New killed.
 type Leftover struct {
@@ -169,7 +170,7 @@ func (r *Recovery) killCgroupTree(dir string, removeTop bool) error {
 		return err
 	}
 	for _, e := range ents {
-		if !e.IsDir() || !jobCgroupName.MatchString(e.Name()) {
+		if !e.IsDir() || !jobCgroupName().MatchString(e.Name()) {
 			continue
 		}
 		if err := r.killCgroup(filepath.Join(dir, e.Name()), rel+"/"+e.Name()); err != nil {

@@ -105,8 +105,10 @@ func (s *service) rootCommand() *cobra.Command {
 		s.pauseResumeCommand("resume", "take jobs again", "Makes a paused daemon take jobs again."),
 		s.signalCommand(),
 		s.versionCommand(),
-		s.docsCommand(),
 	)
+	if gen := s.docsCommand(); gen != nil {
+		root.AddCommand(gen)
+	}
 	root.AddCommand(s.opts.Commands...)
 	return root
 }
@@ -345,3 +347,8 @@ func parseScaleArgs(cmd *cobra.Command, args []string) (string, error) {
 }
 
 func isDigits(s string) bool { return s != "" && strings.Trim(s, "0123456789") == "" }
+
+func (s *service) printErr(name string, err error) int {
+	fmt.Fprintf(s.stderr, "%s %s: %v\n", s.name, name, err)
+	return ExitFailure
+}

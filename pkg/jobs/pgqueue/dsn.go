@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -50,18 +51,18 @@ func redactURL(dsn string) string {
 		out = scheme + "://" + rest
 	}
 	// A password may also be a parameter (?password=...), anywhere.
-	return queryPassword.ReplaceAllString(out, "${1}xxxxx")
+	return queryPassword().ReplaceAllString(out, "${1}xxxxx")
 }
 
 var (
-	queryPassword = regexp.MustCompile(`(?i)([?&]password=)[^&#]*`)
+	queryPassword = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?i)([?&]password=)[^&#]*`) })
 	// A key=value password: quoted with ' (where \' and \\ are escapes),
 	// or up to the next space.
-	kvPassword = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s]*)`)
+	kvPassword = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s]*)`) })
 )
 
 func redactKV(dsn string) string {
-	return kvPassword.ReplaceAllString(dsn, "${1}xxxxx")
+	return kvPassword().ReplaceAllString(dsn, "${1}xxxxx")
 }
 
 // parseDSN parses dsn for a pool. Its error never quotes a password.
@@ -90,11 +91,11 @@ func scrub(msg, dsn string) string {
 // Redact knows, and decoded.
 func passwords(dsn string) []string {
 	var out []string
-	for _, m := range kvPassword.FindAllStringSubmatch(dsn, -1) {
+	for _, m := range kvPassword().FindAllStringSubmatch(dsn, -1) {
 		v := m[2]
 		out = append(out, v, strings.Trim(v, "'"))
 	}
-	for _, m := range queryPassword.FindAllString(dsn, -1) {
+	for _, m := range queryPassword().FindAllString(dsn, -1) {
 		_, v, _ := strings.Cut(m, "=")
 		out = append(out, v)
 		if d, err := url.QueryUnescape(v); err == nil {

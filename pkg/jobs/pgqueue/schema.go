@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -30,10 +31,10 @@ var (
 
 // The schema's name becomes an SQL identifier and the NOTIFY channel:
 // lower case, so that psql users need no quotes.
-var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+var schemaName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`) })
 
 func checkSchema(schema string) error {
-	if !schemaName.MatchString(schema) {
+	if !schemaName().MatchString(schema) {
 		return fmt.Errorf("%w: schema %q: use 1 to 63 lower-case letters, digits and _, not starting with a digit", ErrBadName, schema)
 	}
 	return nil
