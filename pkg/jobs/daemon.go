@@ -34,6 +34,12 @@ import (
 //	HUP         reload: OnReload, then LoadConfig
 //	USR2, CONT  pause and resume taking new jobs
 //	TTIN, TTOU  one child slot more, one fewer
+//	PIPE        ignored: a write to a closed pipe fails with EPIPE
+//
+// Without the last, Go's runtime kills the process for a write to a
+// closed standard output or error: a log reader that goes away (journald
+// restarting, `jobdaemon run | head`) would kill the daemon in the middle
+// of its jobs. Jobs start with SIGPIPE at its default action all the same.
 //
 // Cancelling ctx also makes a graceful stop. Run returns nil after a stop,
 // or the error that prevented the start (the first LoadConfig), or the
@@ -237,6 +243,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		sigs = make(chan os.Signal, 8)
 		signal.Notify(sigs, Signals...)
 		defer signal.Stop(sigs)
+		// Caught rather than ignored (signal.Ignore), which children would
+		// inherit through exec; a full channel drops the signal.
+		pipe := make(chan os.Signal, 1)
+		signal.Notify(pipe, syscall.SIGPIPE)
+		defer signal.Stop(pipe)
 	}
 	d.stateMu.Lock()
 	iso, err := d.opts.Isolation.poolIsolation()

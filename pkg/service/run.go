@@ -31,6 +31,11 @@ import (
 // to the daemon's user); only then does it say it is ready (READY=1, or
 // the report to "start").
 func (s *service) runDaemon(configFile string, drain bool) int {
+	// From the first line logged on: a log reader that goes away must not
+	// kill the daemon (see jobs.Run, which does the same for its own run).
+	pipe := make(chan os.Signal, 1)
+	signal.Notify(pipe, syscall.SIGPIPE)
+	defer signal.Stop(pipe)
 	manager := lifecycle.Detect()
 	report, err := lifecycle.Detach() // a classic daemon's stderr is /dev/null from here
 	if err != nil {

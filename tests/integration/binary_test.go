@@ -40,7 +40,8 @@ func TestMain(m *testing.M) {
 }
 
 // jobScript does what its job file says: "ok", "exit N", "kill" (dies of
-// SIGKILL), "sleep" (runs into the timeout), "flaky" (fails on attempt 1).
+// SIGKILL), "sleep" (runs into the timeout), "flaky" (fails on attempt 1),
+// "env" (prints its environment and stdin), "sigs" (its signal masks).
 const jobScript = `#!/bin/sh
 read -r what arg <"$1" || true
 case "$what" in
@@ -50,6 +51,7 @@ kill) kill -KILL $$ ;;
 sleep) exec sleep 300 ;;
 flaky) [ "$JOB_ATTEMPT" -ge 2 ] || exit 9 ;;
 env) env | sort; echo "stdin: $(cat)" ;;
+sigs) grep '^Sig' /proc/self/status ;;
 *) echo "unknown job $what" >&2; exit 64 ;;
 esac
 `

@@ -209,3 +209,69 @@ func TestFaultStopCont(t *testing.T) {
 		t.Errorf("after TERM: %v", err)
 	}
 }
+
+// A daemon whose log reader goes away (journald restarting, `jobdaemon run
+// | head`) goes on: its writes to the closed pipe fail, they do not kill
+// it. Its jobs still start with SIGPIPE at the default action, as a shell
+// pipeline in a job expects.
+func TestClosedLogPipe(t *testing.T) {
+	e := newEnv(t, "")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close() // the reader is gone before the daemon writes a line
+	c := e.cmd("run")
+	c.Stdout, c.Stderr = w, w
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	var waitErr error
+	waited := make(chan struct{})
+	go func() { waitErr = c.Wait(); close(waited) }()
+	t.Cleanup(func() {
+		c.Process.Kill()
+		<-waited
+	})
+	e.put("sigs", "sigs\n")
+	pollUntil(t, "the job filed", 10*time.Second, func() bool {
+		where, _ := e.result("sigs")
+		return where != ""
+	}, func() string {
+		select {
+		case <-waited:
+			return fmt.Sprintf("the daemon exited: %v", waitErr)
+		default:
+			return "the daemon runs"
+		}
+	})
+	where, rec := e.result("sigs")
+	if where != "done" {
+		t.Fatalf("the job ended in %s: %+v", where, rec)
+	}
+	// SigIgn is a hexadecimal mask; SIGPIPE (13) is bit 12.
+	var ign uint64
+	for _, line := range strings.Split(rec.Output, "\n") {
+		if v, ok := strings.CutPrefix(line, "SigIgn:"); ok {
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%x", &ign); err != nil {
+				t.Fatalf("SigIgn %q: %v", v, err)
+			}
+		}
+	}
+	if !strings.Contains(rec.Output, "SigIgn:") {
+		t.Fatalf("the job printed no SigIgn: %q", rec.Output)
+	}
+	if ign&(1<<(syscall.SIGPIPE-1)) != 0 {
+		t.Errorf("the job started with SIGPIPE ignored (SigIgn %x)", ign)
+	}
+	c.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-waited:
+		if waitErr != nil {
+			t.Fatalf("the daemon's stop: %v", waitErr)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the daemon did not stop within 10 s")
+	}
+}
