@@ -412,12 +412,39 @@ type SlotStatus struct {
 	UserCPU time.Duration `json:"user_cpu_ns"`
 	SysCPU  time.Duration `json:"sys_cpu_ns"`
 	RSS     int64         `json:"rss_bytes"`
+
+	child *pool.Child // for Status to read /proc with
 }
 
 // Status returns a snapshot of the daemon. It is safe to call from any
 // goroutine, hooks included. After Run has returned it reports
-// StateStopped and the final counters.
+// StateStopped and the final counters. It reads /proc for each child (see
+// SlotStatus); Summary does not.
 func (d *Daemon) Status() Status {
+	s := d.status(true)
+	if len(s.Slots) == 0 {
+		return s
+	}
+	// /proc is read after the lock is released: the dispatcher must not
+	// wait on it.
+	for i := range s.Slots {
+		if u, err := s.Slots[i].child.Usage(); err == nil {
+			s.Slots[i].UserCPU, s.Slots[i].SysCPU, s.Slots[i].RSS = u.UserCPU, u.SysCPU, u.RSS
+		}
+	}
+	return s
+}
+
+// Summary is Status without Slots (nil), and costs the same whatever the
+// number of children: for what asks every few seconds (systemd's STATUS=,
+// a metrics scrape, a progress bar), a status that read /proc for each
+// child would cost in proportion to the pool. Busy counts the jobs
+// running all the same.
+func (d *Daemon) Summary() Status {
+	return d.status(false)
+}
+
+func (d *Daemon) status(slots bool) Status {
 	s := Status{
 		State:            StateStopped,
 		Pid:              os.Getpid(),
@@ -450,26 +477,18 @@ func (d *Daemon) Status() Status {
 		return s
 	default:
 	}
-	children := d.snapshot(&s)
-	// /proc is read after the lock is released: the dispatcher must not
-	// wait on it.
-	for i, c := range children {
-		if u, err := c.Usage(); err == nil {
-			s.Slots[i].UserCPU, s.Slots[i].SysCPU, s.Slots[i].RSS = u.UserCPU, u.SysCPU, u.RSS
-		}
-	}
+	d.snapshot(&s, slots)
 	return s
 }
 
-// snapshot fills in the state and the slots of s, and returns the child of
-// each slot, in the same order.
-func (d *Daemon) snapshot(s *Status) []*pool.Child {
+// snapshot fills in the state of s, and its slots if asked, sorted.
+func (d *Daemon) snapshot(s *Status, slots bool) {
 	d.stateMu.Lock()
 	defer d.stateMu.Unlock()
 	switch {
 	case d.generation == 0:
 		s.State = StateStarting
-		return nil
+		return
 	case d.stopMode == Drain:
 		s.State = StateDraining
 	case d.stopMode != 0:
@@ -496,22 +515,20 @@ func (d *Daemon) snapshot(s *Status) []*pool.Child {
 		s.WorkerFailedStarts, s.WorkerStartError = d.failedStarts, d.startErr
 		s.WorkerBackoff = max(d.startNotBefore.Sub(now), 0)
 	}
-	children := make([]*pool.Child, 0, len(d.running))
-	for c := range d.running {
-		children = append(children, c)
+	if !slots {
+		s.Busy = d.jobsRunning
+		return
 	}
-	slices.SortFunc(children, func(a, b *pool.Child) int { return a.Slot - b.Slot })
-	s.Slots = make([]SlotStatus, len(children))
-	for i, c := range children {
-		r := d.running[c]
-		ss := SlotStatus{Slot: c.Slot, Pid: c.Pid, Worker: r.worker != nil}
+	s.Slots = make([]SlotStatus, 0, len(d.running))
+	for c, r := range d.running {
+		ss := SlotStatus{Slot: c.Slot, Pid: c.Pid, Worker: r.worker != nil, child: c}
 		if r.job != nil {
 			ss.JobID, ss.Attempt, ss.Runtime = r.job.ID, r.job.Attempt, now.Sub(r.since)
 			s.Busy++
 		}
-		s.Slots[i] = ss
+		s.Slots = append(s.Slots, ss)
 	}
-	return children
+	slices.SortFunc(s.Slots, func(a, b SlotStatus) int { return a.Slot - b.Slot })
 }
 
 type daemonKey struct{}

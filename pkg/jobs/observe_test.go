@@ -99,6 +99,9 @@ func TestStatusOfRunningJobs(t *testing.T) {
 	if s.Saturated < 100*time.Millisecond || s.Saturated > s.Uptime {
 		t.Errorf("saturated for %v of %v, with both slots busy", s.Saturated, s.Uptime)
 	}
+	if sum := d.Summary(); sum.Busy != 2 || sum.Slots != nil || sum.Queued != 42 {
+		t.Errorf("summary: %+v", sum)
+	}
 	d.Stop(Graceful)
 	waitRun(t, errc, "stop")
 }
@@ -395,5 +398,29 @@ func TestFinisherVerdicts(t *testing.T) {
 	}
 	if n := f.dones.Load(); n != 0 {
 		t.Errorf("Done called %d times beside Finish", n)
+	}
+}
+
+// Summary says what Status says, without the slots: its Busy counts the
+// jobs running, not the idle workers, through starts, answers and exits.
+func TestSummary(t *testing.T) {
+	w := newWorkerApp("ok", "sleep:60000")
+	d, errc := startSource(t, w, w.testApp, Options{MaxChildren: 2, NoSignals: true})
+	waitFor(t, "one worker idle, one busy", func() bool {
+		w.mu.Lock()
+		_, done := w.results["ok-0"]
+		w.mu.Unlock()
+		s := d.Status()
+		return done && s.Busy == 1 && len(s.Slots) == 2
+	})
+	st, sum := d.Status(), d.Summary()
+	if sum.Slots != nil || sum.Busy != 1 || sum.State != StateRunning || sum.MaxChildren != 2 ||
+		sum.JobsCompleted != st.JobsCompleted || sum.WorkersStarted != 2 {
+		t.Errorf("summary %+v; status %+v", sum, st)
+	}
+	d.Stop(Graceful)
+	waitRun(t, errc, "stop")
+	if sum := d.Summary(); sum.Busy != 0 || sum.State != StateStopped {
+		t.Errorf("after the stop: %+v", sum)
 	}
 }

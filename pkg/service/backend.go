@@ -87,7 +87,7 @@ func (b *backend) Reload(ctx context.Context) (int, error) {
 	if err := b.d.Reload(ctx); err != nil {
 		return 0, err
 	}
-	return b.d.Status().Generation, nil
+	return b.d.Summary().Generation, nil
 }
 
 func (b *backend) Stop(mode jobs.StopMode)        { b.d.Stop(mode) }

@@ -142,7 +142,7 @@ func (s *statusLine) setReloadError(err error) {
 // line is "6/8 busy, 120 queued, 10231 done, 3 failed", and why the last
 // reload was refused, while it was.
 func (s *statusLine) line(d *jobs.Daemon) string {
-	st := d.Status()
+	st := d.Summary()
 	line := fmt.Sprintf("%d/%d busy", st.Busy, st.MaxChildren)
 	if st.Queued >= 0 {
 		line += fmt.Sprintf(", %d queued", st.Queued)

@@ -178,7 +178,7 @@ func (r *daemonRun) start(drain bool, sink func(jobs.Line)) (code int, err error
 		opts.StopWhenIdle = r.idle
 	}
 	// Scraped through the control socket, which serves once r.d is set.
-	m := metrics.New(func() jobs.Status { return r.d.Status() }, r.svc.opts.Version)
+	m := metrics.New(func() jobs.Status { return r.d.Summary() }, r.svc.opts.Version)
 	if _, ok := r.svc.app.(JobCounter); ok {
 		m.CountJobs(func() (map[string]int64, error) { return countJobs(r.svc.app) })
 	}
@@ -322,7 +322,7 @@ func (r *daemonRun) run(drain bool) int {
 		return ExitFailure
 	}
 	if drain {
-		st := r.d.Status()
+		st := r.d.Summary()
 		failed := r.failedJobs(&st)
 		fmt.Fprintf(r.svc.stderr, "%s: %d jobs completed, %d failed (%d runs, %d failed)\n",
 			r.svc.name, st.JobsCompleted, failed, st.RunsStarted, st.RunsFailed)
@@ -335,7 +335,7 @@ func (r *daemonRun) run(drain bool) int {
 
 // progressCounts is where a drain run stands.
 func (r *daemonRun) progressCounts() progressCounts {
-	st := r.d.Status()
+	st := r.d.Summary()
 	return progressCounts{done: int(st.JobsCompleted), failed: r.failedJobs(&st), running: st.Busy, queued: max(st.Queued, 0)}
 }
 
