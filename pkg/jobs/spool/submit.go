@@ -22,7 +22,11 @@ import (
 // Options.MaxPayload bytes, fs.ErrExist if a job of that name already waits
 // in incoming/ (one of that name that runs is no obstacle: the new one
 // waits for it), ErrClosed after Close, or the error of reading r or
-// writing the file. It is safe to call from any goroutine.
+// writing the file. Once the job is in place, incoming/ is synced too, so
+// that the job survives a power failure once Submit has returned; should
+// that sync fail (an I/O error), the job is queued all the same, and
+// Submit returns its ID with the error. It is safe to call from any
+// goroutine.
 func (s *Spool) Submit(name string, r io.Reader) (string, error) {
 	if s.closed.Load() {
 		return "", ErrClosed
@@ -57,8 +61,9 @@ func submit(incoming, name string, r io.Reader, limit int64, now func() time.Tim
 	id, err := place(incoming, tmp, name, now)
 	if err != nil {
 		os.Remove(tmp)
+		return "", err
 	}
-	return id, err
+	return id, syncDir(incoming)
 }
 
 // stage copies r into a new hidden file in incoming/, synced to disk, and
@@ -189,7 +194,23 @@ func submitAll(incoming string, jobs []Submission, limit int64, now func() time.
 		temps[i] = ""
 		ids = append(ids, id)
 	}
-	return ids, nil
+	return ids, syncDir(incoming)
+}
+
+// syncDir makes the renames into incoming/ durable: a job file synced
+// before its rename survives a power failure, but the new name may not,
+// and a job under its temporary name would be removed as the leftover of
+// an interrupted write. One sync covers every rename before it.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("submit: queued, but cannot sync %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("submit: queued, but cannot sync %s: %w", dir, err)
+	}
+	return nil
 }
 
 // unplace takes the jobs just renamed into incoming/ back out, after a
