@@ -231,9 +231,12 @@ func (d *Daemon) beginStop(mode StopMode) {
 	if d.opts.NoForwardSignals {
 		opt.Signal = 0
 	}
-	// The pool's Stop waits for the children, while the dispatcher must go
-	// on acknowledging the jobs that end meanwhile.
-	go func() { _ = d.pool.Stop(context.Background(), pool.StopMode(mode), opt) }()
+	// The children are signalled here, before the dispatcher goes on: a
+	// goroutine of its own would first have to be scheduled. Their end is
+	// waited for (and the deadline enforced) in one, while the dispatcher
+	// goes on acknowledging the jobs that end meanwhile.
+	wait := d.pool.BeginStop(pool.StopMode(mode), opt)
+	go func() { _ = wait(context.Background()) }()
 }
 
 // Signals are the signals Run handles, unless Options.NoSignals is set.

@@ -438,6 +438,37 @@ func TestStopModes(t *testing.T) {
 			t.Errorf("graceful stop returned after %v, before its timeout", d)
 		}
 	})
+	t.Run("graceful, begun then waited for", func(t *testing.T) {
+		// BeginStop has signalled every child when it returns, and its
+		// deadline runs from then, whoever waits and from when.
+		ready := make(chan struct{}, 1)
+		p := newPool(t, Config{Max: 2, Sink: SinkFunc(func(l Line) { ready <- struct{}{} })})
+		c1 := mustStart(t, p, &Spec{Path: "/bin/sleep", Args: []string{"sleep", "300"}})
+		c2 := mustStart(t, p, helperSpec(t, "ignore-term"))
+		<-ready
+		start := time.Now()
+		wait := p.BeginStop(Graceful, StopOptions{Signal: syscall.SIGTERM, Timeout: 400 * time.Millisecond})
+		if !c1.Interrupted() || !c2.Interrupted() {
+			t.Errorf("BeginStop returned with a child not yet signalled: %v, %v", c1.Interrupted(), c2.Interrupted())
+		}
+		if _, err := p.Start(0, &Spec{Path: "/bin/true"}); err != ErrStopped {
+			t.Errorf("start after BeginStop: %v, want ErrStopped", err)
+		}
+		<-c1.Done() // the TERM it got from BeginStop, with nobody waiting
+		if e := c1.Exit(); e.Signal != syscall.SIGTERM {
+			t.Errorf("sleep: %s, want SIGTERM", e)
+		}
+		time.Sleep(200 * time.Millisecond)
+		if err := wait(ctxTimeout(t, 10*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if e := c2.Exit(); e.Signal != syscall.SIGKILL {
+			t.Errorf("TERM-ignoring child: %s, want SIGKILL", e)
+		}
+		if d := time.Since(start); d < 400*time.Millisecond || d > 5*time.Second {
+			t.Errorf("the wait returned %v after BeginStop, want just after its 400ms deadline", d)
+		}
+	})
 	t.Run("graceful kills what the job left behind", func(t *testing.T) {
 		// The grandchild ignores TERM; the shell does not. When the shell
 		// exits, the rest of its group is killed at once, not at the

@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -112,9 +114,24 @@ func TestFaultTermDuringReload(t *testing.T) {
 			t.Errorf("round %d: the PID file is left", round)
 		}
 	}
-	// Interrupted five times, the jobs still have both their attempts.
+	// Interrupted five times, the jobs still have both their attempts:
+	// each run that got as far as noting itself (a TERM may come first)
+	// was a first attempt, and what incoming/ holds says attempt 1 (a
+	// job file with no sidecar is at its first).
+	b, err := os.ReadFile(filepath.Join(e.dir, "runs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if !strings.HasSuffix(line, " 1") {
+			t.Errorf("a run after interruptions was not a first attempt: %q", line)
+		}
+	}
 	for i := range 4 {
 		m, err := os.ReadFile(filepath.Join(e.spool, "incoming", fmt.Sprintf(".long-%d.meta.json", i)))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
 		if err != nil || !strings.Contains(string(m), `"attempt":1,`) {
 			t.Errorf("long-%d after five interruptions: %s %v", i, m, err)
 		}

@@ -189,7 +189,8 @@ func (s *Spool) file(f *filing, now time.Time) error {
 		err = s.fileRecordOnly(name, f.dest, &f.rec, now)
 	} else if f.dest == "" {
 		var to string
-		if to, err = s.requeue(name, f.next, now); err == nil {
+		// The sidecar in running/, if any, is removed below.
+		if to, err = s.requeue(name, f.next, false, now); err == nil {
 			e := &entry{name: to, mtime: f.c.mtime, ino: f.c.ino, attempt: f.next.Attempt, notBefore: f.next.NotBefore}
 			s.known[to] = e
 			s.enqueue(e, now)

@@ -296,7 +296,7 @@ func (s *Spool) recoverRunning() error {
 			attempt = m.Attempt
 		}
 		next := meta{Attempt: attempt + 1, Inode: ino, LastResult: "interrupted: the daemon stopped while the job ran"}
-		to, err := s.requeue(name, next, now)
+		to, err := s.requeue(name, next, true, now)
 		if err != nil {
 			return fmt.Errorf("put back running/%s: %w", name, err)
 		}
@@ -311,31 +311,49 @@ func (s *Spool) recoverRunning() error {
 
 // requeue moves running/name back into incoming/, under a new name if
 // name is taken there, with next as its sidecar. It returns the name in
-// incoming/.
-func (s *Spool) requeue(name string, next meta, now time.Time) (string, error) {
+// incoming/. hadMeta says whether running/ may hold a sidecar of the job,
+// to be removed once it has moved.
+//
+// A job that goes back with attempt 1 and no not-before time, as an
+// interrupted first attempt does at every graceful stop, gets no sidecar:
+// a file without one is at attempt 1, due at once, so a sidecar would
+// hold nothing but its last_result note, and cost a new file per job
+// (five system calls, and a new inode, which a file system busy freeing
+// others makes slow) on the way out of every stop. Its move is then one
+// rename, RENAME_NOREPLACE finding a taken name by itself.
+func (s *Spool) requeue(name string, next meta, hadMeta bool, now time.Time) (string, error) {
 	from := filepath.Join(s.running, name)
+	withMeta := next.Attempt > 1 || !next.NotBefore.IsZero()
 	for n := range maxAlts {
 		to := altName(name, n, now)
-		if taken, err := exists(s.incoming, to); err != nil {
-			return "", err
-		} else if taken {
-			continue
-		}
-		// The sidecar first: a crash between the two steps leaves a
-		// sidecar whose inode matches no file in incoming/.
-		if err := writeMeta(s.incoming, to, next); err != nil {
-			return "", err
+		if withMeta {
+			// Looked at first, so that the sidecar below never replaces
+			// that of a file already waiting under the name.
+			if taken, err := exists(s.incoming, to); err != nil {
+				return "", err
+			} else if taken {
+				continue
+			}
+			// The sidecar first: a crash between the two steps leaves a
+			// sidecar whose inode matches no file in incoming/.
+			if err := writeMeta(s.incoming, to, next); err != nil {
+				return "", fmt.Errorf("write sidecar of %s: %w", to, err)
+			}
 		}
 		err := renameNoReplace(from, filepath.Join(s.incoming, to))
 		if err == nil {
-			if err := removeMeta(s.running, name); err != nil {
-				s.log.Warn("cannot remove sidecar", "err", err)
+			if hadMeta {
+				if err := removeMeta(s.running, name); err != nil {
+					s.log.Warn("cannot remove sidecar", "err", err)
+				}
 			}
 			return to, nil
 		}
-		// Nobody but the spool writes sidecars in incoming/, so the one just
-		// written is not another job's.
-		_ = removeMeta(s.incoming, to)
+		if withMeta {
+			// Nobody but the spool writes sidecars in incoming/, so the
+			// one just written is not another job's.
+			_ = removeMeta(s.incoming, to)
+		}
 		if !errors.Is(err, fs.ErrExist) {
 			return "", err
 		}

@@ -444,6 +444,62 @@ func TestInterruptedDoesNotCount(t *testing.T) {
 	}
 }
 
+// An interrupted job goes back as it was: a first attempt as a plain
+// file, with no sidecar (a stop puts back every running job, and a
+// sidecar would cost a new file each for nothing), a later one with the
+// sidecar that keeps its attempt. Neither replaces a file waiting under
+// its name.
+func TestInterruptedKeepsItsState(t *testing.T) {
+	clk := newClock()
+	s := open(t, Options{Now: clk.Now, MaxAttempts: 3})
+	in := filepath.Join(s.Dir(), "incoming")
+	for _, name := range []string{"first", "second"} {
+		if _, err := s.Submit(name, strings.NewReader(name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	interrupted := jobs.Result{ExitCode: -1, Signal: syscall.SIGTERM, Interrupted: true}
+	// "second" fails once (retried at once: no backoff), "first" is claimed.
+	jobsByID := map[string]*jobs.Job{}
+	for range 2 {
+		j := next(t, s)
+		jobsByID[j.ID] = j
+	}
+	mustDone(t, s, jobsByID["second"], jobs.Result{ExitCode: 1})
+	second := next(t, s)
+	if second == nil || second.ID != "second" || second.Attempt != 2 {
+		t.Fatalf("the retry of second: %+v", second)
+	}
+	// A new "first" lands while the first one runs.
+	writeFile(t, filepath.Join(in, "first"), "newer", time.Now().Add(time.Hour))
+	for _, j := range []*jobs.Job{jobsByID["first"], second} {
+		if v := mustDone(t, s, j, interrupted); v != jobs.Requeued {
+			t.Errorf("verdict of interrupted %s: %v, want requeued", j.ID, v)
+		}
+	}
+	stamp := "first~20250102T150405Z"
+	want := []string{".second.meta.json", "first", stamp, "second"}
+	if names := ls(t, in); !slices.Equal(names, want) {
+		t.Fatalf("incoming/ holds %q, want %q", names, want)
+	}
+	if b, err := os.ReadFile(filepath.Join(in, "first")); err != nil || string(b) != "newer" {
+		t.Errorf("the waiting first holds %q, %v", b, err)
+	}
+	if names := ls(t, filepath.Join(s.Dir(), "running")); len(names) != 0 {
+		t.Errorf("running/ still holds %q", names)
+	}
+	var got []string
+	runAll(t, s, func(j *jobs.Job) {
+		b, _ := os.ReadFile(s.Path(j))
+		got = append(got, fmt.Sprintf("%s=%s/%d", j.ID, b, j.Attempt))
+		mustDone(t, s, j, jobs.Result{})
+	})
+	slices.Sort(got)
+	if want := []string{"first=newer/1", stamp + "=first/1", "second=second/2"}; !slices.Equal(got, want) {
+		t.Errorf("ran %q, want %q", got, want)
+	}
+}
+
 func TestRetryAtOnceAndSignal(t *testing.T) {
 	s := open(t, Options{MaxAttempts: 2})
 	if _, err := s.Submit("j", strings.NewReader("")); err != nil {
