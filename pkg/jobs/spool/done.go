@@ -194,7 +194,12 @@ func (s *Spool) file(f *filing, now time.Time) error {
 			e := &entry{name: to, mtime: f.c.mtime, ino: f.c.ino, attempt: f.next.Attempt, notBefore: f.next.NotBefore}
 			s.known[to] = e
 			s.enqueue(e, now)
-			s.log.Info("job will be retried", "job_id", to, "attempt", e.attempt, "not_before", e.notBefore)
+			if e.attempt > f.c.attempt {
+				s.log.Info("job will be retried", "job_id", to, "attempt", e.attempt, "not_before", e.notBefore)
+			} else {
+				// Interrupted, or never started: the attempt did not count.
+				s.log.Info("job put back into incoming/", "job_id", to, "attempt", e.attempt)
+			}
 		}
 	} else {
 		err = s.fileRecord(name, f.dest, &f.rec, now)
