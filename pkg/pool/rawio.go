@@ -16,7 +16,7 @@ import (
 // thread to look for work, and the call's return must get a P back. On a
 // machine whose cores the workers keep busy, that is wake-ups and spinning
 // taken from the workers, for every job: raw, the daemon's CPU per job of
-// bench/workers.sh fell by a third, and its context switches by a quarter
+// bench/workers.sh fell by a third, and its context switches by a sixth
 // (docs/PERFORMANCE.md, "Command workers"). Only system calls that return
 // at once, whatever the other end does, belong here.
 
