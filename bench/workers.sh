@@ -63,7 +63,7 @@ run() {
 	local m=$mode
 	[[ $m == daemon1 ]] && m=daemon
 	out=$(env "$@" "$tmp/workers" -mode "$m" -n "$n" -p "$P" -- "$interp" "$script")
-	echo "$(field rate "$out") $(field cpu_us_per_job "$out")" >>"$tmp/$lang.$mode"
+	echo "$(field rate "$out") $(field cpu_us_per_job "$out") $(field csw_per_job "$out") $(field allocs_per_job "$out")" >>"$tmp/$lang.$mode"
 }
 
 echo "N=$N NP=$NP R=$R, $P workers, on $(nproc) cores, $(uname -sr), $(go version | cut -d' ' -f3)"
@@ -80,15 +80,20 @@ for lang in python php; do
 	run "$lang" daemon-process "$NP"
 done
 
+# "csw/job" is the daemon's context switches per job, all its threads: each
+# a thread put to sleep, and woken later, or preempted. "allocs" its heap
+# allocations per job, two of which are the benchmark source's own.
 # "x bare" is the median over the rounds of the rate divided by the bare
 # driver's in the same round, with the lowest and highest: the machine's
 # load drifts between rounds more than between two runs of one round.
-printf '%-7s %-26s %9s %12s %9s %15s %10s\n' lang mode jobs/s "daemon µs/job" "x bare" "(range)" "x process"
+printf '%-7s %-26s %9s %12s %8s %7s %9s %15s %10s\n' lang mode jobs/s "daemon µs/job" "csw/job" allocs "x bare" "(range)" "x process"
 for lang in python php; do
 	proc=$(cut -d' ' -f1 "$tmp/$lang.daemon-process" | median)
 	for mode in bare daemon daemon1 pool direct daemon-process; do
 		rate=$(cut -d' ' -f1 "$tmp/$lang.$mode" | median)
 		cpu=$(cut -d' ' -f2 "$tmp/$lang.$mode" | median)
+		csw=$(cut -d' ' -f3 "$tmp/$lang.$mode" | median)
+		allocs=$(cut -d' ' -f4 "$tmp/$lang.$mode" | median)
 		case $mode in
 		bare) label="bare Go driver" ;;
 		daemon) label="daemon (jobs.Run)" ;;
@@ -105,8 +110,8 @@ for lang in python php; do
 			lo=$(sort -g <<<"$ratios" | head -1)
 			hi=$(sort -g <<<"$ratios" | tail -1)
 		fi
-		awk -v l="$lang" -v m="$label" -v r="$rate" -v c="$cpu" -v x="$ratio" -v lo="$lo" -v hi="$hi" -v p="$proc" \
+		awk -v l="$lang" -v m="$label" -v r="$rate" -v c="$cpu" -v w="$csw" -v a="$allocs" -v x="$ratio" -v lo="$lo" -v hi="$hi" -v p="$proc" \
 			'BEGIN { rng = (lo == "") ? "" : sprintf("(%.2f-%.2f)", lo, hi); xb = (x == "-") ? "-" : sprintf("%.2fx", x);
-			         printf "%-7s %-26s %9.0f %12.1f %9s %15s %9.0fx\n", l, m, r, c, xb, rng, r / p }'
+			         printf "%-7s %-26s %9.0f %12.1f %8.2f %7.2f %9s %15s %9.0fx\n", l, m, r, c, w, a, xb, rng, r / p }'
 	done
 done

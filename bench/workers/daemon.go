@@ -33,10 +33,10 @@ type benchApp struct {
 	mu     sync.Mutex
 	done   int
 	failed error
-	start  time.Time     // when the first measured job was handed out
-	cpu0   time.Duration // the daemon's CPU time then
+	start  time.Time // when the first measured job was handed out
+	u0     usage     // the daemon's usage then
 	end    time.Time
-	cpu1   time.Duration
+	u1     usage
 	d      *jobs.Daemon
 }
 
@@ -46,7 +46,7 @@ func (a *benchApp) NextJob(ctx context.Context, slot int) (*jobs.Job, error) {
 	}
 	if a.next == warmup {
 		a.mu.Lock()
-		a.start, a.cpu0 = time.Now(), selfCPU()
+		a.start, a.u0 = time.Now(), selfUsage()
 		a.mu.Unlock()
 	}
 	a.next++
@@ -69,7 +69,7 @@ func (a *benchApp) Done(ctx context.Context, job *jobs.Job, res jobs.Result) err
 	}
 	a.done++
 	if a.done == a.n+warmup {
-		a.end, a.cpu1 = time.Now(), selfCPU()
+		a.end, a.u1 = time.Now(), selfUsage()
 		a.d.Stop(jobs.Drain)
 	}
 	return nil
@@ -77,9 +77,9 @@ func (a *benchApp) Done(ctx context.Context, job *jobs.Job, res jobs.Result) err
 
 // runDaemon runs n jobs through p command workers, each of which runs
 // jobsPerWorker jobs (0: all), with jobs.Run. It returns the time from the
-// first measured job handed out to the last job done, and the daemon's CPU
-// time in that span.
-func runDaemon(n, p, jobsPerWorker int, cmd []string) (time.Duration, time.Duration, error) {
+// first measured job handed out to the last job done, and the daemon's
+// usage in that span.
+func runDaemon(n, p, jobsPerWorker int, cmd []string) (time.Duration, usage, error) {
 	a := &benchApp{cmd: cmd, n: n}
 	d, err := jobs.New(a, jobs.Options{
 		MaxChildren:  p,
@@ -90,19 +90,19 @@ func runDaemon(n, p, jobsPerWorker int, cmd []string) (time.Duration, time.Durat
 		Output:       func(jobs.Line) {},
 	})
 	if err != nil {
-		return 0, 0, err
+		return 0, usage{}, err
 	}
 	a.d = d
 	if err := d.Run(context.Background()); err != nil {
-		return 0, 0, err
+		return 0, usage{}, err
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.failed != nil {
-		return 0, 0, a.failed
+		return 0, usage{}, a.failed
 	}
 	if a.done != n+warmup {
-		return 0, 0, fmt.Errorf("%d jobs done, want %d", a.done, n+warmup)
+		return 0, usage{}, fmt.Errorf("%d jobs done, want %d", a.done, n+warmup)
 	}
-	return a.end.Sub(a.start), a.cpu1 - a.cpu0, nil
+	return a.end.Sub(a.start), a.u1.sub(a.u0), nil
 }

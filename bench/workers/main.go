@@ -18,9 +18,10 @@
 //
 // Usage: workers -mode M -n N -p P -- interpreter script
 //
-// It prints "mode=M jobs=N seconds=S rate=R/s cpu_us_per_job=C", where C
-// is the CPU time of this process alone (the daemon's side, without the
-// workers) per job. The workers' start-up is outside the measure of
+// It prints "mode=M jobs=N seconds=S rate=R/s cpu_us_per_job=C
+// csw_per_job=W allocs_per_job=A", where C is the CPU time of this process
+// alone (the daemon's side, without the workers) per job, W its threads'
+// context switches per job, and A its heap allocations per job. The workers' start-up is outside the measure of
 // daemon, pool, direct and bare, inside that of the process modes.
 package main
 
@@ -32,6 +33,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"sync"
@@ -57,11 +59,11 @@ func main() {
 		os.Exit(2)
 	}
 	var run func(n, p int, cmd []string) (time.Duration, error)
-	var measured time.Duration // the daemon modes' own measure of their CPU time
+	var measured *usage // the daemon modes' own measure of their usage
 	daemon := func(jobsPerWorker int) func(n, p int, cmd []string) (time.Duration, error) {
 		return func(n, p int, cmd []string) (time.Duration, error) {
-			secs, cpu, err := runDaemon(n, p, jobsPerWorker, cmd)
-			measured = cpu
+			secs, u, err := runDaemon(n, p, jobsPerWorker, cmd)
+			measured = &u
 			return secs, err
 		}
 	}
@@ -91,28 +93,46 @@ func main() {
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
-	cpu0 := selfCPU()
+	u0 := selfUsage()
 	secs, err := run(*n, *p, cmd)
-	cpu := selfCPU() - cpu0
-	if measured > 0 {
-		cpu = measured
+	u := selfUsage().sub(u0)
+	if measured != nil {
+		u = *measured
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "workers:", err)
 		os.Exit(1)
 	}
-	fmt.Printf("mode=%s jobs=%d seconds=%.3f rate=%.0f/s cpu_us_per_job=%.1f\n",
-		*mode, *n, secs.Seconds(), float64(*n)/secs.Seconds(), float64(cpu.Microseconds())/float64(*n))
+	fmt.Printf("mode=%s jobs=%d seconds=%.3f rate=%.0f/s cpu_us_per_job=%.1f csw_per_job=%.2f allocs_per_job=%.2f\n",
+		*mode, *n, secs.Seconds(), float64(*n)/secs.Seconds(), float64(u.cpu.Microseconds())/float64(*n),
+		float64(u.csw)/float64(*n), float64(u.allocs)/float64(*n))
 }
 
-// selfCPU returns the CPU time of this process, without its children.
-func selfCPU() time.Duration {
+// usage is what this process used, without its children: CPU time, and
+// context switches of all its threads (a thread that sleeps and is woken,
+// or is preempted), which on a machine as busy as its cores take time from
+// the workers that the CPU time alone does not show.
+// And heap allocations: the benchmark's own source makes two per job (its
+// Job and its id), the pool modes one or two (a copy of the answer, an id).
+type usage struct {
+	cpu    time.Duration
+	csw    int64
+	allocs uint64
+}
+
+func selfUsage() usage {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
+		return usage{}
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	// ReadMemStats, which counts the tiny allocations (an id) that
+	// runtime/metrics leaves out; it stops the world, twice a run.
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return usage{time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), ru.Nvcsw + ru.Nivcsw, ms.Mallocs}
 }
+
+func (u usage) sub(v usage) usage { return usage{u.cpu - v.cpu, u.csw - v.csw, u.allocs - v.allocs} }
 
 type result struct {
 	w    *pool.Worker

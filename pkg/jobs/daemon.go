@@ -159,6 +159,9 @@ type running struct {
 	timer    *time.Timer
 	timedOut atomic.Bool
 	answered bool // the worker gave a well-formed answer once
+	// jobLines of the worker's job in flight, one for all its jobs
+	// (trackLines), so that a job costs no allocation.
+	jobLines jobLines
 
 	// sentID is the id of a command worker's job in flight, which its
 	// answer must carry. The dispatcher writes it before Send; the
@@ -596,7 +599,7 @@ func (d *Daemon) startJob(hctx context.Context, slot int, r *running, job *Job) 
 	r.sentID = job.ID
 	d.countStart()
 	r.worker.SetLabel(job.ID)
-	d.trackLines(job, true)
+	d.trackLines(job, r)
 	err := r.worker.Send(d.encBuf)
 	if cap(d.encBuf) > maxKeptBuf {
 		d.encBuf = nil // Send copied it
@@ -631,7 +634,7 @@ func (d *Daemon) startCommand(hctx context.Context, slot int, job *Job) bool {
 		d.finish(hctx, job, Result{ExitCode: -1, Error: err.Error()})
 		return false
 	}
-	d.trackLines(job, false)
+	d.trackLines(job, nil)
 	c, err := d.pool.Start(slot, spec.poolSpec(job, &d.opts))
 	if err != nil {
 		d.pool.Release(slot)
@@ -791,8 +794,10 @@ func (d *Daemon) answered(hctx context.Context, ev event) {
 		}
 		// The worker exits next. Its exit, once its output has been read
 		// to the end, finishes the job with the whole output tail.
+		// A copy, so that res stays on the stack of the usual answer.
+		reply := res
 		d.stateMu.Lock()
-		r.job, r.reply = job, &res
+		r.job, r.reply = job, &reply
 		d.stateMu.Unlock()
 		return
 	}
@@ -858,15 +863,28 @@ func (d *Daemon) callHook(name string, f func() error) (err error) {
 
 // jobLines is what the output lines of a running job need.
 type jobLines struct {
+	id      string
 	attempt int
 	worker  bool
 	tail    *pool.Tail // a worker's job only; made on the first line, as most jobs write none
 }
 
-// trackLines starts attributing output lines to job.
-func (d *Daemon) trackLines(job *Job, worker bool) {
+// trackLines starts attributing output lines to job, whose worker is r,
+// or nil for a command child. A worker's jobLines are reused: its previous
+// job was untracked before it was given this one.
+func (d *Daemon) trackLines(job *Job, r *running) {
+	var jl *jobLines
+	if r != nil {
+		jl = &r.jobLines
+	} else {
+		jl = new(jobLines)
+	}
 	d.linesMu.Lock()
-	d.lines[job.ID] = &jobLines{attempt: job.Attempt, worker: worker}
+	if jl.id != "" && d.lines[jl.id] == jl {
+		delete(d.lines, jl.id) // never the case, but a stale id must not write into this job's tail
+	}
+	*jl = jobLines{id: job.ID, attempt: job.Attempt, worker: r != nil}
+	d.lines[job.ID] = jl
 	d.linesMu.Unlock()
 }
 

@@ -1,7 +1,6 @@
 package pool
 
 import (
-	"errors"
 	"io"
 	"os"
 	"sync"
@@ -83,30 +82,24 @@ func (p *outPipe) Read(b []byte) (int, error) {
 // tryRead makes one non-blocking read, counted under the lock; on an empty
 // pipe it returns false, and the poller calls it again when there is more.
 func (p *outPipe) tryRead(fd uintptr) bool {
-	for {
-		p.mu.Lock()
-		n, err := unix.Read(int(fd), p.buf)
-		if err == unix.EAGAIN {
-			p.drained = true
-			p.mu.Unlock()
-			p.notify()
-			return false
-		}
-		p.drained = false
-		if n > 0 {
-			p.read += int64(n)
-		}
+	p.mu.Lock()
+	n, errno := rawRead(int(fd), p.buf) // rawio.go: without the scheduler
+	if errno == unix.EAGAIN {
+		p.drained = true
 		p.mu.Unlock()
-		if err == unix.EINTR {
-			continue
-		}
-		p.n, p.errno = max(n, 0), 0
-		if err != nil {
-			p.errno = syscall.EIO
-			errors.As(err, &p.errno)
-		}
-		return true
+		p.notify()
+		return false
 	}
+	p.drained = false
+	if errno == 0 {
+		p.read += int64(n)
+	}
+	p.mu.Unlock()
+	p.n, p.errno = 0, errno
+	if errno == 0 {
+		p.n = n
+	}
+	return true
 }
 
 // handedOver counts n bytes given to the sink (or dropped past the line
@@ -152,7 +145,7 @@ func (p *outPipe) target(readable bool) int64 {
 // callback, a method value made once: a closure would cost an allocation
 // per answer).
 func (p *outPipe) unreadIn(fd uintptr) {
-	p.unread, _ = unix.IoctlGetInt(int(fd), unix.TIOCINQ)
+	p.unread = rawUnread(int(fd))
 }
 
 // outPoll polls a worker's two output pipes at once, through their
@@ -190,13 +183,7 @@ func (q *outPoll) outer(fa uintptr) {
 
 func (q *outPoll) inner(fb uintptr) {
 	q.fds[1] = unix.PollFd{Fd: int32(fb), Events: unix.POLLIN}
-	for {
-		_, err := unix.Poll(q.fds[:], 0)
-		if err != unix.EINTR {
-			q.ok = err == nil
-			return
-		}
-	}
+	q.ok = rawPollNow(q.fds[:]) == 0
 }
 
 // caughtUp reports whether the output up to target has been handed over:

@@ -124,8 +124,12 @@ type Child struct {
 	pool   *Pool
 	spec   *Spec
 	worker *Worker // nil for a command child
-	label  atomic.Pointer[string]
-	iso    childIsolation // its cgroup or group record (childiso.go)
+	// label is read for each output line and set for each job of a
+	// worker: a lock, where an atomic pointer would cost an allocation
+	// per job.
+	labelMu sync.Mutex
+	label   string
+	iso     childIsolation // its cgroup or group record (childiso.go)
 
 	outR, errR *os.File    // the read ends of the child's own pipes; nil with slotOut
 	slotOut    *slotOutput // the slot's pipes it writes into, when it has no pipes of its own; nil once settled
@@ -171,16 +175,23 @@ func newChild(p *Pool, slot int, spec *Spec, w *Worker) *Child {
 		// Before the child starts: its reader goroutine uses w.Child.
 		w.Child = c
 	}
-	label := spec.Label
-	c.label.Store(&label)
+	c.label = spec.Label
 	return c
 }
 
 // Label returns the child's current label.
-func (c *Child) Label() string { return *c.label.Load() }
+func (c *Child) Label() string {
+	c.labelMu.Lock()
+	defer c.labelMu.Unlock()
+	return c.label
+}
 
 // SetLabel changes the label that the child's output lines carry.
-func (c *Child) SetLabel(s string) { c.label.Store(&s) }
+func (c *Child) SetLabel(s string) {
+	c.labelMu.Lock()
+	c.label = s
+	c.labelMu.Unlock()
+}
 
 // Done is closed when the child has ended, Exit is valid, and
 // Config.OnExit has returned.
