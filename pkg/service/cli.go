@@ -347,8 +347,3 @@ func parseScaleArgs(cmd *cobra.Command, args []string) (string, error) {
 }
 
 func isDigits(s string) bool { return s != "" && strings.Trim(s, "0123456789") == "" }
-
-func (s *service) printErr(name string, err error) int {
-	fmt.Fprintf(s.stderr, "%s %s: %v\n", s.name, name, err)
-	return ExitFailure
-}

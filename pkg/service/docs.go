@@ -3,6 +3,7 @@
 package service
 
 import (
+	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -37,4 +38,9 @@ func (s *service) docsCommand() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func (s *service) printErr(name string, err error) int {
+	fmt.Fprintf(s.stderr, "%s %s: %v\n", s.name, name, err)
+	return ExitFailure
 }
