@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"sync"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -61,7 +60,7 @@ func socketPair() (*channel, *os.File, error) {
 	}
 	ours := os.NewFile(uintptr(fds[0]), "worker-channel")
 	theirs := os.NewFile(uintptr(fds[1]), "worker-channel")
-	rc, err := newRawConn(ours)
+	rc, err := newRawConn(ours, "worker channel")
 	if err != nil {
 		ours.Close()
 		theirs.Close()
@@ -69,89 +68,6 @@ func socketPair() (*channel, *os.File, error) {
 	}
 	return newChannelRW(rc), theirs, nil
 }
-
-// rawConn is the parent's end of a worker channel: what *os.File does, with
-// raw system calls (rawio.go), the poller waiting when the socket would
-// block. Each job is a packet written and one read; through the scheduler,
-// on cores the workers keep busy, each call could cost the daemon a
-// hand-off of its P and a thread woken to look for work. One goroutine
-// reads (recv) and one writes (send, under wmu) at a time, so each
-// direction has its own arguments.
-type rawConn struct {
-	f  *os.File
-	rc syscall.RawConn
-
-	rb    []byte
-	rn    int
-	rerr  unix.Errno
-	readF func(uintptr) bool
-
-	wb     []byte
-	wn     int
-	werr   unix.Errno
-	writeF func(uintptr) bool
-}
-
-func newRawConn(f *os.File) (*rawConn, error) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	c := &rawConn{f: f, rc: rc}
-	c.readF, c.writeF = c.tryRead, c.tryWrite
-	return c, nil
-}
-
-func (c *rawConn) Read(b []byte) (int, error) {
-	c.rb = b
-	err := c.rc.Read(c.readF)
-	c.rb = nil
-	switch {
-	case err != nil:
-		return 0, err
-	case c.rerr != 0:
-		return 0, &os.PathError{Op: "read", Path: c.f.Name(), Err: c.rerr}
-	case c.rn == 0:
-		return 0, io.EOF
-	}
-	return c.rn, nil
-}
-
-// tryRead reads one packet; it returns false when there is none yet, for
-// the poller to call it again once there is.
-func (c *rawConn) tryRead(fd uintptr) bool {
-	n, errno := rawRead(int(fd), c.rb)
-	if errno == unix.EAGAIN {
-		return false
-	}
-	c.rn, c.rerr = max(n, 0), errno
-	return true
-}
-
-// Write sends b as one packet (a SOCK_SEQPACKET write is whole or fails).
-func (c *rawConn) Write(b []byte) (int, error) {
-	c.wb = b
-	err := c.rc.Write(c.writeF)
-	c.wb = nil
-	switch {
-	case err != nil:
-		return 0, err
-	case c.werr != 0:
-		return 0, &os.PathError{Op: "write", Path: c.f.Name(), Err: c.werr}
-	}
-	return c.wn, nil
-}
-
-func (c *rawConn) tryWrite(fd uintptr) bool {
-	n, errno := rawWrite(int(fd), c.wb)
-	if errno == unix.EAGAIN {
-		return false
-	}
-	c.wn, c.werr = max(n, 0), errno
-	return true
-}
-
-func (c *rawConn) Close() error { return c.f.Close() }
 
 func newChannelRW(c io.ReadWriteCloser) *channel {
 	return &channel{c: c, rbuf: make([]byte, 2+maxPacket)}

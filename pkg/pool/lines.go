@@ -88,7 +88,7 @@ func newLineConn(maxAnswer int) (*lineConn, error) {
 		c.close()
 		return nil, fmt.Errorf("worker stdin pipe: %w", err)
 	}
-	ar, err := newAnswerReader(c.out)
+	ar, err := newRawConn(c.out, "worker answers")
 	if err != nil {
 		c.childClose()
 		c.close()
@@ -167,56 +167,6 @@ func (c *lineConn) tryWrite(fd uintptr) bool {
 	c.n, c.errno = 0, errno
 	if errno == 0 {
 		c.n = n
-	}
-	return true
-}
-
-// answerReader reads the answer pipe for lineConn's bufio.Reader: what
-// os.File.Read does, with a raw read (rawio.go), the poller waiting
-// when the pipe is empty.
-type answerReader struct {
-	rc    syscall.RawConn
-	buf   []byte // tryRead's argument and results
-	n     int
-	errno syscall.Errno
-	fn    func(uintptr) bool // tryRead, a method value made once
-}
-
-func newAnswerReader(f *os.File) (*answerReader, error) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	r := &answerReader{rc: rc}
-	r.fn = r.tryRead
-	return r, nil
-}
-
-func (r *answerReader) Read(b []byte) (int, error) {
-	r.buf = b
-	err := r.rc.Read(r.fn)
-	r.buf = nil
-	switch {
-	case err != nil:
-		return 0, err
-	case r.errno != 0:
-		return 0, &os.PathError{Op: "read", Path: "worker answers", Err: r.errno}
-	case r.n == 0:
-		return 0, io.EOF
-	}
-	return r.n, nil
-}
-
-// tryRead makes one non-blocking read; on an empty pipe it returns false,
-// and the poller calls it again when there is more.
-func (r *answerReader) tryRead(fd uintptr) bool {
-	n, errno := rawRead(int(fd), r.buf)
-	if errno == unix.EAGAIN {
-		return false
-	}
-	r.n, r.errno = 0, errno
-	if errno == 0 {
-		r.n = n
 	}
 	return true
 }

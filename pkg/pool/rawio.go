@@ -1,6 +1,9 @@
 package pool
 
 import (
+	"io"
+	"os"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -69,3 +72,87 @@ func rawUnread(fd int) int {
 	}
 	return int(n)
 }
+
+// rawConn is what *os.File does for one of the parent's non-blocking
+// descriptors on a worker's path (a Go worker's channel, a command
+// worker's answer pipe), with raw system calls, the poller waiting when
+// the descriptor would block. One goroutine reads and one writes at a time,
+// so each direction has its own arguments.
+type rawConn struct {
+	f    *os.File
+	rc   syscall.RawConn
+	name string
+
+	rb    []byte
+	rn    int
+	rerr  unix.Errno
+	readF func(uintptr) bool
+
+	wb     []byte
+	wn     int
+	werr   unix.Errno
+	writeF func(uintptr) bool
+}
+
+// newRawConn returns a rawConn on f, whose errors name it as name.
+func newRawConn(f *os.File, name string) (*rawConn, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	c := &rawConn{f: f, rc: rc, name: name}
+	c.readF, c.writeF = c.tryRead, c.tryWrite
+	return c, nil
+}
+
+func (c *rawConn) Read(b []byte) (int, error) {
+	c.rb = b
+	err := c.rc.Read(c.readF)
+	c.rb = nil
+	switch {
+	case err != nil:
+		return 0, err
+	case c.rerr != 0:
+		return 0, &os.PathError{Op: "read", Path: c.name, Err: c.rerr}
+	case c.rn == 0:
+		return 0, io.EOF
+	}
+	return c.rn, nil
+}
+
+// tryRead makes one read; it returns false when there is nothing to read
+// yet, for the poller to call it again once there is.
+func (c *rawConn) tryRead(fd uintptr) bool {
+	n, errno := rawRead(int(fd), c.rb)
+	if errno == unix.EAGAIN {
+		return false
+	}
+	c.rn, c.rerr = max(n, 0), errno
+	return true
+}
+
+// Write makes one write of b: whole on a SOCK_SEQPACKET socket, or
+// failed; it may be short on a pipe.
+func (c *rawConn) Write(b []byte) (int, error) {
+	c.wb = b
+	err := c.rc.Write(c.writeF)
+	c.wb = nil
+	switch {
+	case err != nil:
+		return 0, err
+	case c.werr != 0:
+		return 0, &os.PathError{Op: "write", Path: c.name, Err: c.werr}
+	}
+	return c.wn, nil
+}
+
+func (c *rawConn) tryWrite(fd uintptr) bool {
+	n, errno := rawWrite(int(fd), c.wb)
+	if errno == unix.EAGAIN {
+		return false
+	}
+	c.wn, c.werr = max(n, 0), errno
+	return true
+}
+
+func (c *rawConn) Close() error { return c.f.Close() }
