@@ -29,7 +29,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"runtime/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -53,7 +52,7 @@ func main() {
 	mode := flag.String("mode", "command", "command, reexec, worker or bareworker")
 	n := flag.Int("n", 2000, "jobs")
 	p := flag.Int("p", 2, "slots")
-	profile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	profile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file (a -tags benchprofile build)")
 	flag.StringVar(&cgroups, "cgroups", "auto", "auto (cgroups where they can be had) or off (process groups)")
 	flag.Parse()
 	var run func(n, p int) (time.Duration, time.Duration, error)
@@ -73,22 +72,18 @@ func main() {
 		os.Exit(2)
 	}
 	if *profile != "" && !jobs.IsChild() {
-		f, err := os.Create(*profile)
-		if err == nil {
-			err = pprof.StartCPUProfile(f)
-		}
+		stop, err := startProfile(*profile)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "library:", err)
 			os.Exit(1)
 		}
-		defer pprof.StopCPUProfile()
+		defer stop()
 	}
 	// In a child (reexec, worker), Run runs the job and exits: the flags
 	// are parsed the same, and the mode takes the same path.
 	secs, cpu, err := run(*n, *p)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "library:", err)
-		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 	fmt.Printf("jobs=%d seconds=%.3f rate=%.0f/s cpu_us_per_job=%.1f\n",
