@@ -358,10 +358,16 @@ func TestSystemd(t *testing.T) {
 				t.Errorf("job %s did not get TERM:\n%s", id, b.journal())
 			}
 		}
-		// Nothing of the unit is left: no job, no grandchild sleep.
+		// Nothing of the unit is left: no job, no grandchild sleep. The
+		// pids are the testbed's (its own PID namespace): looked up in its
+		// /proc, not in this one's, where another process may have any of
+		// them (pid_max is 32768 here, and a test run wraps it).
+		if code, out := b.exec("test", "-e", "/proc/1"); code != 0 {
+			t.Fatalf("cannot look up a pid in the testbed: exit %d\n%s", code, out)
+		}
 		for _, p := range pids {
-			if _, err := os.Stat("/proc/" + strconv.Itoa(p)); err == nil {
-				t.Errorf("job pid %d still exists", p)
+			if code, _ := b.exec("test", "-e", "/proc/"+strconv.Itoa(p)); code == 0 {
+				t.Errorf("job pid %d still exists in the testbed", p)
 			}
 		}
 		if left := processesWithEnv("JOB_ID=long-"); len(left) > 0 {
