@@ -438,11 +438,11 @@ func (d *Daemon) Status() Status {
 	return s
 }
 
-// Summary is Status without Slots (nil), and costs the same whatever the
-// number of children: for what asks every few seconds (systemd's STATUS=,
-// a metrics scrape, a progress bar), a status that read /proc for each
-// child would cost in proportion to the pool. Busy counts the jobs
-// running all the same.
+// Summary is Status without Slots (nil): no /proc file read and no
+// allocation per child, for what asks every few seconds (systemd's
+// STATUS=, a metrics scrape, a progress bar), where reading /proc for each
+// child would cost a system call or three per child each time. Busy
+// counts the jobs running all the same, from memory.
 func (d *Daemon) Summary() Status {
 	return d.status(false)
 }
@@ -518,16 +518,19 @@ func (d *Daemon) snapshot(s *Status, slots bool) {
 		s.WorkerFailedStarts, s.WorkerStartError = d.failedStarts, d.startErr
 		s.WorkerBackoff = max(d.startNotBefore.Sub(now), 0)
 	}
-	if !slots {
-		s.Busy = d.jobsRunning
-		return
+	if slots {
+		s.Slots = make([]SlotStatus, 0, len(d.running))
 	}
-	s.Slots = make([]SlotStatus, 0, len(d.running))
 	for c, r := range d.running {
+		if r.job != nil {
+			s.Busy++
+		}
+		if !slots {
+			continue
+		}
 		ss := SlotStatus{Slot: c.Slot, Pid: c.Pid, Worker: r.worker != nil, child: c}
 		if r.job != nil {
 			ss.JobID, ss.Attempt, ss.Runtime = r.job.ID, r.job.Attempt, now.Sub(r.since)
-			s.Busy++
 		}
 		s.Slots = append(s.Slots, ss)
 	}

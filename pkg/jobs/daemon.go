@@ -79,7 +79,6 @@ type Daemon struct {
 	stateMu      sync.Mutex
 	maxBeforeRun int // MaxChildren until the pool exists
 	running      map[*pool.Child]*running
-	jobsRunning  int        // the entries of running with a job: Summary's Busy
 	idle         []*running // workers waiting for a job, most recently used last
 	paused       bool
 	stopMode     StopMode
@@ -593,7 +592,6 @@ func (d *Daemon) startJob(hctx context.Context, slot int, r *running, job *Job) 
 	}
 	d.stateMu.Lock()
 	r.job, r.since = job, time.Now()
-	d.jobsRunning++
 	d.stateMu.Unlock()
 	r.timedOut.Store(false)
 	r.sentID = job.ID
@@ -645,7 +643,6 @@ func (d *Daemon) startCommand(hctx context.Context, slot int, job *Job) bool {
 	d.countStart()
 	d.stateMu.Lock()
 	d.running[c] = &running{child: c, job: job, since: c.Started}
-	d.jobsRunning++
 	d.stateMu.Unlock()
 	return true
 }
@@ -693,9 +690,6 @@ func (d *Daemon) exited(hctx context.Context, c *pool.Child) {
 	}
 	d.stateMu.Lock()
 	delete(d.running, c)
-	if r.job != nil {
-		d.jobsRunning--
-	}
 	d.stateMu.Unlock()
 	if r.worker == nil {
 		d.untrackLines(r.job.ID) // the tail is the Exit's
@@ -753,7 +747,6 @@ func (d *Daemon) answered(hctx context.Context, ev event) {
 	job := r.job
 	d.stateMu.Lock()
 	r.job = nil
-	d.jobsRunning--
 	d.stateMu.Unlock()
 	res := Result{TimedOut: timedOut, Duration: time.Since(r.since)}
 	if r.lines {
