@@ -403,6 +403,18 @@ func TestSetMaxLowerKeepsRunning(t *testing.T) {
 	p.Release(slot)
 }
 
+// sleeperAndStubborn starts a pool with a child that sleeps and one that
+// ignores SIGTERM, and returns once the second has said it does.
+func sleeperAndStubborn(t *testing.T) (*Pool, *Child, *Child) {
+	t.Helper()
+	ready := make(chan struct{}, 1)
+	p := newPool(t, Config{Max: 2, Sink: SinkFunc(func(l Line) { ready <- struct{}{} })})
+	c1 := mustStart(t, p, &Spec{Path: "/bin/sleep", Args: []string{"sleep", "300"}})
+	c2 := mustStart(t, p, helperSpec(t, "ignore-term"))
+	<-ready
+	return p, c1, c2
+}
+
 func TestStopModes(t *testing.T) {
 	t.Run("drain", func(t *testing.T) {
 		p := newPool(t, Config{Max: 2})
@@ -418,11 +430,7 @@ func TestStopModes(t *testing.T) {
 		}
 	})
 	t.Run("graceful", func(t *testing.T) {
-		ready := make(chan struct{}, 1)
-		p := newPool(t, Config{Max: 2, Sink: SinkFunc(func(l Line) { ready <- struct{}{} })})
-		c1 := mustStart(t, p, &Spec{Path: "/bin/sleep", Args: []string{"sleep", "300"}})
-		c2 := mustStart(t, p, helperSpec(t, "ignore-term"))
-		<-ready
+		p, c1, c2 := sleeperAndStubborn(t)
 		start := time.Now()
 		err := p.Stop(ctxTimeout(t, 10*time.Second), Graceful, StopOptions{Signal: syscall.SIGTERM, Timeout: 400 * time.Millisecond})
 		if err != nil {
@@ -441,11 +449,7 @@ func TestStopModes(t *testing.T) {
 	t.Run("graceful, begun then waited for", func(t *testing.T) {
 		// BeginStop has signalled every child when it returns, and its
 		// deadline runs from then, whoever waits and from when.
-		ready := make(chan struct{}, 1)
-		p := newPool(t, Config{Max: 2, Sink: SinkFunc(func(l Line) { ready <- struct{}{} })})
-		c1 := mustStart(t, p, &Spec{Path: "/bin/sleep", Args: []string{"sleep", "300"}})
-		c2 := mustStart(t, p, helperSpec(t, "ignore-term"))
-		<-ready
+		p, c1, c2 := sleeperAndStubborn(t)
 		start := time.Now()
 		wait := p.BeginStop(Graceful, StopOptions{Signal: syscall.SIGTERM, Timeout: 400 * time.Millisecond})
 		if !c1.Interrupted() || !c2.Interrupted() {
