@@ -133,6 +133,19 @@ func drainWake(s *Spool) {
 
 // runAll runs f for each job until none has come for 200 ms, waiting for
 // wake-ups in between, as the dispatcher does.
+// runAllSeen runs every job of s to success, and returns each as
+// "ID=content/attempt", in the order they ran.
+func runAllSeen(t *testing.T, s *Spool) []string {
+	t.Helper()
+	var got []string
+	runAll(t, s, func(j *jobs.Job) {
+		b, _ := os.ReadFile(s.Path(j))
+		got = append(got, fmt.Sprintf("%s=%s/%d", j.ID, b, j.Attempt))
+		mustDone(t, s, j, jobs.Result{})
+	})
+	return got
+}
+
 func runAll(t *testing.T, s *Spool, f func(*jobs.Job)) {
 	t.Helper()
 	for {
@@ -488,12 +501,7 @@ func TestInterruptedKeepsItsState(t *testing.T) {
 	if names := ls(t, filepath.Join(s.Dir(), "running")); len(names) != 0 {
 		t.Errorf("running/ still holds %q", names)
 	}
-	var got []string
-	runAll(t, s, func(j *jobs.Job) {
-		b, _ := os.ReadFile(s.Path(j))
-		got = append(got, fmt.Sprintf("%s=%s/%d", j.ID, b, j.Attempt))
-		mustDone(t, s, j, jobs.Result{})
-	})
+	got := runAllSeen(t, s)
 	slices.Sort(got)
 	if want := []string{"first=newer/1", stamp + "=first/1", "second=second/2"}; !slices.Equal(got, want) {
 		t.Errorf("ran %q, want %q", got, want)
@@ -885,12 +893,7 @@ func TestNameClashes(t *testing.T) {
 	if names := ls(t, in); !slices.Equal(names, []string{"." + stamp + ".meta.json", "report.csv", stamp}) {
 		t.Fatalf("incoming/ holds %q", names)
 	}
-	var got []string
-	runAll(t, s, func(j *jobs.Job) {
-		b, _ := os.ReadFile(s.Path(j))
-		got = append(got, fmt.Sprintf("%s=%s/%d", j.ID, b, j.Attempt))
-		mustDone(t, s, j, jobs.Result{})
-	})
+	got := runAllSeen(t, s)
 	if want := []string{stamp + "=2/2", "report.csv=3/1"}; !slices.Equal(got, want) {
 		t.Errorf("ran %q, want %q", got, want)
 	}
