@@ -43,8 +43,10 @@ func TestWorkerRoundTripAndCall(t *testing.T) {
 	if got := recv(); got != "answer to x" {
 		t.Errorf("call result %q", got)
 	}
-	// A message much larger than one packet arrives whole.
-	big := make([]byte, 3*maxPacket+17)
+	// A message much larger than one packet arrives whole; larger than the
+	// socket's buffer too (net.core.wmem_default, 208 KiB here), so that
+	// its sending waits on the poller for the worker to read (rawConn).
+	big := make([]byte, 64*maxPacket+17)
 	for i := range big {
 		big[i] = byte('a' + i%26)
 	}
