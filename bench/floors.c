@@ -10,6 +10,11 @@
  *                              has exec'd, SIGTERM each and waitpid all:
  *                              prints ms, from the first kill to the last
  *                              reap
+ *   floors create DIR N DEL    create and delete DEL files in DIR, wait
+ *                              1.1 s, then create N empty files there: prints
+ *                              the process's CPU per file created (what any
+ *                              program pays for an inode, for the mass
+ *                              delete row)
  *   floors block GATE READY    a job: open the FIFO GATE for reading, say
  *                              so with a byte on the FIFO READY, and exit
  *                              when GATE reaches end of file (its writer
@@ -27,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -188,6 +194,58 @@ static int term(long k)
 	return 0;
 }
 
+static double cpu(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/*
+ * create times file creation in dir after del files were deleted there.
+ * The pause matters: ext4 without a journal skips an inode freed in an
+ * earlier second than the current one, not in the same second.
+ */
+static int create(const char *dir, long n, long del)
+{
+	char path[4096];
+	long i;
+	double c0;
+
+	if (mkdir(dir, 0750) && errno != EEXIST)
+		die("floors create: mkdir");
+	for (i = 0; i < del; i++) {
+		int fd;
+
+		snprintf(path, sizeof path, "%s/del.%ld", dir, i);
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0640);
+		if (fd < 0)
+			die("floors create: create to delete");
+		close(fd);
+	}
+	sync();
+	for (i = 0; i < del; i++) {
+		snprintf(path, sizeof path, "%s/del.%ld", dir, i);
+		if (unlink(path))
+			die("floors create: unlink");
+	}
+	usleep(1100000);
+	c0 = cpu();
+	for (i = 0; i < n; i++) {
+		int fd;
+
+		snprintf(path, sizeof path, "%s/new.%ld", dir, i);
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0640);
+		if (fd < 0)
+			die("floors create: create");
+		close(fd);
+	}
+	printf("files=%ld deleted_before=%ld cpu_us_per_file=%.1f\n", n, del, (cpu() - c0) * 1e6 / (double)n);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 4 && strcmp(argv[1], "block") == 0)
@@ -198,6 +256,8 @@ int main(int argc, char **argv)
 		return reap(atol(argv[2]), "/proc/self/exe", argv[3], argv[4]);
 	if (argc == 3 && strcmp(argv[1], "term") == 0)
 		return term(atol(argv[2]));
-	fprintf(stderr, "usage: floors reap K GATE READY | term K | block GATE READY | stamp FIFO\n");
+	if (argc == 5 && strcmp(argv[1], "create") == 0)
+		return create(argv[2], atol(argv[3]), atol(argv[4]));
+	fprintf(stderr, "usage: floors reap K GATE READY | term K | create DIR N DEL | block GATE READY | stamp FIFO\n");
 	return 2;
 }
