@@ -164,6 +164,8 @@ func main() {
 			os.Exit(1)
 		}
 	case "hello": // the start-up floor of a Go program: nothing at all
+	case "sleep": // a small Go program, idle, for the exit floor
+		time.Sleep(time.Hour)
 	case "start": // start N CMD ARGS...: p50 and p99 ms from fork to exit
 		n, _ := strconv.Atoi(os.Args[2])
 		ms := make([]float64, n)
@@ -316,6 +318,9 @@ measure() { # measure ROUND TASK
 		;;
 	term) keep "$r" "$t" "$("${H[@]}" term "${on_disk[@]}" -k 8)" ms ;;
 	cterm) keep "$r" "$t" "$("$b/floors" term 8)" ms ;;
+	exit.daemon) keep "$r" "$t" "$("${H[@]}" term "${on_disk[@]}" -k 0 -signal KILL)" ms ;;
+	exit.c) keep "$r" "$t" "$("${H[@]}" exit -- /bin/sleep 1000)" p50_ms ;;
+	exit.go) keep "$r" "$t" "$("${H[@]}" exit -- "$b/goloop" sleep)" p50_ms ;;
 	idle) keep "$r" "$t" "$("${H[@]}" wake "${on_disk[@]}" -window "$WAKE")" wakeups_per_s listings rss_kb rss_anon_kb threads ;;
 	busy) keep "$r" "$t" "$("${H[@]}" wake "${on_disk[@]}" -window "$WAKE" -k 8)" wakeups_per_s listings rss_kb ;;
 	latency)
@@ -326,7 +331,7 @@ measure() { # measure ROUND TASK
 	esac
 }
 
-tasks=(reexec libreexec bareworker worker term termoff cterm idle busy latency start diskoff.2 reapoff.1000)
+tasks=(reexec libreexec bareworker worker term termoff cterm exit.daemon exit.c exit.go idle busy latency start diskoff.2 reapoff.1000)
 for m in "${MS[@]}"; do tasks+=("c.$m" "xargs.$m" "par.$m" "go.$m" "disk.$m" "tmpfs.$m" "lib.$m"); done
 tasks+=(massdel.2 create.disk.0 create.disk.20000)
 [[ -z $ext4j ]] || tasks+=(jdisk.2 jmassdel.2 create.j.0 create.j.20000)
@@ -466,6 +471,7 @@ echo "| reaping 1000 children, cgroups off, µs per child | $(f0 "$(med reapoff.
 echo "| SIGTERM → gone, 8 children, cgroups off, ms | $(f1 "$(med termoff.ms)") (daemon - floor $(f1 "$(ratio termoff.ms cterm.ms -)")) | cgroups auto: $(f1 "$(med term.ms)") |"
 echo "| spool on disk ($(df --output=fstype "$tmp" | tail -1) $(journal "$tmp")) right after 20 000 files deleted in done/, x the plain disk run (M=2) | $md (daemon $md_cpu µs/job) | the same on ext4 with a journal: ${jmd:-not measured} |"
 echo "| C floor: CPU µs to create one file, plain / right after 20 000 deletes in its directory | disk ($(journal "$tmp")) $(f1 "$(med create.disk.0.cpu_us_per_file)") / $(f1 "$(med create.disk.20000.cpu_us_per_file)") | ext4 with a journal $jcreate |"
+echo "| exit alone: SIGKILL → reaped, ms | the idle daemon $(f2 "$(med exit.daemon.ms)") | \`sleep\` (C) $(f2 "$(med exit.c.p50_ms)"); a Go program that sleeps $(f2 "$(med exit.go.p50_ms)"); SIGTERM row less the daemon's exit above C's: $(f1 "$(awk -v d="$term_d" -v e="$(med exit.daemon.ms)" -v c="$(med exit.c.p50_ms)" 'BEGIN { print d - (e - c) }')") |"
 echo "| start-up alone (fork to exit), p50 / p99 ms | \`jobdaemon version\` $(f2 "$(med start.cli.p50_ms)") / $(f2 "$(med start.cli.p99_ms)") | a Go program that does nothing $(f2 "$(med start.hello.p50_ms)") / $(f2 "$(med start.hello.p99_ms)"); /bin/true $(f2 "$(med start.true.p50_ms)") / $(f2 "$(med start.true.p99_ms)") |"
 
 fi

@@ -15,7 +15,10 @@
 //	harness reap     K children that exit at once: the time per child
 //	                 from their release to the last job filed
 //	harness term     SIGTERM to the daemon with K sleeping children →
-//	                 the daemon and its children gone
+//	                 the daemon and its children gone (-signal KILL -k 0:
+//	                 the kernel's exit of the idle daemon's process alone)
+//	harness exit     SIGKILL to any command → reaped: the exit floor of a
+//	                 process of that size, for the SIGTERM row
 //	harness exec     a command that runs N jobs: its wall time and rate
 //
 // Each subcommand takes -h. The daemon's configuration is written into a
@@ -39,6 +42,7 @@ func main() {
 		"reap":    reapCmd,
 		"term":    termCmd,
 		"exec":    execCmd,
+		"exit":    exitCmd,
 	}
 	run := cmds[os.Args[1]]
 	if run == nil {
@@ -51,6 +55,6 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: harness spool|wake|latency|reap|term|exec [flags]")
+	fmt.Fprintln(os.Stderr, "usage: harness spool|wake|latency|reap|term|exit|exec [flags]")
 	os.Exit(2)
 }

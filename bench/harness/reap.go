@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -187,12 +188,22 @@ func termCmd(args []string) error {
 	s.flags(fs)
 	fs.StringVar(&s.cgroups, "cgroups", "", `[pool] cgroups ("" keeps the default)`)
 	k := fs.Int("k", 8, "sleeping jobs")
+	sig := fs.String("signal", "TERM", "TERM, or KILL (with -k 0: the time the kernel takes to end the daemon's process)")
 	fs.Parse(args)
 	if s.spool == "" || s.work == "" {
 		return fmt.Errorf("-dir and -work are required")
 	}
+	want := syscall.SIGTERM
+	switch {
+	case *sig == "KILL" && *k == 0:
+		want = syscall.SIGKILL
+	case *sig != "TERM":
+		return fmt.Errorf("-signal %s: TERM, or KILL with -k 0 (killed, the daemon leaves its children to Pdeathsig)", *sig)
+	}
 	s.command = []string{"/bin/sleep", "1000"}
-	s.children = *k
+	if *k > 0 {
+		s.children = *k
+	}
 	cfg, err := s.prepare()
 	if err != nil {
 		return err
@@ -204,7 +215,12 @@ func termCmd(args []string) error {
 	if err != nil {
 		return err
 	}
-	kids, err := waitChildren(d.pid(), *k, "sleep", 10*time.Second)
+	var kids []int
+	if *k > 0 {
+		kids, err = waitChildren(d.pid(), *k, "sleep", 10*time.Second)
+	} else {
+		err = waitFile(filepath.Join(s.work, "control.sock"), 10*time.Second)
+	}
 	if err != nil {
 		d.stop()
 		return err
@@ -212,14 +228,14 @@ func termCmd(args []string) error {
 	// Asleep, as the C floor's children are when they get the signal.
 	time.Sleep(100 * time.Millisecond)
 	t0 := time.Now()
-	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := d.cmd.Process.Signal(want); err != nil {
 		return err
 	}
 	if err := d.exited(); err != nil {
 		return err
 	}
 	el := time.Since(t0)
-	if err := d.wait(); err != nil {
+	if err := d.wait(); err != nil && want != syscall.SIGKILL {
 		return err
 	}
 	for _, pid := range kids {
@@ -228,6 +244,37 @@ func termCmd(args []string) error {
 		}
 	}
 	fmt.Printf("children=%d ms=%.3f\n", *k, float64(el.Microseconds())/1e3)
+	return nil
+}
+
+// exitCmd starts a command N times, lets it settle, SIGKILLs it and
+// times the kernel's ending of it, to the reaping; it prints
+//
+//	runs=N p50_ms=M
+func exitCmd(args []string) error {
+	fs := flag.NewFlagSet("exit", flag.ExitOnError)
+	n := fs.Int("n", 11, "runs")
+	settle := fs.Duration("settle", 500*time.Millisecond, "how long the command runs before the kill")
+	fs.Parse(args)
+	if fs.NArg() == 0 {
+		return fmt.Errorf("no command")
+	}
+	ms := make([]float64, 0, *n)
+	for range *n {
+		cmd := exec.Command(fs.Arg(0), fs.Args()[1:]...)
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		time.Sleep(*settle)
+		t0 := time.Now()
+		if err := cmd.Process.Kill(); err != nil {
+			return err
+		}
+		_ = cmd.Wait() // killed: an error by definition
+		ms = append(ms, float64(time.Since(t0).Microseconds())/1e3)
+	}
+	slices.Sort(ms)
+	fmt.Printf("runs=%d p50_ms=%.3f\n", *n, ms[len(ms)/2])
 	return nil
 }
 
