@@ -142,7 +142,7 @@ func DelegateCgroup(name string, uid, gid int) (string, error) {
 	if place.settled.Load() {
 		return "", errors.New("delegate cgroup: the process's cgroup was settled already (DelegateCgroup must come before New)")
 	}
-	if !validCgroupName().MatchString(name) || name == leafName {
+	if !validCgroupName(name) || name == leafName {
 		return "", fmt.Errorf("delegate cgroup: bad name %q", name)
 	}
 	own, err := ownCgroup(0)

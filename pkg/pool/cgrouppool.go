@@ -6,7 +6,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -124,9 +123,22 @@ func (j *jobCgroup) close() {
 // poolSeq numbers the pools of this process, for default names.
 var poolSeq atomic.Int64
 
-// validCgroupName is what CgroupName may be: one path element of plain
-// characters, and not a name systemd or this package gives a meaning to.
-var validCgroupName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.@:-]*$`) })
+// validCgroupName reports whether name is one path element of plain
+// characters, ^[A-Za-z0-9_][A-Za-z0-9_.@:-]*$: what CgroupName may be,
+// less the names systemd or this package gives a meaning to. (Not a
+// regexp: the package would then initialise regexp in every program and
+// re-executed child that links it.)
+func validCgroupName(name string) bool {
+	for i, c := range []byte(name) {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_':
+		case i > 0 && (c == '.' || c == '@' || c == ':' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return name != ""
+}
 
 // newCgroupPool finds where this process may make cgroups, creates the
 // pool's, and checks that the limits' controllers can be had. It returns
@@ -147,7 +159,7 @@ func newCgroupPool(cfg Isolation, limits []limitFile) (cg *cgroupPool, err error
 		}()
 	case name == "":
 		name = "jobs"
-	case !validCgroupName().MatchString(name) || name == leafName || strings.HasPrefix(name, "cgroup.") ||
+	case !validCgroupName(name) || name == leafName || strings.HasPrefix(name, "cgroup.") ||
 		strings.HasSuffix(name, ".slice") || strings.HasSuffix(name, ".service") || strings.HasSuffix(name, ".scope"):
 		return nil, fmt.Errorf("cgroup name %q: want a plain name, not %s, a .slice/.service/.scope or a cgroup.* file", name, leafName)
 	}

@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -37,9 +35,33 @@ const (
 	groupRecordPrefix = "pgid-"  // + the group id: one per running job
 )
 
-// jobCgroupName matches the cgroups the pool makes for its jobs: recovery
+// jobCgroupName reports whether name is one of the cgroups the pool makes
+// for its jobs, ^((job|slot)-[0-9]+(-[0-9]+)?|probe-[0-9]+)$: recovery
 // touches no other.
-var jobCgroupName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^((job|slot)-[0-9]+(-[0-9]+)?|probe-[0-9]+)$`) })
+func jobCgroupName(name string) bool {
+	if rest, ok := strings.CutPrefix(name, "probe-"); ok {
+		return digits(rest)
+	}
+	rest, ok := strings.CutPrefix(name, "job-")
+	if !ok {
+		rest, ok = strings.CutPrefix(name, "slot-")
+	}
+	if !ok {
+		return false
+	}
+	first, second, two := strings.Cut(rest, "-")
+	return digits(first) && (!two || digits(second))
+}
+
+// digits reports whether s is one or more ASCII digits.
+func digits(s string) bool {
+	for _, c := range []byte(s) {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return s != ""
+}
 
 // Leftover is a process that a previous run's job left, and New killed.
 type Leftover struct {
@@ -170,7 +192,7 @@ func (r *Recovery) killCgroupTree(dir string, removeTop bool) error {
 		return err
 	}
 	for _, e := range ents {
-		if !e.IsDir() || !jobCgroupName().MatchString(e.Name()) {
+		if !e.IsDir() || !jobCgroupName(e.Name()) {
 			continue
 		}
 		if err := r.killCgroup(filepath.Join(dir, e.Name()), rel+"/"+e.Name()); err != nil {
