@@ -203,6 +203,23 @@ static double cpu(void)
 	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
+/* touch creates n empty files dir/prefix.0, dir/prefix.1, ... */
+static void touch(const char *dir, const char *prefix, long n)
+{
+	char path[4096];
+	long i;
+
+	for (i = 0; i < n; i++) {
+		int fd;
+
+		snprintf(path, sizeof path, "%s/%s.%ld", dir, prefix, i);
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0640);
+		if (fd < 0)
+			die("floors create: create");
+		close(fd);
+	}
+}
+
 /*
  * create times file creation in dir after del files were deleted there.
  * The pause matters: ext4 without a journal skips an inode freed in an
@@ -216,15 +233,7 @@ static int create(const char *dir, long n, long del)
 
 	if (mkdir(dir, 0750) && errno != EEXIST)
 		die("floors create: mkdir");
-	for (i = 0; i < del; i++) {
-		int fd;
-
-		snprintf(path, sizeof path, "%s/del.%ld", dir, i);
-		fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0640);
-		if (fd < 0)
-			die("floors create: create to delete");
-		close(fd);
-	}
+	touch(dir, "del", del);
 	sync();
 	for (i = 0; i < del; i++) {
 		snprintf(path, sizeof path, "%s/del.%ld", dir, i);
@@ -233,15 +242,7 @@ static int create(const char *dir, long n, long del)
 	}
 	usleep(1100000);
 	c0 = cpu();
-	for (i = 0; i < n; i++) {
-		int fd;
-
-		snprintf(path, sizeof path, "%s/new.%ld", dir, i);
-		fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0640);
-		if (fd < 0)
-			die("floors create: create");
-		close(fd);
-	}
+	touch(dir, "new", n);
 	printf("files=%ld deleted_before=%ld cpu_us_per_file=%.1f\n", n, del, (cpu() - c0) * 1e6 / (double)n);
 	return 0;
 }
