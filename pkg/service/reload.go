@@ -53,8 +53,10 @@ func (r *daemonRun) onReloaded(err error) {
 	r.notifier.ReadyStatus(r.status.line(r.d))
 }
 
-// onStop tells systemd that the daemon stops.
+// onStop tells systemd that the daemon stops, and keeps its signals
+// caught until it exits.
 func (r *daemonRun) onStop(mode jobs.StopMode) {
+	r.holdSignals()
 	r.stopMode = mode
 	if mode >= jobs.Graceful && r.stopped.IsZero() {
 		// A drain is not a stop for systemd: the service stays "active"

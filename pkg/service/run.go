@@ -72,8 +72,10 @@ func (s *service) runDaemon(configFile string, drain bool) int {
 // must close.
 type daemonRun struct {
 	svc        *service
-	early      *earlySignals // signals caught before the dispatcher took them
-	isReady    bool          // ready has run; dispatcher only
+	early      *earlySignals  // signals caught before the dispatcher took them
+	late       chan os.Signal // signals caught, and dropped, from a stop to the exit (holdSignals)
+	lateOnce   sync.Once
+	isReady    bool // ready has run; dispatcher only
 	configFile string
 	st         Settings // in force: the live ones change on reload (dispatcher only)
 	log        *slog.Logger
@@ -307,6 +309,7 @@ func (r *daemonRun) idle() bool {
 // run runs the daemon until it stops.
 func (r *daemonRun) run(drain bool) int {
 	err := r.d.Run(r.early.ctx)
+	r.holdSignals() // a drain that ended by itself began no stop
 	if r.progress != nil {
 		r.progress.stop()
 	}
@@ -384,8 +387,25 @@ func (r *daemonRun) ready() {
 	}
 }
 
+// holdSignals keeps the daemon's signals caught, into a channel nobody
+// reads (a full channel drops them), until the exit. Once the dispatcher
+// has returned, they would otherwise take their default action: a second
+// TERM, or logrotate's HUP, would kill the daemon halfway through its
+// close, with its PID file and control socket left behind. It is called
+// when a stop begins, while the dispatcher still catches them too, so that
+// no moment is left when neither does; close lets them go.
+func (r *daemonRun) holdSignals() {
+	r.lateOnce.Do(func() {
+		r.late = make(chan os.Signal, 1)
+		signal.Notify(r.late, jobs.Signals...)
+	})
+}
+
 // close releases what start opened, in reverse order.
 func (r *daemonRun) close() {
+	if r.late != nil {
+		defer signal.Stop(r.late)
+	}
 	if r.served != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := r.server.Shutdown(ctx); err != nil {

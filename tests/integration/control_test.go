@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -503,4 +504,40 @@ func processExists(pid int) bool {
 	}
 	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
 	return f[0] != "Z" && f[0] != "X"
+}
+
+// Signals that come while the daemon closes, after its dispatcher has
+// returned, are caught and dropped: a second TERM, or logrotate's HUP,
+// must not kill it halfway through its close, with its PID file and
+// control socket left behind. A client connected to the control socket
+// and silent holds the close in the control server's shutdown (for up to
+// 5 s), which makes the window wide enough to hit.
+func TestSignalsDuringClose(t *testing.T) {
+	e := newEnv(t, "")
+	d := e.start()
+	sock := filepath.Join(e.dir, "control.sock")
+	e.waitFor("ready", d, func() bool { return strings.Contains(d.out.String(), `"msg":"ready"`) })
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	d.Process.Signal(syscall.SIGTERM)
+	e.waitFor("daemon stopped", d, func() bool { return strings.Contains(d.out.String(), `"msg":"daemon stopped"`) })
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGHUP, syscall.SIGINT, syscall.SIGUSR1} {
+		d.Process.Signal(sig)
+	}
+	// Delivered at once; a signal with its default action would have
+	// ended the daemon by now.
+	time.Sleep(200 * time.Millisecond)
+	c.Close()
+	<-d.waited
+	if !d.ProcessState.Success() {
+		t.Fatalf("signals during the close: %v\n%s", d.ProcessState, tail(d.out.String()))
+	}
+	for _, p := range []string{filepath.Join(e.dir, "jobdaemon.pid"), sock} {
+		if _, err := os.Lstat(p); err == nil {
+			t.Errorf("%s left behind", p)
+		}
+	}
 }
