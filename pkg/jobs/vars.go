@@ -58,7 +58,7 @@ const MaxVarsSize = 1 << 20
 
 // ErrVarsFull is returned by Set, CompareAndSwap and Add when the change
 // would make the shared variables hold more than MaxVarsSize bytes.
-var ErrVarsFull = fmt.Errorf("shared variables are full: keys and values may hold %d bytes", MaxVarsSize)
+var ErrVarsFull = errors.New("shared variables are full: keys and values may hold " + strconv.Itoa(MaxVarsSize) + " bytes")
 
 // NewVarStore returns an empty store.
 func NewVarStore() *VarStore { return &VarStore{} }

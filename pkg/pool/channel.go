@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -28,7 +29,9 @@ const (
 	MaxMessage = 64 << 20
 )
 
-var errMessageTooLarge = fmt.Errorf("message larger than %d bytes", MaxMessage)
+// Built without fmt: package initialisation runs in every re-executed
+// child, where fmt would be paged in for this one message.
+var errMessageTooLarge = errors.New("message larger than " + strconv.Itoa(MaxMessage) + " bytes")
 
 // channel is one end of a worker channel.
 type channel struct {
