@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/user"
@@ -336,6 +338,11 @@ func chownTree(t *testing.T, dir string, u *user.User) {
 	err := filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
 		if err == nil {
 			err = os.Lchown(p, uid, gid)
+		}
+		if errors.Is(err, fs.ErrNotExist) && p != dir {
+			// A running daemon claimed it between the listing and here:
+			// it could, so it needs nothing from us.
+			return nil
 		}
 		return err
 	})
