@@ -31,18 +31,21 @@ import (
 // to the daemon's user); only then does it say it is ready (READY=1, or
 // the report to "start").
 func (s *service) runDaemon(configFile string, drain bool) int {
-	// From the first line logged on: a log reader that goes away must not
-	// kill the daemon (see jobs.Run, which does the same for its own run).
-	pipe := make(chan os.Signal, 1)
-	signal.Notify(pipe, syscall.SIGPIPE)
-	defer signal.Stop(pipe)
+	// Signals caught into a channel nobody reads (a full channel drops
+	// them) until the exit, after the close: SIGPIPE from the first line
+	// logged on, so that a log reader that goes away does not kill the
+	// daemon (jobs.Run does the same for its own run); the daemon's own
+	// signals from the start of a stop on (holdSignals).
+	dropped := make(chan os.Signal, 1)
+	signal.Notify(dropped, syscall.SIGPIPE)
+	defer signal.Stop(dropped)
 	manager := lifecycle.Detect()
 	report, err := lifecycle.Detach() // a classic daemon's stderr is /dev/null from here
 	if err != nil {
 		fmt.Fprintf(s.stderr, "%s: %v\n", s.name, err)
 		return ExitSoftware
 	}
-	r := &daemonRun{svc: s, manager: manager, report: report, configFile: configFile,
+	r := &daemonRun{svc: s, manager: manager, report: report, configFile: configFile, dropped: dropped,
 		notifier: lifecycle.NewNotifier(nil), early: newEarlySignals()}
 	defer r.early.stop()
 	st, err := s.settings(r.early.ctx, "run", configFile)
@@ -73,9 +76,8 @@ func (s *service) runDaemon(configFile string, drain bool) int {
 type daemonRun struct {
 	svc        *service
 	early      *earlySignals  // signals caught before the dispatcher took them
-	late       chan os.Signal // signals caught, and dropped, from a stop to the exit (holdSignals)
-	lateOnce   sync.Once
-	isReady    bool // ready has run; dispatcher only
+	dropped    chan os.Signal // signals caught and dropped until the exit (runDaemon, holdSignals)
+	isReady    bool           // ready has run; dispatcher only
 	configFile string
 	st         Settings // in force: the live ones change on reload (dispatcher only)
 	log        *slog.Logger
@@ -387,25 +389,19 @@ func (r *daemonRun) ready() {
 	}
 }
 
-// holdSignals keeps the daemon's signals caught, into a channel nobody
-// reads (a full channel drops them), until the exit. Once the dispatcher
-// has returned, they would otherwise take their default action: a second
-// TERM, or logrotate's HUP, would kill the daemon halfway through its
-// close, with its PID file and control socket left behind. It is called
-// when a stop begins, while the dispatcher still catches them too, so that
-// no moment is left when neither does; close lets them go.
+// holdSignals keeps the daemon's signals caught, and dropped, until the
+// exit. Once the dispatcher has returned, they would otherwise take their
+// default action: a second TERM, or logrotate's HUP, would kill the daemon
+// halfway through its close, with its PID file and control socket left
+// behind. It is called when a stop begins, while the dispatcher still
+// catches them too, so that no moment is left when neither does; calling
+// it again changes nothing.
 func (r *daemonRun) holdSignals() {
-	r.lateOnce.Do(func() {
-		r.late = make(chan os.Signal, 1)
-		signal.Notify(r.late, jobs.Signals...)
-	})
+	signal.Notify(r.dropped, jobs.Signals...)
 }
 
 // close releases what start opened, in reverse order.
 func (r *daemonRun) close() {
-	if r.late != nil {
-		defer signal.Stop(r.late)
-	}
 	if r.served != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := r.server.Shutdown(ctx); err != nil {
