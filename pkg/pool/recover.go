@@ -54,14 +54,7 @@ func jobCgroupName(name string) bool {
 }
 
 // digits reports whether s is one or more ASCII digits.
-func digits(s string) bool {
-	for _, c := range []byte(s) {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return s != ""
-}
+func digits(s string) bool { return s != "" && strings.Trim(s, "0123456789") == "" }
 
 // Leftover is a process that a previous run's job left, and New killed.
 type Leftover struct {
