@@ -1219,3 +1219,20 @@ func TestWallClockJumps(t *testing.T) {
 		})
 	}
 }
+
+// A sync of incoming/ that fails says that the job is queued all the
+// same, and names the directory: Submit returns the ID with it, and the
+// caller must not submit again. (The failure of fsync itself cannot be
+// had here without a failing disk; a directory that cannot be opened
+// takes the same path.)
+func TestSyncDirError(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "gone")
+	err := syncDir(missing)
+	if err == nil || !errors.Is(err, fs.ErrNotExist) ||
+		!strings.Contains(err.Error(), "queued") || !strings.Contains(err.Error(), missing) {
+		t.Fatalf("syncDir(%s) = %v; want an ErrNotExist that says the job is queued and names the directory", missing, err)
+	}
+	if err := syncDir(t.TempDir()); err != nil {
+		t.Fatalf("syncDir of a plain directory: %v", err)
+	}
+}
