@@ -372,7 +372,7 @@ median() { sort -g | awk '{ v[NR] = $1 } END { if (!NR) print "?"; else print (N
 # col NAME.KEY: the values of a measure, none for a task that did not run (ONLY).
 col() { if [[ -f $res/$1 ]]; then cut -d' ' -f2 "$res/$1"; fi; }
 med() { col "$1" | median; }       # med NAME.KEY: the median value
-rng() { col "$1" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%g-%g", lo, hi }'; }
+rng() { col "$1" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { if (!NR) print "?"; else printf "%g-%g", lo, hi }'; }
 # ratio A B [OP]: the median over rounds of A/B (or A-B with OP=-), same round.
 ratio() {
 	join <(sort -k1,1 "$res/$1" 2>/dev/null) <(sort -k1,1 "$res/$2" 2>/dev/null) |
@@ -382,11 +382,16 @@ ratios_rng() {
 	join <(sort -k1,1 "$res/$1" 2>/dev/null) <(sort -k1,1 "$res/$2" 2>/dev/null) | awk '{ print $2 / $3 }' | sort -g |
 		awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.2f-%.2f", lo, hi }'
 }
-f2() { awk -v v="$1" 'BEGIN { printf "%.2f", v }'; }
-f0() { awk -v v="$1" 'BEGIN { printf "%.0f", v }'; }
-f1() { awk -v v="$1" 'BEGIN { printf "%.1f", v }'; }
+# fmt FORMAT VALUE: VALUE formatted, or "?" for a measure that did not run.
+fmt() { awk -v f="$1" -v v="$2" 'BEGIN { if (v == "" || v == "?") print "?"; else printf f, v }'; }
+f2() { fmt %.2f "$1"; }
+f0() { fmt %.0f "$1"; }
+f1() { fmt %.1f "$1"; }
 # verdict COND: "met" or "not met" by an awk condition on nothing else.
-verdict() { awk "BEGIN { exit !($1) }" && echo met || echo "**not met**"; }
+verdict() {
+	if [[ $1 == *'?'* ]]; then echo "not measured"; return; fi
+	awk "BEGIN { exit !($1) }" && echo met || echo "**not met**"
+}
 
 r_disk=() r_tmpfs=() r_x=() r_go=() r_par=() r_lib=() ahead=1
 for m in "${MS[@]}"; do
@@ -422,8 +427,9 @@ wk=$(f2 "$(ratio worker.rate bareworker.rate)")
 idle=$(f2 "$(med idle.wakeups_per_s)") busy=$(f2 "$(med busy.wakeups_per_s)")
 lst=$(med idle.listings)
 sub99=$(f2 "$(med latency.submit_p99_ms)")
-rss=$(awk -v k="$(med idle.rss_kb)" 'BEGIN { printf "%.1f", k / 1024 }')
-rss_anon=$(awk -v k="$(med idle.rss_anon_kb)" 'BEGIN { printf "%.1f", k / 1024 }')
+mb() { awk -v k="$1" 'BEGIN { if (k == "?") print "?"; else printf "%.1f", k / 1024 }'; }
+rss=$(mb "$(med idle.rss_kb)")
+rss_anon=$(mb "$(med idle.rss_anon_kb)")
 reap=() creap=() rr=()
 for k in "${KS[@]}"; do
 	reap+=("$(f0 "$(med "reap.$k.per_child_us")")") creap+=("$(f0 "$(med "creap.$k.per_child_us")")")
@@ -471,7 +477,7 @@ echo "| reaping 1000 children, cgroups off, µs per child | $(f0 "$(med reapoff.
 echo "| SIGTERM → gone, 8 children, cgroups off, ms | $(f1 "$(med termoff.ms)") (daemon - floor $(f1 "$(ratio termoff.ms cterm.ms -)")) | cgroups auto: $(f1 "$(med term.ms)") |"
 echo "| spool on disk ($(df --output=fstype "$tmp" | tail -1) $(journal "$tmp")) right after 20 000 files deleted in done/, x the plain disk run (M=2) | $md (daemon $md_cpu µs/job) | the same on ext4 with a journal: ${jmd:-not measured} |"
 echo "| C floor: CPU µs to create one file, plain / right after 20 000 deletes in its directory | disk ($(journal "$tmp")) $(f1 "$(med create.disk.0.cpu_us_per_file)") / $(f1 "$(med create.disk.20000.cpu_us_per_file)") | ext4 with a journal $jcreate |"
-echo "| exit alone: SIGKILL → reaped, ms | the idle daemon $(f2 "$(med exit.daemon.ms)") | \`sleep\` (C) $(f2 "$(med exit.c.p50_ms)"); a Go program that sleeps $(f2 "$(med exit.go.p50_ms)"); SIGTERM row less the daemon's exit above C's: $(f1 "$(awk -v d="$term_d" -v e="$(med exit.daemon.ms)" -v c="$(med exit.c.p50_ms)" 'BEGIN { print d - (e - c) }')") |"
+echo "| exit alone: SIGKILL → reaped, ms | the idle daemon $(f2 "$(med exit.daemon.ms)") | \`sleep\` (C) $(f2 "$(med exit.c.p50_ms)"); a Go program that sleeps $(f2 "$(med exit.go.p50_ms)"); SIGTERM row less the daemon's exit above C's: $(f1 "$(awk -v d="$term_d" -v e="$(med exit.daemon.ms)" -v c="$(med exit.c.p50_ms)" 'BEGIN { if (d == "?" || e == "?" || c == "?") print "?"; else print d - (e - c) }')") |"
 echo "| start-up alone (fork to exit), p50 / p99 ms | \`jobdaemon version\` $(f2 "$(med start.cli.p50_ms)") / $(f2 "$(med start.cli.p99_ms)") | a Go program that does nothing $(f2 "$(med start.hello.p50_ms)") / $(f2 "$(med start.hello.p99_ms)"); /bin/true $(f2 "$(med start.true.p50_ms)") / $(f2 "$(med start.true.p99_ms)") |"
 
 fi
