@@ -45,7 +45,9 @@ func TestFaultChildren(t *testing.T) {
 	e, mark := newScriptEnv(t, dir, childFaultScript, `
 [pool]
 max_children = 4
-job_timeout = "3s"
+# Long enough for the floods through a race-detector daemon on a loaded
+# 2-core machine (3 s timed them out once in CI); "hang" waits it out.
+job_timeout = "10s"
 kill_grace = "300ms"
 [job]
 max_attempts = 1
