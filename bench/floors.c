@@ -10,6 +10,11 @@
  *                              has exec'd, SIGTERM each and waitpid all:
  *                              prints ms, from the first kill to the last
  *                              reap
+ *   floors super K             the smallest supervisor: fork+exec K
+ *                              "sleep 1000", wait for SIGTERM, then
+ *                              SIGTERM each child, waitpid all and exit
+ *                              (timed from outside, as the daemon is, by
+ *                              "harness super")
  *   floors create DIR N DEL    create and delete DEL files in DIR, wait
  *                              1.1 s, then create N empty files there: prints
  *                              the process's CPU per file created (what any
@@ -194,6 +199,47 @@ static int term(long k)
 	return 0;
 }
 
+/*
+ * super is term as a process of its own that an outside SIGTERM stops:
+ * the daemon's row measures the signal's delivery and the daemon's own
+ * exit too, which term's in-process clock leaves out.
+ */
+static int super(long k)
+{
+	pid_t *pids = calloc((size_t)k, sizeof *pids);
+	sigset_t term;
+	long i;
+
+	if (!pids)
+		die("floors super: calloc");
+	sigemptyset(&term);
+	sigaddset(&term, SIGTERM);
+	if (sigprocmask(SIG_BLOCK, &term, NULL))
+		die("floors super: sigprocmask");
+	for (i = 0; i < k; i++) {
+		pids[i] = fork();
+		if (pids[i] < 0)
+			die("floors super: fork");
+		if (pids[i] == 0) {
+			sigprocmask(SIG_UNBLOCK, &term, NULL);
+			execl("/bin/sleep", "sleep", "1000", (char *)NULL);
+			_exit(127);
+		}
+	}
+	while (sigwaitinfo(&term, NULL) < 0)
+		if (errno != EINTR)
+			die("floors super: sigwaitinfo");
+	for (i = 0; i < k; i++)
+		kill(pids[i], SIGTERM);
+	for (i = 0; i < k; i++) {
+		int st;
+
+		while (waitpid(pids[i], &st, 0) < 0 && errno == EINTR)
+			;
+	}
+	return 0;
+}
+
 static double cpu(void)
 {
 	struct rusage ru;
@@ -257,8 +303,10 @@ int main(int argc, char **argv)
 		return reap(atol(argv[2]), "/proc/self/exe", argv[3], argv[4]);
 	if (argc == 3 && strcmp(argv[1], "term") == 0)
 		return term(atol(argv[2]));
+	if (argc == 3 && strcmp(argv[1], "super") == 0)
+		return super(atol(argv[2]));
 	if (argc == 5 && strcmp(argv[1], "create") == 0)
 		return create(argv[2], atol(argv[3]), atol(argv[4]));
-	fprintf(stderr, "usage: floors reap K GATE READY | term K | create DIR N DEL | block GATE READY | stamp FIFO\n");
+	fprintf(stderr, "usage: floors reap K GATE READY | term K | super K | create DIR N DEL | block GATE READY | stamp FIFO\n");
 	return 2;
 }

@@ -126,6 +126,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"slices"
 	"strconv"
 	"strings"
@@ -163,22 +164,45 @@ func main() {
 			fmt.Fprintln(os.Stderr, "goloop:", failed.Load(), "jobs failed")
 			os.Exit(1)
 		}
+	case "super": // super K: floors super in Go (os/signal, exec.Cmd)
+		k, _ := strconv.Atoi(os.Args[2])
+		term := make(chan os.Signal, 1)
+		signal.Notify(term, syscall.SIGTERM)
+		cmds := make([]*exec.Cmd, k)
+		for i := range cmds {
+			cmds[i] = exec.Command("/bin/sleep", "1000")
+			if err := cmds[i].Start(); err != nil {
+				fmt.Fprintln(os.Stderr, "goloop super:", err)
+				os.Exit(1)
+			}
+		}
+		<-term
+		for _, c := range cmds {
+			c.Process.Signal(syscall.SIGTERM)
+		}
+		for _, c := range cmds {
+			c.Wait()
+		}
 	case "hello": // the start-up floor of a Go program: nothing at all
 	case "sleep": // a small Go program, idle, for the exit floor
 		time.Sleep(time.Hour)
-	case "start": // start N CMD ARGS...: p50 and p99 ms from fork to exit
+	case "start": // start N CMD ARGS...: p50 and p99 ms from fork to exit, p50 of the peak RSS
 		n, _ := strconv.Atoi(os.Args[2])
 		ms := make([]float64, n)
+		rss := make([]int64, n)
 		for i := range ms {
 			t0 := time.Now()
-			if err := exec.Command(os.Args[3], os.Args[4:]...).Run(); err != nil {
+			cmd := exec.Command(os.Args[3], os.Args[4:]...)
+			if err := cmd.Run(); err != nil {
 				fmt.Fprintln(os.Stderr, "goloop start:", err)
 				os.Exit(1)
 			}
 			ms[i] = float64(time.Since(t0).Microseconds()) / 1e3
+			rss[i] = cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss
 		}
 		slices.Sort(ms)
-		fmt.Printf("p50_ms=%.2f p99_ms=%.2f\n", ms[n/2], ms[(n*99+99)/100-1])
+		slices.Sort(rss)
+		fmt.Printf("p50_ms=%.2f p99_ms=%.2f maxrss_kb=%d\n", ms[n/2], ms[(n*99+99)/100-1], rss[n/2])
 	case "cpu": // cpu CMD ARGS...: wall seconds and own CPU µs
 		cmd := exec.Command(os.Args[2], os.Args[3:]...)
 		cmd.Stdin, cmd.Stderr = os.Stdin, os.Stderr
@@ -312,12 +336,14 @@ measure() { # measure ROUND TASK
 	start)
 		# Start-up alone (fork to exit), for the latency row: the CLI, a Go
 		# program that does nothing, and cp's own start.
-		keep "$r" start.cli "$("$b/goloop" start "$NLAT" "$b/jobdaemon" version)" p50_ms p99_ms
-		keep "$r" start.hello "$("$b/goloop" start "$NLAT" "$b/goloop" hello)" p50_ms p99_ms
+		keep "$r" start.cli "$("$b/goloop" start "$NLAT" "$b/jobdaemon" version)" p50_ms p99_ms maxrss_kb
+		keep "$r" start.hello "$("$b/goloop" start "$NLAT" "$b/goloop" hello)" p50_ms p99_ms maxrss_kb
 		keep "$r" start.true "$("$b/goloop" start "$NLAT" /bin/true)" p50_ms p99_ms
 		;;
 	term) keep "$r" "$t" "$("${H[@]}" term "${on_disk[@]}" -k 8)" ms ;;
 	cterm) keep "$r" "$t" "$("$b/floors" term 8)" ms ;;
+	super.c) keep "$r" "$t" "$("${H[@]}" super -k 8 -- "$b/floors" super 8)" ms ;;
+	super.go) keep "$r" "$t" "$("${H[@]}" super -k 8 -- "$b/goloop" super 8)" ms ;;
 	exit.daemon) keep "$r" "$t" "$("${H[@]}" term "${on_disk[@]}" -k 0 -signal KILL)" ms ;;
 	exit.c) keep "$r" "$t" "$("${H[@]}" exit -- /bin/sleep 1000)" p50_ms ;;
 	exit.go) keep "$r" "$t" "$("${H[@]}" exit -- "$b/goloop" sleep)" p50_ms ;;
@@ -331,7 +357,7 @@ measure() { # measure ROUND TASK
 	esac
 }
 
-tasks=(reexec libreexec bareworker worker term termoff cterm exit.daemon exit.c exit.go idle busy latency start diskoff.2 reapoff.1000)
+tasks=(reexec libreexec bareworker worker term termoff cterm super.c super.go exit.daemon exit.c exit.go idle busy latency start diskoff.2 reapoff.1000)
 for m in "${MS[@]}"; do tasks+=("c.$m" "xargs.$m" "par.$m" "go.$m" "disk.$m" "tmpfs.$m" "lib.$m"); done
 tasks+=(massdel.2 create.disk.0 create.disk.20000)
 [[ -z $ext4j ]] || tasks+=(jdisk.2 jmassdel.2 create.j.0 create.j.20000)
@@ -478,6 +504,8 @@ echo "| SIGTERM → gone, 8 children, cgroups off, ms | $(f1 "$(med termoff.ms)"
 echo "| spool on disk ($(df --output=fstype "$tmp" | tail -1) $(journal "$tmp")) right after 20 000 files deleted in done/, x the plain disk run (M=2) | $md (daemon $md_cpu µs/job) | the same on ext4 with a journal: ${jmd:-not measured} |"
 echo "| C floor: CPU µs to create one file, plain / right after 20 000 deletes in its directory | disk ($(journal "$tmp")) $(f1 "$(med create.disk.0.cpu_us_per_file)") / $(f1 "$(med create.disk.20000.cpu_us_per_file)") | ext4 with a journal $jcreate |"
 echo "| exit alone: SIGKILL → reaped, ms | the idle daemon $(f2 "$(med exit.daemon.ms)") | \`sleep\` (C) $(f2 "$(med exit.c.p50_ms)"); a Go program that sleeps $(f2 "$(med exit.go.p50_ms)"); SIGTERM row less the daemon's exit above C's: $(f1 "$(awk -v d="$term_d" -v e="$(med exit.daemon.ms)" -v c="$(med exit.c.p50_ms)" 'BEGIN { if (d == "?" || e == "?" || c == "?") print "?"; else print d - (e - c) }')") |"
+echo "| SIGTERM → all gone, 8 sleeping children, a minimal supervisor timed as the daemon is (harness super: signal to the process, its children killed and reaped, its own exit), ms | C (\`floors super\`) $(f2 "$(med super.c.ms)"); Go (os/signal, exec.Cmd) $(f2 "$(med super.go.ms)") | the daemon $(f1 "$(med term.ms)"): $(f1 "$(ratio term.ms super.c.ms -)") above the C supervisor, $(f1 "$(ratio term.ms super.go.ms -)") above the Go one |"
+echo "| peak RSS of a run of the CLI (fork to exit: all packages initialised, nothing else), MB | \`jobdaemon version\` $(mb "$(med start.cli.maxrss_kb)") | a Go program that does nothing $(mb "$(med start.hello.maxrss_kb)"); the idle daemon $rss |"
 echo "| start-up alone (fork to exit), p50 / p99 ms | \`jobdaemon version\` $(f2 "$(med start.cli.p50_ms)") / $(f2 "$(med start.cli.p99_ms)") | a Go program that does nothing $(f2 "$(med start.hello.p50_ms)") / $(f2 "$(med start.hello.p99_ms)"); /bin/true $(f2 "$(med start.true.p50_ms)") / $(f2 "$(med start.true.p99_ms)") |"
 
 fi

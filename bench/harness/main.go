@@ -17,6 +17,9 @@
 //	harness term     SIGTERM to the daemon with K sleeping children →
 //	                 the daemon and its children gone (-signal KILL -k 0:
 //	                 the kernel's exit of the idle daemon's process alone)
+//	harness super    SIGTERM to a minimal supervisor with K sleeping
+//	                 children (floors super, goloop super) → all gone,
+//	                 timed as harness term times the daemon
 //	harness exit     SIGKILL to any command → reaped: the exit floor of a
 //	                 process of that size, for the SIGTERM row
 //	harness exec     a command that runs N jobs: its wall time and rate
@@ -43,6 +46,7 @@ func main() {
 		"term":    termCmd,
 		"exec":    execCmd,
 		"exit":    exitCmd,
+		"super":   superCmd,
 	}
 	run := cmds[os.Args[1]]
 	if run == nil {
@@ -55,6 +59,6 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: harness spool|wake|latency|reap|term|exit|exec [flags]")
+	fmt.Fprintln(os.Stderr, "usage: harness spool|wake|latency|reap|term|super|exit|exec [flags]")
 	os.Exit(2)
 }

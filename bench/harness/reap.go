@@ -247,6 +247,49 @@ func termCmd(args []string) error {
 	return nil
 }
 
+// superCmd starts a supervisor command that runs k "sleep" children
+// (floors super, goloop super), and times SIGTERM to it → it has exited
+// as termCmd times the daemon; it prints
+//
+//	children=K ms=M
+func superCmd(args []string) error {
+	fs := flag.NewFlagSet("super", flag.ExitOnError)
+	k := fs.Int("k", 8, "the sleeping children the command starts")
+	fs.Parse(args)
+	if fs.NArg() == 0 {
+		return fmt.Errorf("no command")
+	}
+	d := &daemon{cmd: exec.Command(fs.Arg(0), fs.Args()[1:]...)}
+	if err := d.cmd.Start(); err != nil {
+		return err
+	}
+	kids, err := waitChildren(d.pid(), *k, "sleep", 10*time.Second)
+	if err != nil {
+		d.cmd.Process.Kill()
+		d.cmd.Wait()
+		return err
+	}
+	time.Sleep(100 * time.Millisecond) // as in termCmd
+	t0 := time.Now()
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return err
+	}
+	if err := d.exited(); err != nil {
+		return err
+	}
+	el := time.Since(t0)
+	if err := d.cmd.Wait(); err != nil {
+		return fmt.Errorf("%s: %w", fs.Arg(0), err)
+	}
+	for _, pid := range kids {
+		if syscall.Kill(pid, 0) == nil && comm(pid) == "sleep" {
+			return fmt.Errorf("child %d outlived %s", pid, fs.Arg(0))
+		}
+	}
+	fmt.Printf("children=%d ms=%.3f\n", *k, float64(el.Microseconds())/1e3)
+	return nil
+}
+
 // exitCmd starts a command N times, lets it settle, SIGKILLs it and
 // times the kernel's ending of it, to the reaping; it prints
 //
