@@ -15,6 +15,12 @@
  *                              SIGTERM each child, waitpid all and exit
  *                              (timed from outside, as the daemon is, by
  *                              "harness super")
+ *   floors pingpong KIND N     N round trips (64 bytes out, 8 back) with
+ *                              a forked child over two pipes (KIND pipe,
+ *                              as the bare pipe worker) or one
+ *                              SOCK_SEQPACKET pair (seqpacket, as a Go
+ *                              worker's channel): prints the CPU time of
+ *                              both processes per round trip
  *   floors create DIR N DEL    create and delete DEL files in DIR, wait
  *                              1.1 s, then create N empty files there: prints
  *                              the process's CPU per file created (what any
@@ -38,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -240,6 +247,58 @@ static int super(long k)
 	return 0;
 }
 
+/*
+ * pingpong prices the transport of a worker's job and answer alone, what
+ * no Go code adds to: the worker row's bare baseline uses pipes, the
+ * library's Go workers a SOCK_SEQPACKET socket pair.
+ */
+static int pingpong(const char *kind, long n)
+{
+	int out[2], back[2];
+	char buf[256];
+	struct rusage self, kids;
+	pid_t pid;
+	long i;
+	int st;
+
+	if (strcmp(kind, "seqpacket") == 0) {
+		int sv[2];
+
+		if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv))
+			die("floors pingpong: socketpair");
+		out[0] = back[1] = sv[1];
+		out[1] = back[0] = sv[0];
+	} else if (strcmp(kind, "pipe") == 0) {
+		if (pipe(out) || pipe(back))
+			die("floors pingpong: pipe");
+	} else {
+		fprintf(stderr, "floors pingpong: pipe or seqpacket, not %s\n", kind);
+		return 2;
+	}
+	memset(buf, 'x', sizeof buf);
+	pid = fork();
+	if (pid < 0)
+		die("floors pingpong: fork");
+	if (pid == 0) {
+		for (i = 0; i < n; i++)
+			if (read(out[0], buf, sizeof buf) <= 0 || write(back[1], buf, 8) != 8)
+				_exit(1);
+		_exit(0);
+	}
+	for (i = 0; i < n; i++)
+		if (write(out[1], buf, 64) != 64 || read(back[0], buf, sizeof buf) <= 0)
+			die("floors pingpong: round trip");
+	if (waitpid(pid, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		die("floors pingpong: child");
+	getrusage(RUSAGE_SELF, &self);
+	getrusage(RUSAGE_CHILDREN, &kids);
+	printf("kind=%s round_trips=%ld cpu_us_per_round_trip=%.2f\n", kind, n,
+	       ((double)(self.ru_utime.tv_sec + self.ru_stime.tv_sec + kids.ru_utime.tv_sec + kids.ru_stime.tv_sec) +
+		(double)(self.ru_utime.tv_usec + self.ru_stime.tv_usec + kids.ru_utime.tv_usec + kids.ru_stime.tv_usec) / 1e6) *
+		       1e6 / (double)n);
+	return 0;
+}
+
 static double cpu(void)
 {
 	struct rusage ru;
@@ -305,8 +364,10 @@ int main(int argc, char **argv)
 		return term(atol(argv[2]));
 	if (argc == 3 && strcmp(argv[1], "super") == 0)
 		return super(atol(argv[2]));
+	if (argc == 4 && strcmp(argv[1], "pingpong") == 0)
+		return pingpong(argv[2], atol(argv[3]));
 	if (argc == 5 && strcmp(argv[1], "create") == 0)
 		return create(argv[2], atol(argv[3]), atol(argv[4]));
-	fprintf(stderr, "usage: floors reap K GATE READY | term K | super K | create DIR N DEL | block GATE READY | stamp FIFO\n");
+	fprintf(stderr, "usage: floors reap K GATE READY | term K | super K | pingpong KIND N | create DIR N DEL | block GATE READY | stamp FIFO\n");
 	return 2;
 }

@@ -342,6 +342,7 @@ measure() { # measure ROUND TASK
 		;;
 	term) keep "$r" "$t" "$("${H[@]}" term "${on_disk[@]}" -k 8)" ms ;;
 	cterm) keep "$r" "$t" "$("$b/floors" term 8)" ms ;;
+	pp.*) keep "$r" "$t" "$("$b/floors" pingpong "${t#pp.}" "$NW")" cpu_us_per_round_trip ;;
 	super.c) keep "$r" "$t" "$("${H[@]}" super -k 8 -- "$b/floors" super 8)" ms ;;
 	super.go) keep "$r" "$t" "$("${H[@]}" super -k 8 -- "$b/goloop" super 8)" ms ;;
 	exit.daemon) keep "$r" "$t" "$("${H[@]}" term "${on_disk[@]}" -k 0 -signal KILL)" ms ;;
@@ -357,7 +358,7 @@ measure() { # measure ROUND TASK
 	esac
 }
 
-tasks=(reexec libreexec bareworker worker term termoff cterm super.c super.go exit.daemon exit.c exit.go idle busy latency start diskoff.2 reapoff.1000)
+tasks=(reexec libreexec bareworker worker pp.pipe pp.seqpacket term termoff cterm super.c super.go exit.daemon exit.c exit.go idle busy latency start diskoff.2 reapoff.1000)
 for m in "${MS[@]}"; do tasks+=("c.$m" "xargs.$m" "par.$m" "go.$m" "disk.$m" "tmpfs.$m" "lib.$m"); done
 tasks+=(massdel.2 create.disk.0 create.disk.20000)
 [[ -z $ext4j ]] || tasks+=(jdisk.2 jmassdel.2 create.j.0 create.j.20000)
@@ -504,6 +505,7 @@ echo "| SIGTERM → gone, 8 children, cgroups off, ms | $(f1 "$(med termoff.ms)"
 echo "| spool on disk ($(df --output=fstype "$tmp" | tail -1) $(journal "$tmp")) right after 20 000 files deleted in done/, x the plain disk run (M=2) | $md (daemon $md_cpu µs/job) | the same on ext4 with a journal: ${jmd:-not measured} |"
 echo "| C floor: CPU µs to create one file, plain / right after 20 000 deletes in its directory | disk ($(journal "$tmp")) $(f1 "$(med create.disk.0.cpu_us_per_file)") / $(f1 "$(med create.disk.20000.cpu_us_per_file)") | ext4 with a journal $jcreate |"
 echo "| exit alone: SIGKILL → reaped, ms | the idle daemon $(f2 "$(med exit.daemon.ms)") | \`sleep\` (C) $(f2 "$(med exit.c.p50_ms)"); a Go program that sleeps $(f2 "$(med exit.go.p50_ms)"); SIGTERM row less the daemon's exit above C's: $(f1 "$(awk -v d="$term_d" -v e="$(med exit.daemon.ms)" -v c="$(med exit.c.p50_ms)" 'BEGIN { if (d == "?" || e == "?" || c == "?") print "?"; else print d - (e - c) }')") |"
+echo "| worker row: a job's round trip alone (C, 64 bytes out and 8 back, $NW round trips), CPU µs of both ends | over two pipes (the bare worker's transport) $(f2 "$(med pp.pipe.cpu_us_per_round_trip)") | over a SOCK_SEQPACKET pair (a Go worker's channel) $(f2 "$(med pp.seqpacket.cpu_us_per_round_trip)") |"
 echo "| SIGTERM → all gone, 8 sleeping children, a minimal supervisor timed as the daemon is (harness super: signal to the process, its children killed and reaped, its own exit), ms | C (\`floors super\`) $(f2 "$(med super.c.ms)"); Go (os/signal, exec.Cmd) $(f2 "$(med super.go.ms)") | the daemon $(f1 "$(med term.ms)"): $(f1 "$(ratio term.ms super.c.ms -)") above the C supervisor, $(f1 "$(ratio term.ms super.go.ms -)") above the Go one |"
 echo "| peak RSS of a run of the CLI (fork to exit: all packages initialised, nothing else), MB | \`jobdaemon version\` $(mb "$(med start.cli.maxrss_kb)") | a Go program that does nothing $(mb "$(med start.hello.maxrss_kb)"); the idle daemon $rss |"
 echo "| start-up alone (fork to exit), p50 / p99 ms | \`jobdaemon version\` $(f2 "$(med start.cli.p50_ms)") / $(f2 "$(med start.cli.p99_ms)") | a Go program that does nothing $(f2 "$(med start.hello.p50_ms)") / $(f2 "$(med start.hello.p99_ms)"); /bin/true $(f2 "$(med start.true.p50_ms)") / $(f2 "$(med start.true.p99_ms)") |"
