@@ -171,28 +171,36 @@ static int execd(pid_t pid)
 	return strncmp(comm, "sleep", 5) == 0;
 }
 
-static int term(long k)
+/*
+ * sleepers forks and execs k "sleep 1000" children, with the signals in
+ * unblock unblocked in each (super blocks SIGTERM in itself).
+ */
+static pid_t *sleepers(long k, const sigset_t *unblock)
 {
 	pid_t *pids = calloc((size_t)k, sizeof *pids);
 	long i;
-	double t0;
 
 	if (!pids)
-		die("floors term: calloc");
+		die("floors: calloc");
 	for (i = 0; i < k; i++) {
 		pids[i] = fork();
 		if (pids[i] < 0)
-			die("floors term: fork");
+			die("floors: fork");
 		if (pids[i] == 0) {
+			if (unblock)
+				sigprocmask(SIG_UNBLOCK, unblock, NULL);
 			execl("/bin/sleep", "sleep", "1000", (char *)NULL);
 			_exit(127);
 		}
 	}
-	for (i = 0; i < k; i++)
-		while (!execd(pids[i]))
-			usleep(1000);
-	usleep(100000); /* asleep in nanosleep, as the daemon's jobs will be */
-	t0 = now();
+	return pids;
+}
+
+/* stopall sends SIGTERM to each child, then reaps them all. */
+static void stopall(const pid_t *pids, long k)
+{
+	long i;
+
 	for (i = 0; i < k; i++)
 		kill(pids[i], SIGTERM);
 	for (i = 0; i < k; i++) {
@@ -201,6 +209,20 @@ static int term(long k)
 		while (waitpid(pids[i], &st, 0) < 0 && errno == EINTR)
 			;
 	}
+}
+
+static int term(long k)
+{
+	pid_t *pids = sleepers(k, NULL);
+	long i;
+	double t0;
+
+	for (i = 0; i < k; i++)
+		while (!execd(pids[i]))
+			usleep(1000);
+	usleep(100000); /* asleep in nanosleep, as the daemon's jobs will be */
+	t0 = now();
+	stopall(pids, k);
 	printf("children=%ld ms=%.3f\n", k, (now() - t0) * 1e3);
 	free(pids);
 	return 0;
@@ -213,37 +235,19 @@ static int term(long k)
  */
 static int super(long k)
 {
-	pid_t *pids = calloc((size_t)k, sizeof *pids);
 	sigset_t term;
-	long i;
+	pid_t *pids;
 
-	if (!pids)
-		die("floors super: calloc");
 	sigemptyset(&term);
 	sigaddset(&term, SIGTERM);
 	if (sigprocmask(SIG_BLOCK, &term, NULL))
 		die("floors super: sigprocmask");
-	for (i = 0; i < k; i++) {
-		pids[i] = fork();
-		if (pids[i] < 0)
-			die("floors super: fork");
-		if (pids[i] == 0) {
-			sigprocmask(SIG_UNBLOCK, &term, NULL);
-			execl("/bin/sleep", "sleep", "1000", (char *)NULL);
-			_exit(127);
-		}
-	}
+	pids = sleepers(k, &term);
 	while (sigwaitinfo(&term, NULL) < 0)
 		if (errno != EINTR)
 			die("floors super: sigwaitinfo");
-	for (i = 0; i < k; i++)
-		kill(pids[i], SIGTERM);
-	for (i = 0; i < k; i++) {
-		int st;
-
-		while (waitpid(pids[i], &st, 0) < 0 && errno == EINTR)
-			;
-	}
+	stopall(pids, k);
+	free(pids);
 	return 0;
 }
 
