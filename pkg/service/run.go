@@ -311,7 +311,6 @@ func (r *daemonRun) idle() bool {
 // run runs the daemon until it stops.
 func (r *daemonRun) run(drain bool) int {
 	err := r.d.Run(r.early.ctx)
-	r.holdSignals() // a drain that ended by itself began no stop
 	if r.progress != nil {
 		r.progress.stop()
 	}
@@ -393,9 +392,12 @@ func (r *daemonRun) ready() {
 // exit. Once the dispatcher has returned, they would otherwise take their
 // default action: a second TERM, or logrotate's HUP, would kill the daemon
 // halfway through its close, with its PID file and control socket left
-// behind. It is called when a stop begins, while the dispatcher still
-// catches them too, so that no moment is left when neither does; calling
-// it again changes nothing.
+// behind. It is called when a stop begins (onStop), while the dispatcher
+// still catches them too, so that no moment is left when neither does;
+// every run that got past the hand-over of the early signals ends through
+// a stop, a drain that runs out of jobs included, and one that did not
+// closes while earlySignals still catches them. Calling it again changes
+// nothing.
 func (r *daemonRun) holdSignals() {
 	signal.Notify(r.dropped, jobs.Signals...)
 }

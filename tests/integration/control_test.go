@@ -509,35 +509,56 @@ func processExists(pid int) bool {
 // Signals that come while the daemon closes, after its dispatcher has
 // returned, are caught and dropped: a second TERM, or logrotate's HUP,
 // must not kill it halfway through its close, with its PID file and
-// control socket left behind. A client connected to the control socket
-// and silent holds the close in the control server's shutdown (for up to
-// 5 s), which makes the window wide enough to hit.
+// control socket left behind. Both ways a run ends: a stop (TERM), and a
+// drain that ends by itself, which begins no stop. A client connected to
+// the control socket and silent holds the close in the control server's
+// shutdown (for up to 5 s), which makes the window wide enough to hit.
 func TestSignalsDuringClose(t *testing.T) {
-	e := newEnv(t, "")
-	d := e.start()
-	sock := filepath.Join(e.dir, "control.sock")
-	e.waitFor("ready", d, func() bool { return strings.Contains(d.out.String(), `"msg":"ready"`) })
-	c, err := net.Dial("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	d.Process.Signal(syscall.SIGTERM)
-	e.waitFor("daemon stopped", d, func() bool { return strings.Contains(d.out.String(), `"msg":"daemon stopped"`) })
-	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGHUP, syscall.SIGINT, syscall.SIGUSR1} {
-		d.Process.Signal(sig)
-	}
-	// Delivered at once; a signal with its default action would have
-	// ended the daemon by now.
-	time.Sleep(200 * time.Millisecond)
-	c.Close()
-	<-d.waited
-	if !d.ProcessState.Success() {
-		t.Fatalf("signals during the close: %v\n%s", d.ProcessState, tail(d.out.String()))
-	}
-	for _, p := range []string{filepath.Join(e.dir, "jobdaemon.pid"), sock} {
-		if _, err := os.Lstat(p); err == nil {
-			t.Errorf("%s left behind", p)
-		}
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		queue    string // a job file's content, or none
+		stop     bool   // TERM ends the run
+		wantCode int
+	}{
+		// The job sleeps past job_timeout twice and fails for good: the
+		// drain ends by itself after about 2 s, with exit code 1.
+		{name: "drain", args: []string{"run", "--drain"}, queue: "sleep", wantCode: 1},
+		{name: "stop", args: []string{"run"}, stop: true, wantCode: 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, "")
+			if tc.queue != "" {
+				e.put("job", tc.queue)
+			}
+			d := e.launch(e.cmd(tc.args...))
+			sock := filepath.Join(e.dir, "control.sock")
+			e.waitFor("ready", d, func() bool { return strings.Contains(d.out.String(), `"msg":"ready"`) })
+			c, err := net.Dial("unix", sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if tc.stop {
+				d.Process.Signal(syscall.SIGTERM)
+			}
+			e.waitFor("daemon stopped", d, func() bool { return strings.Contains(d.out.String(), `"msg":"daemon stopped"`) })
+			for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGHUP, syscall.SIGINT, syscall.SIGUSR1} {
+				d.Process.Signal(sig)
+			}
+			// Delivered at once; a signal with its default action would
+			// have ended the daemon by now.
+			time.Sleep(200 * time.Millisecond)
+			c.Close()
+			<-d.waited
+			if code := d.ProcessState.ExitCode(); code != tc.wantCode {
+				t.Fatalf("signals during the close: %v, want exit code %d\n%s", d.ProcessState, tc.wantCode, tail(d.out.String()))
+			}
+			for _, p := range []string{filepath.Join(e.dir, "jobdaemon.pid"), sock} {
+				if _, err := os.Lstat(p); err == nil {
+					t.Errorf("%s left behind", p)
+				}
+			}
+		})
 	}
 }
