@@ -407,7 +407,7 @@ ratio() {
 }
 ratios_rng() {
 	join <(sort -k1,1 "$res/$1" 2>/dev/null) <(sort -k1,1 "$res/$2" 2>/dev/null) | awk '{ print $2 / $3 }' | sort -g |
-		awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.2f-%.2f", lo, hi }'
+		awk 'NR == 1 { lo = $1 } { hi = $1 } END { if (!NR) print "?"; else printf "%.2f-%.2f", lo, hi }'
 }
 # fmt FORMAT VALUE: VALUE formatted, or "?" for a measure that did not run.
 fmt() { awk -v f="$1" -v v="$2" 'BEGIN { if (v == "" || v == "?") print "?"; else printf f, v }'; }

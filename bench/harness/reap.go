@@ -225,23 +225,15 @@ func termCmd(args []string) error {
 		d.stop()
 		return err
 	}
-	// Asleep, as the C floor's children are when they get the signal.
-	time.Sleep(100 * time.Millisecond)
-	t0 := time.Now()
-	if err := d.cmd.Process.Signal(want); err != nil {
+	el, err := d.timeSignal(want)
+	if err != nil {
 		return err
 	}
-	if err := d.exited(); err != nil {
-		return err
-	}
-	el := time.Since(t0)
 	if err := d.wait(); err != nil && want != syscall.SIGKILL {
 		return err
 	}
-	for _, pid := range kids {
-		if syscall.Kill(pid, 0) == nil && comm(pid) == "sleep" {
-			return fmt.Errorf("child %d outlived the daemon", pid)
-		}
+	if err := outlived(kids, "the daemon"); err != nil {
+		return err
 	}
 	fmt.Printf("children=%d ms=%.3f\n", *k, float64(el.Microseconds())/1e3)
 	return nil
@@ -269,24 +261,43 @@ func superCmd(args []string) error {
 		d.cmd.Wait()
 		return err
 	}
-	time.Sleep(100 * time.Millisecond) // as in termCmd
-	t0 := time.Now()
-	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	el, err := d.timeSignal(syscall.SIGTERM)
+	if err != nil {
 		return err
 	}
-	if err := d.exited(); err != nil {
-		return err
-	}
-	el := time.Since(t0)
 	if err := d.cmd.Wait(); err != nil {
 		return fmt.Errorf("%s: %w", fs.Arg(0), err)
 	}
-	for _, pid := range kids {
-		if syscall.Kill(pid, 0) == nil && comm(pid) == "sleep" {
-			return fmt.Errorf("child %d outlived %s", pid, fs.Arg(0))
-		}
+	if err := outlived(kids, fs.Arg(0)); err != nil {
+		return err
 	}
 	fmt.Printf("children=%d ms=%.3f\n", *k, float64(el.Microseconds())/1e3)
+	return nil
+}
+
+// timeSignal lets the children settle into their sleep, as the C floor's
+// are when they get the signal, sends sig to the process, and returns the
+// time until it has exited (not yet reaped).
+func (d *daemon) timeSignal(sig syscall.Signal) (time.Duration, error) {
+	time.Sleep(100 * time.Millisecond)
+	t0 := time.Now()
+	if err := d.cmd.Process.Signal(sig); err != nil {
+		return 0, err
+	}
+	if err := d.exited(); err != nil {
+		return 0, err
+	}
+	return time.Since(t0), nil
+}
+
+// outlived returns an error if one of kids still runs sleep after who
+// has exited.
+func outlived(kids []int, who string) error {
+	for _, pid := range kids {
+		if syscall.Kill(pid, 0) == nil && comm(pid) == "sleep" {
+			return fmt.Errorf("child %d outlived %s", pid, who)
+		}
+	}
 	return nil
 }
 
