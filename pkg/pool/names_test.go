@@ -8,9 +8,13 @@ import (
 // The two name checks are loops, not regular expressions (so that the
 // package does not initialise regexp in every program and re-executed
 // child); they must accept exactly what the expressions they replace do.
+var (
+	validCgroupExpr = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.@:-]*$`)
+	jobCgroupExpr   = regexp.MustCompile(`^((job|slot)-[0-9]+(-[0-9]+)?|probe-[0-9]+)$`)
+)
+
 func TestNameChecksMatchTheirExpressions(t *testing.T) {
-	valid := regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.@:-]*$`)
-	job := regexp.MustCompile(`^((job|slot)-[0-9]+(-[0-9]+)?|probe-[0-9]+)$`)
+	valid, job := validCgroupExpr, jobCgroupExpr
 	names := []string{
 		"", "jobs", "Jobs_2", "_x", "a.b@c:d-e", ".hidden", "-dash", "@at", ":colon", "a/b", "a b", "é", "a\x00",
 		"job-1", "job-12-3", "job-", "job--1", "job-1-", "job-1-2-3", "job-a", "slot-0", "slot-7-42", "slot-x",
@@ -27,8 +31,7 @@ func TestNameChecksMatchTheirExpressions(t *testing.T) {
 }
 
 func FuzzNameChecks(f *testing.F) {
-	valid := regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.@:-]*$`)
-	job := regexp.MustCompile(`^((job|slot)-[0-9]+(-[0-9]+)?|probe-[0-9]+)$`)
+	valid, job := validCgroupExpr, jobCgroupExpr
 	for _, s := range []string{"job-1-2", "slot-3", "probe-4", "a.b", ""} {
 		f.Add(s)
 	}
