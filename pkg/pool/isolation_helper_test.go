@@ -377,9 +377,16 @@ type unitStopReport struct {
 // what is left in the unit's cgroup, and exits.
 func isoUnitDaemon() {
 	out := os.Getenv("POOLTEST_OUT")
+	// Each file appears whole: the test polls for it and reads it at
+	// once, and a file written in place can be read while still empty
+	// (TestIsolationUnderSystemd failed so once in CI).
 	write := func(name string, v any) {
 		b, _ := json.MarshalIndent(v, "", "  ")
-		if err := os.WriteFile(filepath.Join(out, name), b, 0o644); err != nil {
+		tmp := filepath.Join(out, "."+name+".tmp")
+		if err := os.WriteFile(tmp, b, 0o644); err != nil {
+			helperFail(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(out, name)); err != nil {
 			helperFail(err)
 		}
 	}
