@@ -17,9 +17,10 @@
  *                              "harness super")
  *   floors pingpong KIND N     N round trips (64 bytes out, 8 back) with
  *                              a forked child over two pipes (KIND pipe,
- *                              as the bare pipe worker) or one
- *                              SOCK_SEQPACKET pair (seqpacket, as a Go
- *                              worker's channel): prints the CPU time of
+ *                              as the bare pipe worker and a Go worker's
+ *                              channel) or one SOCK_SEQPACKET pair
+ *                              (seqpacket, the Go worker's channel until
+ *                              December 2026): prints the CPU time of
  *                              both processes per round trip
  *   floors create DIR N DEL    create and delete DEL files in DIR, wait
  *                              1.1 s, then create N empty files there: prints
@@ -253,8 +254,9 @@ static int super(long k)
 
 /*
  * pingpong prices the transport of a worker's job and answer alone, what
- * no Go code adds to: the worker row's bare baseline uses pipes, the
- * library's Go workers a SOCK_SEQPACKET socket pair.
+ * no Go code adds to: two pipes, as the worker row's bare baseline and the
+ * library's Go workers use, against the SOCK_SEQPACKET socket pair those
+ * used before (the reason they changed).
  */
 static int pingpong(const char *kind, long n)
 {

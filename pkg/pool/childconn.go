@@ -9,9 +9,13 @@ import (
 	"syscall"
 )
 
-// EnvChild is set in the environment of a worker, to the number of the
-// file descriptor that carries its channel.
+// EnvChild is set in the environment of a worker, to the numbers of the
+// file descriptors of its channel: "3,4", the parent's messages in on fd
+// 3, the worker's out on fd 4.
 const EnvChild = "JOBDAEMON_CHILD"
+
+// childFDs is the value of EnvChild.
+const childFDs = "3,4"
 
 // childFD is EnvChild as the process started with; OpenChild removes the
 // variable from the environment, but the process stays a worker.
@@ -39,19 +43,22 @@ type ChildConn struct {
 // environment so that the job's own children do not see it. It fails when
 // the process is not a worker.
 func OpenChild() (*ChildConn, error) {
-	if childFD != "3" {
+	if childFD != childFDs {
 		return nil, fmt.Errorf("not a worker: %s=%q", EnvChild, childFD)
 	}
 	os.Unsetenv(EnvChild)
-	// Blocking reads, outside the network poller: the worker waits on
-	// nothing else, and a read that blocks its thread is the cheapest way
-	// to wait. Close-on-exec, so that the job's own children never get it.
-	if err := syscall.SetNonblock(3, false); err != nil {
-		return nil, fmt.Errorf("worker channel: %w", err)
+	// Blocking, outside the network poller: the worker waits on nothing
+	// else, and a read that blocks its thread is the cheapest way to wait.
+	// Close-on-exec, so that the job's own children never get the channel
+	// (nor keep the parent's end of it from seeing the worker's exit).
+	for _, fd := range []int{3, 4} {
+		if err := syscall.SetNonblock(fd, false); err != nil {
+			return nil, fmt.Errorf("worker channel: fd %d: %w", fd, err)
+		}
+		syscall.CloseOnExec(fd)
 	}
-	syscall.CloseOnExec(3)
 	return &ChildConn{
-		ch: newChannelRW(os.NewFile(3, "worker-channel")),
+		ch: newChannel(os.NewFile(3, "worker-channel"), os.NewFile(4, "worker-channel")),
 		OnParentGone: func() {
 			_ = syscall.Kill(0, syscall.SIGKILL)
 		},

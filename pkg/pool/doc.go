@@ -52,9 +52,9 @@
 // random jitter). Two protocols share that one mechanism ([Worker]); only
 // the transport differs ([Protocol]):
 //
-//   - ProtocolGo: the program re-executed in child mode with a
-//     SOCK_SEQPACKET socket as fd 3. The parent sends it opaque job
-//     messages and it answers each with a result; while it runs a job it
+//   - ProtocolGo: the program re-executed in child mode with a channel of
+//     two pipes as fds 3 and 4. The parent sends it opaque job messages
+//     and it answers each with a result; while it runs a job it
 //     may call back into the parent (jobdaemon uses this for shared
 //     application variables). See [ChildConn].
 //   - ProtocolLines: any command, started once and kept. It reads one job

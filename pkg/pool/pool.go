@@ -206,11 +206,11 @@ func (p *Pool) Busy() int {
 // The child runs in a process group of its own. When it ends, its slot is
 // released and Config.OnExit is called.
 func (p *Pool) Start(slot int, spec *Spec) (*Child, error) {
-	return p.start(slot, spec, nil, nil)
+	return p.start(slot, spec, nil)
 }
 
-func (p *Pool) start(slot int, spec *Spec, extra *os.File, w *Worker) (*Child, error) {
-	c, err := p.start1(slot, spec, extra, w)
+func (p *Pool) start(slot int, spec *Spec, w *Worker) (*Child, error) {
+	c, err := p.start1(slot, spec, w)
 	if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
 		// The pipes the slots keep are a cache: out of descriptors, they go
 		// first, so that the next start (the caller backs off and tries
@@ -220,7 +220,7 @@ func (p *Pool) start(slot int, spec *Spec, extra *os.File, w *Worker) (*Child, e
 	return c, err
 }
 
-func (p *Pool) start1(slot int, spec *Spec, extra *os.File, w *Worker) (*Child, error) {
+func (p *Pool) start1(slot int, spec *Spec, w *Worker) (*Child, error) {
 	p.mu.Lock()
 	switch {
 	case p.stopping != 0:
@@ -233,7 +233,7 @@ func (p *Pool) start1(slot int, spec *Spec, extra *os.File, w *Worker) (*Child, 
 	p.mu.Unlock()
 
 	c := newChild(p, slot, spec, w)
-	l, err := c.launch(extra)
+	l, err := c.launch()
 	if err != nil {
 		return nil, err
 	}
@@ -509,17 +509,13 @@ func isPrivate(kv string) bool {
 
 // launch prepares the start of a child: its environment, its standard
 // input, and the pipes of its output, which the pool reads itself.
-func (c *Child) launch(extra *os.File) (*launch, error) {
+func (c *Child) launch() (*launch, error) {
 	spec := c.spec
 	env := spec.Env
 	if env == nil {
 		env = os.Environ()
 	}
-	env = scrubEnv(env)
-	if extra != nil {
-		env = append(env[:len(env):len(env)], EnvChild+"=3")
-	}
-	env = dedupEnv(env)
+	env = dedupEnv(scrubEnv(env))
 	l := &launch{path: spec.Path, argv: spec.Args}
 	if len(l.argv) == 0 {
 		l.argv = []string{spec.Path}
@@ -547,9 +543,6 @@ func (c *Child) launch(extra *os.File) (*launch, error) {
 			return nil, err
 		}
 		l.files = append(l.files, uintptr(c.outW), uintptr(c.errW))
-	}
-	if extra != nil {
-		l.file(extra)
 	}
 	if c.worker != nil {
 		c.worker.tr.prepare(l)

@@ -131,8 +131,8 @@ func (c *rawConn) tryRead(fd uintptr) bool {
 	return true
 }
 
-// Write makes one write of b: whole on a SOCK_SEQPACKET socket, or
-// failed; it may be short on a pipe.
+// Write makes one write of b, which may be short on a pipe (the caller
+// writes the rest).
 func (c *rawConn) Write(b []byte) (int, error) {
 	c.wb = b
 	err := c.rc.Write(c.writeF)

@@ -13,9 +13,9 @@ type Protocol uint8
 
 const (
 	// ProtocolGo, the zero value, is the program itself re-executed in
-	// child mode, with a SOCK_SEQPACKET channel as fd 3 (see ChildConn):
-	// binary messages, and calls to the parent between a job and its
-	// result.
+	// child mode, with a channel of two pipes as fds 3 and 4 (see
+	// ChildConn): binary messages, and calls to the parent between a job
+	// and its result.
 	ProtocolGo Protocol = iota
 	// ProtocolLines is any program, started once and kept: it reads one
 	// job per line on its standard input, and writes one answer per line
@@ -66,25 +66,42 @@ var errProtocol = errors.New("protocol error")
 // protocolError wraps err as a protocol violation.
 func protocolError(err error) error { return fmt.Errorf("%w: %w", errProtocol, err) }
 
-// seqTransport is ProtocolGo: the channel, whose child end the pool passes
-// to the child itself (Pool.start's extra file, with EnvChild).
-type seqTransport struct {
-	ch     *channel
-	theirs *os.File
+// goTransport is ProtocolGo: the channel, whose worker's ends are the
+// child's fds 3 (what it reads) and 4 (what it writes), announced in
+// EnvChild.
+type goTransport struct {
+	ch       *channel
+	down, up *os.File // the worker's ends
 }
 
-func (t *seqTransport) prepare(*launch) {}
-func (t *seqTransport) childClose()     { t.theirs.Close() }
-func (t *seqTransport) send(job []byte) error {
-	return t.ch.send(msgJob, job)
+func newGoTransport() (*goTransport, error) {
+	ch, down, up, err := channelPipes()
+	if err != nil {
+		return nil, err
+	}
+	return &goTransport{ch: ch, down: down, up: up}, nil
 }
-func (t *seqTransport) quit() error            { return t.ch.send(msgQuit, nil) }
-func (t *seqTransport) reply(msg []byte) error { return t.ch.send(msgReply, msg) }
-func (t *seqTransport) close()                 { t.ch.close() }
 
-func (t *seqTransport) recv() (byte, []byte, error) {
+func (t *goTransport) prepare(l *launch) {
+	l.file(t.down)
+	l.file(t.up)
+	// Appended to a copy: the environment may be the caller's Spec.Env.
+	l.attr.Env = append(l.attr.Env[:len(l.attr.Env):len(l.attr.Env)], EnvChild+"="+childFDs)
+}
+
+func (t *goTransport) childClose() {
+	t.down.Close()
+	t.up.Close()
+}
+
+func (t *goTransport) send(job []byte) error  { return t.ch.send(msgJob, job) }
+func (t *goTransport) quit() error            { return t.ch.send(msgQuit, nil) }
+func (t *goTransport) reply(msg []byte) error { return t.ch.send(msgReply, msg) }
+func (t *goTransport) close()                 { t.ch.close() }
+
+func (t *goTransport) recv() (byte, []byte, error) {
 	typ, msg, err := t.ch.recv()
-	if errors.Is(err, errMessageTooLarge) || errors.Is(err, errShortPacket) {
+	if errors.Is(err, errMessageTooLarge) {
 		err = protocolError(err)
 	}
 	return typ, msg, err

@@ -76,17 +76,14 @@ type Worker struct {
 // Child, after every result it sent has been handed to OnResult.
 func (p *Pool) StartWorker(slot int, spec *WorkerSpec) (*Worker, error) {
 	ps := spec.Spec
-	var (
-		tr    transport
-		extra *os.File // ProtocolGo's channel, which Pool.start announces in EnvChild
-	)
+	var tr transport
 	switch spec.Protocol {
 	case ProtocolGo:
-		ch, theirs, err := socketPair()
+		gt, err := newGoTransport()
 		if err != nil {
 			return nil, err
 		}
-		tr, extra = &seqTransport{ch: ch, theirs: theirs}, theirs
+		tr = gt
 		if ps.Path == "" {
 			// The running binary, even if the file was replaced or deleted
 			// since: parent and worker always speak the same protocol.
@@ -116,7 +113,7 @@ func (p *Pool) StartWorker(slot int, spec *WorkerSpec) (*Worker, error) {
 	if spec.MaxAge > 0 {
 		w.deadline = time.Now().Add(scale(spec.MaxAge, spec.Jitter))
 	}
-	_, err := p.start(slot, &ps, extra, w)
+	_, err := p.start(slot, &ps, w)
 	tr.childClose()
 	if err != nil {
 		tr.close()

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -43,10 +44,10 @@ func TestWorkerRoundTripAndCall(t *testing.T) {
 	if got := recv(); got != "answer to x" {
 		t.Errorf("call result %q", got)
 	}
-	// A message much larger than one packet arrives whole; larger than the
-	// socket's buffer too (net.core.wmem_default, 208 KiB here), so that
-	// its sending waits on the poller for the worker to read (rawConn).
-	big := make([]byte, 64*maxPacket+17)
+	// A message much larger than a reader's buffer arrives whole; larger
+	// than a pipe's capacity too (64 KiB), so that its sending waits on
+	// the poller for the worker to read (rawConn) and resumes short writes.
+	big := make([]byte, 33*chanBuf+17)
 	for i := range big {
 		big[i] = byte('a' + i%26)
 	}
@@ -85,6 +86,36 @@ func TestWorkerDiesMidJob(t *testing.T) {
 	}
 	if ex.count() != 1 {
 		t.Errorf("OnExit called %d times", ex.count())
+	}
+}
+
+// A worker whose channel ends without "quit" takes it that its parent is
+// gone, and kills its process group: the end of the parent's pipe is seen
+// even when Pdeathsig was not (the parent alive, its channel closed).
+func TestWorkerParentGone(t *testing.T) {
+	p := newPool(t, Config{Max: 1})
+	slot, _ := p.TryAcquire()
+	results := make(chan string, 1)
+	spec := workerSpec(t)
+	spec.OnResult = func(w *Worker, msg []byte) { results <- string(msg) }
+	w, err := p.StartWorker(slot, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Send([]byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-results:
+		if r != "done:first" {
+			t.Fatalf("result %q", r)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no result")
+	}
+	w.tr.close()
+	if e := waitDone(t, w.Child, 10*time.Second); e.Signal != syscall.SIGKILL {
+		t.Errorf("worker: %s, want killed by SIGKILL (its OnParentGone)", e)
 	}
 }
 
