@@ -313,7 +313,7 @@ measure() { # measure ROUND TASK
 		keep "$r" "$t" "$("$b/floors" create "$fs/$r.$t" "$N" "$del")" cpu_us_per_file
 		;;
 	lib.*) m=${t#lib.}; keep "$r" "$t" "$("$b/library" -mode command -n "$N" -p "$m")" rate cpu_us_per_job ;;
-	reexec) keep "$r" "$t" "$("$b/reexec" -n "$N" -p 2)" rate ;;
+	reexec) keep "$r" "$t" "$("$b/reexec" -n "$N" -p 2)" rate cpu_us_per_job ;;
 	libreexec) keep "$r" "$t" "$("$b/library" -mode reexec -n "$N" -p 2)" rate cpu_us_per_job ;;
 	bareworker) keep "$r" "$t" "$("$b/library" -mode bareworker -n "$NW" -p 2)" rate cpu_us_per_job ;;
 	worker) keep "$r" "$t" "$("$b/library" -mode worker -n "$NW" -p 2)" rate cpu_us_per_job ;;
@@ -505,6 +505,7 @@ echo "| SIGTERM → gone, 8 children, cgroups off, ms | $(f1 "$(med termoff.ms)"
 echo "| spool on disk ($(df --output=fstype "$tmp" | tail -1) $(journal "$tmp")) right after 20 000 files deleted in done/, x the plain disk run (M=2) | $md (daemon $md_cpu µs/job) | the same on ext4 with a journal: ${jmd:-not measured} |"
 echo "| C floor: CPU µs to create one file, plain / right after 20 000 deletes in its directory | disk ($(journal "$tmp")) $(f1 "$(med create.disk.0.cpu_us_per_file)") / $(f1 "$(med create.disk.20000.cpu_us_per_file)") | ext4 with a journal $jcreate |"
 echo "| exit alone: SIGKILL → reaped, ms | the idle daemon $(f2 "$(med exit.daemon.ms)") | \`sleep\` (C) $(f2 "$(med exit.c.p50_ms)"); a Go program that sleeps $(f2 "$(med exit.go.p50_ms)"); SIGTERM row less the daemon's exit above C's: $(f1 "$(awk -v d="$term_d" -v e="$(med exit.daemon.ms)" -v c="$(med exit.c.p50_ms)" 'BEGIN { if (d == "?" || e == "?" || c == "?") print "?"; else print d - (e - c) }')") |"
+echo "| re-exec row: the parent's own CPU per job, µs | the dispatcher $(f0 "$(med libreexec.cpu_us_per_job)") | the bare loop $(f0 "$(med reexec.cpu_us_per_job)"); the rest of the gap is the children's |"
 echo "| worker row: a job's round trip alone (C, 64 bytes out and 8 back, $NW round trips), CPU µs of both ends | over two pipes (the transport of the bare worker and of a Go worker) $(f2 "$(med pp.pipe.cpu_us_per_round_trip)") | over a SOCK_SEQPACKET pair (a Go worker's channel until December 2026) $(f2 "$(med pp.seqpacket.cpu_us_per_round_trip)") |"
 echo "| SIGTERM → all gone, 8 sleeping children, a minimal supervisor timed as the daemon is (harness super: signal to the process, its children killed and reaped, its own exit), ms | C (\`floors super\`) $(f2 "$(med super.c.ms)"); Go (os/signal, exec.Cmd) $(f2 "$(med super.go.ms)") | the daemon $(f1 "$(med term.ms)"): $(f1 "$(ratio term.ms super.c.ms -)") above the C supervisor, $(f1 "$(ratio term.ms super.go.ms -)") above the Go one |"
 echo "| peak RSS of a run of the CLI (fork to exit: all packages initialised, nothing else), MB | \`jobdaemon version\` $(mb "$(med start.cli.maxrss_kb)") | a Go program that does nothing $(mb "$(med start.hello.maxrss_kb)"); the idle daemon $rss |"

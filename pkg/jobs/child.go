@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"github.com/jobdaemon/jobdaemon/pkg/pool"
 )
@@ -45,6 +46,14 @@ func (d *Daemon) runChild(ctx context.Context) {
 	}
 	code := 0
 	var buf []byte
+	// One reading of the process's CPU per job, at its end: a job is
+	// charged what the worker spent since the previous one ended, the few
+	// µs of sending that one's result and taking this one included. Half
+	// the getrusage calls on the path of every job (each sums the times of
+	// all the worker's threads), and the jobs' figures add up to the
+	// worker's CPU.
+	var cpu cpuMark
+	cpu.user, cpu.sys, _ = rusageSelf()
 	for {
 		msg, err := conn.Next()
 		if err == io.EOF {
@@ -54,7 +63,7 @@ func (d *Daemon) runChild(ctx context.Context) {
 			fmt.Fprintln(os.Stderr, "jobs child:", err)
 			os.Exit(exitSoftware)
 		}
-		rep := d.runOne(ctx, msg)
+		rep := d.runOne(ctx, msg, &cpu)
 		code = rep.code
 		buf = encodeReply(buf, &rep)
 		if err := conn.Reply(buf); err != nil {
@@ -67,22 +76,26 @@ func (d *Daemon) runChild(ctx context.Context) {
 	}
 }
 
-// runOne runs one job and measures it. A panic fails the job, not the
+// cpuMark is the worker's CPU when the previous job ended.
+type cpuMark struct{ user, sys time.Duration }
+
+// runOne runs one job and measures it, charging it the CPU since cpu,
+// which it moves to the job's end. A panic fails the job, not the
 // worker's later jobs.
-func (d *Daemon) runOne(ctx context.Context, msg []byte) (rep workerReply) {
-	job, err := decodeJob(msg)
-	if err != nil {
-		return workerReply{code: 1, err: "decode job: " + err.Error()}
-	}
-	u0, s0, _ := rusageSelf()
+func (d *Daemon) runOne(ctx context.Context, msg []byte, cpu *cpuMark) (rep workerReply) {
 	defer func() {
 		if v := recover(); v != nil {
 			fmt.Fprintf(os.Stderr, "panic in RunJob: %v\n%s", v, debug.Stack())
 			rep = workerReply{code: 2, err: fmt.Sprintf("panic in RunJob: %v", v)}
 		}
-		u1, s1, rss := rusageSelf()
-		rep.userCPU, rep.sysCPU, rep.maxRSS = u1-u0, s1-s0, rss
+		u, s, rss := rusageSelf()
+		rep.userCPU, rep.sysCPU, rep.maxRSS = u-cpu.user, s-cpu.sys, rss
+		cpu.user, cpu.sys = u, s
 	}()
+	job, err := decodeJob(msg)
+	if err != nil {
+		return workerReply{code: 1, err: "decode job: " + err.Error()}
+	}
 	if err := d.runner.RunJob(ctx, job); err != nil {
 		return workerReply{code: 1, err: err.Error()}
 	}

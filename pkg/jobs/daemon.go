@@ -763,8 +763,8 @@ func (d *Daemon) answered(hctx context.Context, ev event) {
 	} else {
 		res.ExitCode, res.Error = ev.reply.code, ev.reply.err
 		res.UserCPU, res.SysCPU, res.MaxRSS = ev.reply.userCPU, ev.reply.sysCPU, ev.reply.maxRSS
-		// Measured by the Go worker with getrusage around RunJob: its CPU
-		// over the job, its peak so far.
+		// Measured by the Go worker with getrusage at the end of RunJob:
+		// its CPU since its previous job ended, its peak so far.
 		res.CPUFrom, res.MaxRSSFrom = "worker", "worker"
 		res.Interrupted = ev.worker.Interrupted()
 		if ev.err != nil {

@@ -50,8 +50,9 @@ type Result struct {
 	// CPUFrom and MaxRSSFrom say what UserCPU, SysCPU and MaxRSS cover:
 	// "cgroup", the job's whole process tree (its cgroup's cpu.stat);
 	// "rusage", the job's process and the children it waited for;
-	// "worker", the worker process that ran the job (its CPU over the job,
-	// its peak so far); "not measured", the figure is 0 because no right
+	// "worker", the worker process that ran the job (its CPU since its
+	// previous job ended, which adds the µs of taking this one; its peak
+	// so far); "not measured", the figure is 0 because no right
 	// one was available (the rusage of a small command holds the daemon's
 	// own peak, which it inherits at exec).
 	CPUFrom, MaxRSSFrom string

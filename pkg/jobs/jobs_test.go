@@ -120,6 +120,10 @@ func (a *testApp) RunJob(ctx context.Context, job *Job) error {
 	case p == "count":
 		_, err := VarsFrom(ctx).Add("counter", 1)
 		return err
+	case p == "spin":
+		for t0 := time.Now(); time.Since(t0) < 200*time.Millisecond; {
+		}
+		return nil
 	case p == "print":
 		fmt.Println("hello from", job.ID)
 		return nil
@@ -247,6 +251,29 @@ func TestWorkers(t *testing.T) {
 	n, _, _ := a.d.vars.Get("workers")
 	if w, _ := strconv.Atoi(n); w < 11 {
 		t.Errorf("%d workers ran jobs, want at least 11 (10 recycled and 1 replaced)", w)
+	}
+}
+
+// A Go worker charges each job the CPU the worker spent since the previous
+// job ended: a job that spins 200 ms is charged about that, and the jobs
+// around it in the same worker are not.
+func TestWorkerJobCPU(t *testing.T) {
+	a := newTestApp("ok", "spin", "ok", "ok")
+	res := runApp(t, a, Options{MaxChildren: 1, JobsPerChild: 10})
+	cpu := func(id string) time.Duration {
+		r := res[id]
+		if !r.OK() || r.CPUFrom != "worker" {
+			t.Errorf("%s: %s, CPU from %q; want a success measured by the worker", id, r.String(), r.CPUFrom)
+		}
+		return r.UserCPU + r.SysCPU
+	}
+	if c := cpu("spin-1"); c < 150*time.Millisecond {
+		t.Errorf("the job that spun 200 ms is charged %v", c)
+	}
+	for _, id := range []string{"ok-0", "ok-2", "ok-3"} {
+		if c := cpu(id); c > 100*time.Millisecond {
+			t.Errorf("%s, a job that does nothing, is charged %v", id, c)
+		}
 	}
 }
 
