@@ -61,7 +61,7 @@ func TestChannelOverPipes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sizes := []int{0, 1, headerLen, chanBuf - headerLen, chanBuf - 1, chanBuf, chanBuf + 1, 3*chanBuf + 5, 100}
+	sizes := []int{0, 1, headerLen, minBuf - headerLen, minBuf, minBuf + 1, 3 * minBuf, 7, chanBuf - headerLen, chanBuf - 1, chanBuf, chanBuf + 1, 3*chanBuf + 5, 100}
 	go func() {
 		ch := newChannel(io.NopCloser(nil), w)
 		for i, n := range sizes {
