@@ -84,8 +84,11 @@ func submit(cmd *cobra.Command, id string, files []string) int {
 	if cfg.Control.Socket != "" {
 		st := cfg.Settings()
 		c := service.NewClient(&st)
+		// A connection, not a status request, decides: that is one round
+		// trip and one JSON answer less on the path of every submission
+		// (a daemon that refuses this user says so to the submission).
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		_, err := c.Status(ctx)
+		err := c.Reach(ctx)
 		cancel()
 		switch {
 		case err == nil:
@@ -135,7 +138,7 @@ func submit(cmd *cobra.Command, id string, files []string) int {
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "jobdaemon submit: %v\n", err)
-		return service.ExitFailure
+		return service.ClientExitCode(err)
 	}
 	return service.ExitOK
 }

@@ -60,6 +60,23 @@ func NewClient(path string) *Client {
 // locked), and must not wake one through socket activation.
 func (c *Client) Offline() { c.offline = true }
 
+// Reach connects to the socket and hangs up, without a request: nil when
+// a daemon listens there, an error wrapping ErrNoDaemon when none does (or
+// the client is offline), ErrPermission when the socket refuses this
+// user. For a caller that only needs to know where to send its own
+// request: the daemon's answer to the request says the rest.
+func (c *Client) Reach(ctx context.Context) error {
+	if c.offline {
+		return fmt.Errorf("%w (its PID file is not locked)", ErrNoDaemon)
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.path)
+	if err != nil {
+		return c.connError(err)
+	}
+	return conn.Close()
+}
+
 // Status returns the daemon's status.
 func (c *Client) Status(ctx context.Context) (*StatusReply, error) {
 	var s StatusReply

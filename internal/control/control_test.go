@@ -26,7 +26,13 @@ import (
 // exits 0 (allowed), 3 (refused with 403), 4 (cannot connect), or 1.
 func TestMain(m *testing.M) {
 	if path := os.Getenv("CONTROL_TEST_CLIENT"); path != "" {
-		_, err := NewClient(path).Status(context.Background())
+		// Reach first, as submit does: the socket's mode refuses the
+		// connection itself (4); the server's own check, the request (3).
+		c := NewClient(path)
+		err := c.Reach(context.Background())
+		if err == nil {
+			_, err = c.Status(context.Background())
+		}
 		var api *APIError
 		switch {
 		case err == nil:
@@ -408,17 +414,30 @@ func TestListenStaleAndLive(t *testing.T) {
 	}
 }
 
-// The client tells a missing daemon from a refused connection.
+// The client tells a missing daemon from a refused connection, with a
+// request (Status) or without (Reach).
 func TestClientErrors(t *testing.T) {
-	_, err := NewClient(filepath.Join(t.TempDir(), "none.sock")).Status(t.Context())
-	if !errors.Is(err, ErrNoDaemon) {
+	missing := NewClient(filepath.Join(t.TempDir(), "none.sock"))
+	if _, err := missing.Status(t.Context()); !errors.Is(err, ErrNoDaemon) {
 		t.Errorf("missing socket: %v, want ErrNoDaemon", err)
+	}
+	if err := missing.Reach(t.Context()); !errors.Is(err, ErrNoDaemon) {
+		t.Errorf("Reach, missing socket: %v, want ErrNoDaemon", err)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	path := serve(t, &fakeBackend{}, ServerOptions{Group: -1})
-	if _, err := NewClient(path).Status(ctx); err != nil {
+	b := &fakeBackend{}
+	path := serve(t, b, ServerOptions{Group: -1})
+	live := NewClient(path)
+	if err := live.Reach(ctx); err != nil {
+		t.Errorf("Reach, live socket: %v", err)
+	}
+	if _, err := live.Status(ctx); err != nil {
 		t.Errorf("live socket: %v", err)
+	}
+	live.Offline()
+	if err := live.Reach(ctx); !errors.Is(err, ErrNoDaemon) {
+		t.Errorf("Reach, offline: %v, want ErrNoDaemon", err)
 	}
 }
 
