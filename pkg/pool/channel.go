@@ -77,11 +77,15 @@ func channelPipes() (ch *channel, down, up *os.File, err error) {
 	r, err1 := parentEnd(u[0], "worker channel")
 	w, err2 := parentEnd(d[1], "worker channel")
 	if err := errors.Join(err1, err2); err != nil {
-		for _, c := range []io.Closer{r, w, down, up} {
-			if c != nil {
-				c.Close()
-			}
+		// parentEnd closed the end it failed on.
+		if err1 == nil {
+			r.Close()
 		}
+		if err2 == nil {
+			w.Close()
+		}
+		down.Close()
+		up.Close()
 		return nil, nil, nil, fmt.Errorf("create worker channel: %w", err)
 	}
 	return newChannel(r, w), down, up, nil
