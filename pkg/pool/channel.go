@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -59,52 +58,30 @@ type channel struct {
 }
 
 // channelPipes returns the parent's end, ready to use, and the worker's
-// two ends as files to pass to it: what it reads, then what it writes.
-func channelPipes() (ch *channel, down, up *os.File, err error) {
-	var d, u [2]int // [read, write]
-	if err := unix.Pipe2(d[:], unix.O_CLOEXEC); err != nil {
-		return nil, nil, nil, fmt.Errorf("create worker channel: %w", err)
-	}
-	if err := unix.Pipe2(u[:], unix.O_CLOEXEC); err != nil {
-		unix.Close(d[0])
-		unix.Close(d[1])
-		return nil, nil, nil, fmt.Errorf("create worker channel: %w", err)
-	}
-	down, up = os.NewFile(uintptr(d[0]), "worker-channel"), os.NewFile(uintptr(u[1]), "worker-channel")
-	// Our ends go to the runtime's poller, non-blocking: reads park the
-	// goroutine, not a thread, and Close interrupts them. The worker's
-	// ends stay blocking: it waits on nothing else.
-	r, err1 := parentEnd(u[0], "worker channel")
-	w, err2 := parentEnd(d[1], "worker channel")
-	if err := errors.Join(err1, err2); err != nil {
-		// parentEnd closed the end it failed on.
-		if err1 == nil {
-			r.Close()
-		}
-		if err2 == nil {
-			w.Close()
-		}
-		down.Close()
-		up.Close()
-		return nil, nil, nil, fmt.Errorf("create worker channel: %w", err)
-	}
-	return newChannel(r, w), down, up, nil
-}
-
-// parentEnd returns the parent's end fd of a channel's pipe as a rawConn,
-// or closes fd.
-func parentEnd(fd int, name string) (*rawConn, error) {
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return nil, err
-	}
-	f := os.NewFile(uintptr(fd), name)
-	c, err := newRawConn(f, name)
+// two ends (blocking: it waits on nothing else) to pass to it: what it
+// reads, then what it writes. Our ends go to the runtime's poller: reads
+// park the goroutine, not a thread, and Close interrupts them.
+func channelPipes() (ch *channel, down, up int, err error) {
+	w, down, err := inputPipe()
 	if err != nil {
-		f.Close()
-		return nil, err
+		return nil, -1, -1, fmt.Errorf("create worker channel: %w", err)
 	}
-	return c, nil
+	r, up, err := outputPipe()
+	if err != nil {
+		w.Close()
+		unix.Close(down)
+		return nil, -1, -1, fmt.Errorf("create worker channel: %w", err)
+	}
+	rc, err1 := newRawConn(r, "worker channel")
+	wc, err2 := newRawConn(w, "worker channel")
+	if err := errors.Join(err1, err2); err != nil {
+		r.Close()
+		w.Close()
+		unix.Close(down)
+		unix.Close(up)
+		return nil, -1, -1, fmt.Errorf("create worker channel: %w", err)
+	}
+	return newChannel(rc, wc), down, up, nil
 }
 
 // newChannel returns a channel that reads r and writes w.
@@ -225,7 +202,7 @@ func (ch *channel) fill(n int) error {
 
 // truncated turns the end of the pipe inside a message into errTruncated.
 func truncated(err error) error {
-	if err == nil || errors.Is(err, errEOF) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+	if err == nil || errors.Is(err, errEOF) || errors.Is(err, io.EOF) {
 		return errTruncated
 	}
 	return err

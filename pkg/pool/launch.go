@@ -47,19 +47,29 @@ func (l *launch) file(f *os.File) {
 // outputPipe returns a pipe for a child's output: the read end for the
 // runtime's poller, and the write end, blocking, to hand to the child and
 // close once it started.
-func outputPipe() (r *os.File, w int, err error) {
+func outputPipe() (r *os.File, w int, err error) { return childPipe(1, "|0") }
+
+// inputPipe returns a pipe for a child's input: the write end for the
+// runtime's poller, and the read end, blocking, to hand to the child and
+// close once it started.
+func inputPipe() (w *os.File, r int, err error) { return childPipe(0, "|1") }
+
+// childPipe returns a pipe's end theirs (0 the read end, 1 the write end),
+// blocking, for a child, and the other end, non-blocking, as a file named
+// name for the runtime's poller.
+func childPipe(theirs int, name string) (ours *os.File, fd int, err error) {
 	var fds [2]int
 	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
 		return nil, -1, err
 	}
 	// O_NONBLOCK belongs to each end's open file: clearing it on the
-	// write end leaves the read end non-blocking.
-	if _, err := unix.FcntlInt(uintptr(fds[1]), unix.F_SETFL, 0); err != nil {
+	// child's end leaves ours non-blocking.
+	if _, err := unix.FcntlInt(uintptr(fds[theirs]), unix.F_SETFL, 0); err != nil {
 		unix.Close(fds[0])
 		unix.Close(fds[1])
 		return nil, -1, err
 	}
-	return os.NewFile(uintptr(fds[0]), "|0"), fds[1], nil
+	return os.NewFile(uintptr(fds[1-theirs]), name), fds[theirs], nil
 }
 
 // waitChild reaps pid, which has exited, and returns its status and

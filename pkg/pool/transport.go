@@ -3,7 +3,8 @@ package pool
 import (
 	"errors"
 	"fmt"
-	"os"
+
+	"golang.org/x/sys/unix"
 )
 
 // Protocol is how a worker and the pool talk. The worker's life (busy,
@@ -71,7 +72,7 @@ func protocolError(err error) error { return fmt.Errorf("%w: %w", errProtocol, e
 // EnvChild.
 type goTransport struct {
 	ch       *channel
-	down, up *os.File // the worker's ends
+	down, up int // the worker's ends, until childClose
 }
 
 func newGoTransport() (*goTransport, error) {
@@ -83,15 +84,15 @@ func newGoTransport() (*goTransport, error) {
 }
 
 func (t *goTransport) prepare(l *launch) {
-	l.file(t.down)
-	l.file(t.up)
+	l.files = append(l.files, uintptr(t.down), uintptr(t.up))
 	// Appended to a copy: the environment may be the caller's Spec.Env.
 	l.attr.Env = append(l.attr.Env[:len(l.attr.Env):len(l.attr.Env)], EnvChild+"="+childFDs)
 }
 
 func (t *goTransport) childClose() {
-	t.down.Close()
-	t.up.Close()
+	unix.Close(t.down)
+	unix.Close(t.up)
+	t.down, t.up = -1, -1
 }
 
 func (t *goTransport) send(job []byte) error  { return t.ch.send(msgJob, job) }
