@@ -3,6 +3,7 @@ package pool
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
@@ -107,6 +108,13 @@ func helperWorker() {
 				ballast[i] = 1
 			}
 			conn.Reply([]byte("grown"))
+		case s == "huge-header":
+			// A frame whose header claims more than MaxMessage, written
+			// past the channel: a broken worker.
+			hdr := []byte{msgResult, 0, 0, 0, 0}
+			binary.LittleEndian.PutUint32(hdr[1:], MaxMessage+1)
+			syscall.Write(4, hdr)
+			time.Sleep(time.Hour)
 		case strings.HasPrefix(s, "call:"):
 			r, err := conn.Call([]byte(s[5:]))
 			if err != nil {

@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"sync/atomic"
@@ -86,6 +87,25 @@ func TestWorkerDiesMidJob(t *testing.T) {
 	}
 	if ex.count() != 1 {
 		t.Errorf("OnExit called %d times", ex.count())
+	}
+}
+
+// A Go worker whose message claims more than MaxMessage broke its
+// protocol: it is stopped, with nothing allocated for the claim, and its
+// job fails with it.
+func TestWorkerMessageTooLarge(t *testing.T) {
+	p := newPool(t, Config{Max: 1})
+	slot, _ := p.TryAcquire()
+	w, err := p.StartWorker(slot, workerSpec(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Send([]byte("huge-header")); err != nil {
+		t.Fatal(err)
+	}
+	e := waitDone(t, w.Child, 10*time.Second)
+	if !errors.Is(w.Err(), errProtocol) || !errors.Is(w.Err(), errMessageTooLarge) || !w.Busy() || e.Signal != syscall.SIGTERM {
+		t.Errorf("worker: %s, err %v, busy %v; want stopped by SIGTERM for a message too large, its job in flight", e, w.Err(), w.Busy())
 	}
 }
 
