@@ -134,6 +134,7 @@ func (a *answers) next(t testing.TB) string {
 	}
 }
 
+// startWorker starts a worker of spec in a free slot of p.
 func startWorker(t testing.TB, p *Pool, spec *WorkerSpec) *Worker {
 	t.Helper()
 	slot, ok := p.TryAcquire()

@@ -16,11 +16,7 @@ func TestWorkerRoundTripAndCall(t *testing.T) {
 	spec := workerSpec(t)
 	spec.OnResult = func(w *Worker, msg []byte) { results <- string(msg) }
 	spec.OnCall = func(w *Worker, msg []byte) []byte { return append([]byte("answer to "), msg...) }
-	slot, _ := p.TryAcquire()
-	w, err := p.StartWorker(slot, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := startWorker(t, p, spec)
 	recv := func() string {
 		select {
 		case r := <-results:
@@ -73,11 +69,7 @@ func TestWorkerRoundTripAndCall(t *testing.T) {
 func TestWorkerDiesMidJob(t *testing.T) {
 	ex := newExits()
 	p := newPool(t, Config{Max: 1, OnExit: ex.add})
-	slot, _ := p.TryAcquire()
-	w, err := p.StartWorker(slot, workerSpec(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := startWorker(t, p, workerSpec(t))
 	if err := w.Send([]byte("exit:5")); err != nil {
 		t.Fatal(err)
 	}
@@ -95,11 +87,7 @@ func TestWorkerDiesMidJob(t *testing.T) {
 // job fails with it.
 func TestWorkerMessageTooLarge(t *testing.T) {
 	p := newPool(t, Config{Max: 1})
-	slot, _ := p.TryAcquire()
-	w, err := p.StartWorker(slot, workerSpec(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := startWorker(t, p, workerSpec(t))
 	if err := w.Send([]byte("huge-header")); err != nil {
 		t.Fatal(err)
 	}
@@ -114,14 +102,10 @@ func TestWorkerMessageTooLarge(t *testing.T) {
 // even when Pdeathsig was not (the parent alive, its channel closed).
 func TestWorkerParentGone(t *testing.T) {
 	p := newPool(t, Config{Max: 1})
-	slot, _ := p.TryAcquire()
 	results := make(chan string, 1)
 	spec := workerSpec(t)
 	spec.OnResult = func(w *Worker, msg []byte) { results <- string(msg) }
-	w, err := p.StartWorker(slot, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := startWorker(t, p, spec)
 	if err := w.Send([]byte("first")); err != nil {
 		t.Fatal(err)
 	}
@@ -220,11 +204,7 @@ func TestWorkerRetiresOnAgeAndRSS(t *testing.T) {
 		spec := workerSpec(t)
 		spec.OnResult = func(w *Worker, msg []byte) { results <- w }
 		mod(spec)
-		slot, _ := p.TryAcquire()
-		w, err := p.StartWorker(slot, spec)
-		if err != nil {
-			t.Fatal(err)
-		}
+		w := startWorker(t, p, spec)
 		return w
 	}
 	roundTrip := func(w *Worker, job string) {
