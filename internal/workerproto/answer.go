@@ -3,6 +3,7 @@ package workerproto
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -304,6 +305,7 @@ func (p *parser) number() error {
 		}
 		return n
 	}
+	start := p.i
 	if p.peek() == '-' {
 		p.i++
 	}
@@ -327,6 +329,11 @@ func (p *parser) number() error {
 		if digits() == 0 {
 			return p.syntax("expected a digit")
 		}
+	}
+	// A number JSON decoders cannot hold (1e700) is refused, as
+	// encoding/json refuses it: the answer must read the same everywhere.
+	if _, err := strconv.ParseFloat(string(p.b[start:p.i]), 64); err != nil {
+		return fmt.Errorf("not JSON: number %s out of range at byte %d", p.b[start:p.i], start)
 	}
 	return nil
 }
