@@ -350,8 +350,10 @@ func TestPIDFileInterleavings(t *testing.T) {
 				t.Fatal(err)
 			}
 			const hold = 100 * time.Millisecond
-			time.AfterFunc(hold, func() { unix.Close(fd) })
+			// Timed from before the timer is armed: the lock goes no
+			// sooner than hold after start, however late this runs.
 			start := time.Now()
+			time.AfterFunc(hold, func() { unix.Close(fd) })
 			p, err := LockPIDFile(path)
 			if err != nil {
 				t.Fatalf("LockPIDFile: %v", err)
