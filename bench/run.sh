@@ -110,7 +110,7 @@ b="$tmp/bin"
 mkdir -p "$b"
 go build -o "$b/jobdaemon" ./cmd/jobdaemon
 go build -tags benchprofile -o "$b/jobdaemon-prof" ./cmd/jobdaemon
-for p in harness library reexec workers; do go build -o "$b/$p" "./bench/$p"; done
+for p in harness library reexec reexecfloor workers; do go build -o "$b/$p" "./bench/$p"; done
 gcc -O2 -Wall -o "$b/forkexec" bench/forkexec.c
 gcc -O2 -Wall -o "$b/floors" bench/floors.c
 
@@ -314,6 +314,7 @@ measure() { # measure ROUND TASK
 		;;
 	lib.*) m=${t#lib.}; keep "$r" "$t" "$("$b/library" -mode command -n "$N" -p "$m")" rate cpu_us_per_job ;;
 	reexec) keep "$r" "$t" "$("$b/reexec" -n "$N" -p 2)" rate cpu_us_per_job ;;
+	reexecfloor) keep "$r" "$t" "$("$b/reexecfloor" -n "$N" -p 2)" rate cpu_us_per_job ;;
 	libreexec) keep "$r" "$t" "$("$b/library" -mode reexec -n "$N" -p 2)" rate cpu_us_per_job ;;
 	bareworker) keep "$r" "$t" "$("$b/library" -mode bareworker -n "$NW" -p 2)" rate cpu_us_per_job ;;
 	worker) keep "$r" "$t" "$("$b/library" -mode worker -n "$NW" -p 2)" rate cpu_us_per_job ;;
@@ -358,7 +359,7 @@ measure() { # measure ROUND TASK
 	esac
 }
 
-tasks=(reexec libreexec bareworker worker pp.pipe pp.seqpacket term termoff cterm super.c super.go exit.daemon exit.c exit.go idle busy latency start diskoff.2 reapoff.1000)
+tasks=(reexec reexecfloor libreexec bareworker worker pp.pipe pp.seqpacket term termoff cterm super.c super.go exit.daemon exit.c exit.go idle busy latency start diskoff.2 reapoff.1000)
 for m in "${MS[@]}"; do tasks+=("c.$m" "xargs.$m" "par.$m" "go.$m" "disk.$m" "tmpfs.$m" "lib.$m"); done
 tasks+=(massdel.2 create.disk.0 create.disk.20000)
 [[ -z $ext4j ]] || tasks+=(jdisk.2 jmassdel.2 create.j.0 create.j.20000)
@@ -505,6 +506,7 @@ echo "| SIGTERM → gone, 8 children, cgroups off, ms | $(f1 "$(med termoff.ms)"
 echo "| spool on disk ($(df --output=fstype "$tmp" | tail -1) $(journal "$tmp")) right after 20 000 files deleted in done/, x the plain disk run (M=2) | $md (daemon $md_cpu µs/job) | the same on ext4 with a journal: ${jmd:-not measured} |"
 echo "| C floor: CPU µs to create one file, plain / right after 20 000 deletes in its directory | disk ($(journal "$tmp")) $(f1 "$(med create.disk.0.cpu_us_per_file)") / $(f1 "$(med create.disk.20000.cpu_us_per_file)") | ext4 with a journal $jcreate |"
 echo "| exit alone: SIGKILL → reaped, ms | the idle daemon $(f2 "$(med exit.daemon.ms)") | \`sleep\` (C) $(f2 "$(med exit.c.p50_ms)"); a Go program that sleeps $(f2 "$(med exit.go.p50_ms)"); SIGTERM row less the daemon's exit above C's: $(f1 "$(awk -v d="$term_d" -v e="$(med exit.daemon.ms)" -v c="$(med exit.c.p50_ms)" 'BEGIN { if (d == "?" || e == "?" || c == "?") print "?"; else print d - (e - c) }')") |"
+echo "| re-exec row: a bare loop whose children catch SIGTERM and link pkg/jobs (bench/reexecfloor), the floor of any child with the library's guarantee | $(f2 "$(ratio reexecfloor.rate reexec.rate)") of the bare loop ($(ratios_rng reexecfloor.rate reexec.rate)) | the dispatcher $(f2 "$(ratio libreexec.rate reexecfloor.rate)") of this floor ($(ratios_rng libreexec.rate reexecfloor.rate)) |"
 echo "| re-exec row: the parent's own CPU per job, µs | the dispatcher $(f0 "$(med libreexec.cpu_us_per_job)") | the bare loop $(f0 "$(med reexec.cpu_us_per_job)"); the rest of the gap is the children's |"
 echo "| worker row: a job's round trip alone (C, 64 bytes out and 8 back, $NW round trips), CPU µs of both ends | over two pipes (the transport of the bare worker and of a Go worker) $(f2 "$(med pp.pipe.cpu_us_per_round_trip)") | over a SOCK_SEQPACKET pair (a Go worker's channel until December 2026) $(f2 "$(med pp.seqpacket.cpu_us_per_round_trip)") |"
 echo "| SIGTERM → all gone, 8 sleeping children, a minimal supervisor timed as the daemon is (harness super: signal to the process, its children killed and reaped, its own exit), ms | C (\`floors super\`) $(f2 "$(med super.c.ms)"); Go (os/signal, exec.Cmd) $(f2 "$(med super.go.ms)") | the daemon $(f1 "$(med term.ms)"): $(f1 "$(ratio term.ms super.c.ms -)") above the C supervisor, $(f1 "$(ratio term.ms super.go.ms -)") above the Go one |"
