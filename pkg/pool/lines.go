@@ -51,8 +51,8 @@ type lineConn struct {
 	long  []byte
 	max   int
 
-	// The worker's ends, held until it has started.
-	stdinR, answerW *os.File
+	// The worker's ends, blocking, held until it has started.
+	stdinR, answerW int
 
 	mu       sync.Mutex
 	writing  bool          // a goroutine is writing the rest of a job
@@ -75,11 +75,11 @@ func newLineConn(maxAnswer int) (*lineConn, error) {
 	}
 	c := &lineConn{max: maxAnswer}
 	var err error
-	if c.stdinR, c.in, err = os.Pipe(); err != nil {
+	if c.in, c.stdinR, err = inputPipe(); err != nil {
 		return nil, fmt.Errorf("create worker stdin pipe: %w", err)
 	}
-	if c.out, c.answerW, err = os.Pipe(); err != nil {
-		c.stdinR.Close()
+	if c.out, c.answerW, err = outputPipe(); err != nil {
+		unix.Close(c.stdinR)
 		c.in.Close()
 		return nil, fmt.Errorf("create worker answer pipe: %w", err)
 	}
@@ -100,14 +100,14 @@ func newLineConn(maxAnswer int) (*lineConn, error) {
 }
 
 func (c *lineConn) prepare(l *launch) {
-	l.files[0] = c.stdinR.Fd()
-	l.keep = append(l.keep, c.stdinR)
-	l.file(c.answerW)
+	l.files[0] = uintptr(c.stdinR)
+	l.files = append(l.files, uintptr(c.answerW))
 }
 
 func (c *lineConn) childClose() {
-	c.stdinR.Close()
-	c.answerW.Close()
+	unix.Close(c.stdinR)
+	unix.Close(c.answerW)
+	c.stdinR, c.answerW = -1, -1
 }
 
 // send writes the job and its newline, without waiting:
