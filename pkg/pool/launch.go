@@ -15,7 +15,7 @@ import (
 // all cost. The child's standard output and error are the write ends of
 // raw pipes, blocking as programs expect them, that never enter the
 // runtime's poller; only the pool's read ends do. Each job of a command
-// child used to spend about 20 system calls on this (docs/PERFORMANCE.md).
+// child used to spend about 20 system calls on this (docs/PERFORMANCE-HISTORY.md).
 
 // launch is what the spawner thread needs to start a child.
 type launch struct {

@@ -16,7 +16,7 @@ import (
 // is empty (per-job cgroups, and leftovers killed). A new pair of pipes
 // per child, with two goroutines to read them to their end of file, cost
 // a job about 20 system calls and two wake-ups of a thread, a fifth of
-// what the daemon spends on a job that writes nothing (docs/PERFORMANCE.md).
+// what the daemon spends on a job that writes nothing (docs/PERFORMANCE-HISTORY.md).
 //
 // A slot's pipes are read as any child's are, line by line, each line
 // handed over under the label of the child of the slot. When a child has
