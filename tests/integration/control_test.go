@@ -278,8 +278,11 @@ func TestControlRefusesOtherUsers(t *testing.T) {
 	os.WriteFile(e.config, []byte(strings.Replace(string(cfg), `socket = "control.sock"`, "socket = \"control.sock\"\ngroup = \""+strconv.Itoa(group)+"\"", 1)), 0o644)
 	d := e.start()
 	e.waitFor("socket", d, func() bool { code, _ := e.run("status"); return code == 0 })
-	as := func(cred *syscall.Credential) (int, string) {
-		c := e.cmd("status")
+	as := func(cred *syscall.Credential, args ...string) (int, string) {
+		if len(args) == 0 {
+			args = []string{"status"}
+		}
+		c := e.cmd(args...)
 		c.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 		out, err := c.CombinedOutput()
 		if ee, ok := err.(*exec.ExitError); ok {
@@ -290,12 +293,26 @@ func TestControlRefusesOtherUsers(t *testing.T) {
 		return 0, string(out)
 	}
 	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
+	// A submission asks the socket too: refused, it queues nothing, and
+	// exits as the client commands do.
+	job := filepath.Join(e.dir, "refused-job")
+	os.WriteFile(job, []byte("x"), 0o644)
+	submit := []string{"submit", "--id", "refused", job}
 	if code, out := as(nobody); code != 4 || !strings.Contains(out, "permission denied") {
 		t.Errorf("nobody: exit %d, want 4\n%s", code, out)
+	}
+	if code, out := as(nobody, submit...); code != 4 || !strings.Contains(out, "permission denied") {
+		t.Errorf("nobody's submit: exit %d, want 4\n%s", code, out)
 	}
 	os.Chmod(filepath.Join(e.dir, "control.sock"), 0o666)
 	if code, out := as(nobody); code != 4 || !strings.Contains(out, "only root, the daemon's user and members") {
 		t.Errorf("nobody through a loosened socket: exit %d, want 4 from a 403\n%s", code, out)
+	}
+	if code, out := as(nobody, submit...); code != 4 || !strings.Contains(out, "only root, the daemon's user and members") {
+		t.Errorf("nobody's submit through a loosened socket: exit %d, want 4 from a 403\n%s", code, out)
+	}
+	if m, _ := filepath.Glob(filepath.Join(e.spool, "*", "refused*")); len(m) > 0 {
+		t.Errorf("a refused submission was queued: %v", m)
 	}
 	if !strings.Contains(d.out.String(), `"uid":65534`) {
 		t.Errorf("no log line for the refused client:\n%s", tail(d.out.String()))
