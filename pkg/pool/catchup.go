@@ -51,14 +51,10 @@ type outPipe struct {
 	unreadF  func(uintptr)
 }
 
-func newOutPipe(f *os.File) (*outPipe, error) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	p := &outPipe{rc: rc, wake: make(chan struct{}, 1)}
+func newOutPipe(f *os.File) *outPipe {
+	p := &outPipe{rc: syscallConn(f), wake: make(chan struct{}, 1)}
 	p.tryReadF, p.unreadF = p.tryRead, p.unreadIn
-	return p, nil
+	return p
 }
 
 // Read reads from the pipe; bufio calls it only when it holds no complete

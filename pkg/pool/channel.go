@@ -72,16 +72,7 @@ func channelPipes() (ch *channel, down, up int, err error) {
 		unix.Close(down)
 		return nil, -1, -1, fmt.Errorf("create worker channel: %w", err)
 	}
-	rc, err1 := newRawConn(r, "worker channel")
-	wc, err2 := newRawConn(w, "worker channel")
-	if err := errors.Join(err1, err2); err != nil {
-		r.Close()
-		w.Close()
-		unix.Close(down)
-		unix.Close(up)
-		return nil, -1, -1, fmt.Errorf("create worker channel: %w", err)
-	}
-	return newChannel(rc, wc), down, up, nil
+	return newChannel(newRawConn(r, "worker channel"), newRawConn(w, "worker channel")), down, up, nil
 }
 
 // newChannel returns a channel that reads r and writes w.

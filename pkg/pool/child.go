@@ -341,14 +341,8 @@ func (c *Child) started(pid int) {
 // watch starts the goroutines that read the child's output.
 func (c *Child) watch() {
 	if c.worker != nil {
-		for i, f := range []*os.File{c.outR, c.errR} {
-			// Without it (never on Linux) answers are only not synchronized
-			// with output.
-			c.outs[i], _ = newOutPipe(f)
-		}
-		if c.outs[0] != nil && c.outs[1] != nil {
-			c.outPoll = newOutPoll(c.outs[0], c.outs[1])
-		}
+		c.outs = [2]*outPipe{newOutPipe(c.outR), newOutPipe(c.errR)}
+		c.outPoll = newOutPoll(c.outs[0], c.outs[1])
 		go c.worker.readLoop()
 	}
 	if c.shared {

@@ -83,18 +83,8 @@ func newLineConn(maxAnswer int) (*lineConn, error) {
 		c.in.Close()
 		return nil, fmt.Errorf("create worker answer pipe: %w", err)
 	}
-	if c.inRaw, err = c.in.SyscallConn(); err != nil {
-		c.childClose()
-		c.close()
-		return nil, fmt.Errorf("worker stdin pipe: %w", err)
-	}
-	ar, err := newRawConn(c.out, "worker answers")
-	if err != nil {
-		c.childClose()
-		c.close()
-		return nil, fmt.Errorf("worker answer pipe: %w", err)
-	}
-	c.br = bufio.NewReaderSize(ar, answerBuf)
+	c.inRaw = syscallConn(c.in)
+	c.br = bufio.NewReaderSize(newRawConn(c.out, "worker answers"), answerBuf)
 	c.writeFn = c.tryWrite
 	return c, nil
 }

@@ -95,14 +95,20 @@ type rawConn struct {
 }
 
 // newRawConn returns a rawConn on f, whose errors name it as name.
-func newRawConn(f *os.File, name string) (*rawConn, error) {
+func newRawConn(f *os.File, name string) *rawConn {
+	c := &rawConn{f: f, rc: syscallConn(f), name: name}
+	c.readF, c.writeF = c.tryRead, c.tryWrite
+	return c
+}
+
+// syscallConn returns f's RawConn. (*os.File).SyscallConn fails only for a
+// nil file, which no caller has.
+func syscallConn(f *os.File) syscall.RawConn {
 	rc, err := f.SyscallConn()
 	if err != nil {
-		return nil, err
+		panic("pool: SyscallConn of " + f.Name() + ": " + err.Error())
 	}
-	c := &rawConn{f: f, rc: rc, name: name}
-	c.readF, c.writeF = c.tryRead, c.tryWrite
-	return c, nil
+	return rc
 }
 
 func (c *rawConn) Read(b []byte) (int, error) {

@@ -57,23 +57,15 @@ func (p *Pool) newSlotOutput() (*slotOutput, error) {
 	so := &slotOutput{}
 	for i, st := range []Stream{Stdout, Stderr} {
 		f, w, err := outputPipe()
-		if err == nil {
-			var rc syscall.RawConn
-			if rc, err = f.SyscallConn(); err != nil {
-				f.Close()
-				unix.Close(w)
-			} else {
-				s := &slotStream{p: p, stream: st, f: f, rc: rc, w: w, buf: make([]byte, p.cfg.MaxLine)}
-				s.readF, s.drainF = s.readSome, s.drain
-				so.out[i] = s
-			}
-		}
 		if err != nil {
 			if i == 1 {
 				so.out[0].close()
 			}
 			return nil, err
 		}
+		s := &slotStream{p: p, stream: st, f: f, rc: syscallConn(f), w: w, buf: make([]byte, p.cfg.MaxLine)}
+		s.readF, s.drainF = s.readSome, s.drain
+		so.out[i] = s
 	}
 	for _, s := range so.out {
 		go s.run()
