@@ -19,11 +19,12 @@ import (
 // byte that was in the output pipes when the answer was read (catchUp):
 // what a worker writes before its answer is that job's, exactly.
 //
-// The bookkeeping that makes this exact: a worker's output pipe is read
-// with non-blocking reads under a lock (outPipe), which counts the bytes
-// read; the pipe's own count of unread bytes (FIONREAD, alias TIOCINQ), taken under the
-// same lock, completes the total written so far. The output reader counts
-// the bytes it has handed over. A line the worker did not end with a
+// The bookkeeping that makes this exact, for a worker with pipes of its
+// own (one in its slot's pipes needs none: slotout.go): its output pipe
+// is read with non-blocking reads under a lock (outPipe), which counts
+// the bytes read; the pipe's own count of unread bytes (FIONREAD, alias
+// TIOCINQ), taken under the same lock, completes the total written so
+// far. The output reader counts the bytes it has handed over. A line the worker did not end with a
 // newline before its answer is the exception: it is handed over once it
 // ends, under the label in force then.
 
@@ -194,9 +195,16 @@ func (p *outPipe) caughtUp(target int64) bool {
 }
 
 // catchUp waits, up to maxCatchUp in all, until the child's output
-// readers have handed over what the child wrote before this call. It
-// returns at once for a child without outPipes (a command child).
+// readers have handed over what the child wrote before this call. A
+// worker in its slot's pipes reads them itself, to their last byte; a
+// command child returns at once.
 func (c *Child) catchUp() {
+	if c.shared != nil {
+		for _, s := range c.shared.out {
+			s.readFor(c)
+		}
+		return
+	}
 	if c.outPoll == nil {
 		return
 	}

@@ -133,7 +133,7 @@ type Child struct {
 
 	outR, errR *os.File    // the read ends of the child's own pipes; nil with slotOut
 	slotOut    *slotOutput // the slot's pipes it writes into, when it has no pipes of its own; nil once settled
-	shared     bool        // it writes into its slot's pipes (slotOut, fixed from the start)
+	shared     *slotOutput // the slot's pipes it writes into, fixed from the start (slotOut is nil once settled)
 	outW, errW int         // the child's ends, raw: closed once it started
 	outs       [2]*outPipe // a worker's stdout and stderr, for catchUp; nil otherwise
 	outPoll    *outPoll    // polls outs
@@ -324,7 +324,7 @@ func (c *Child) started(pid int) {
 	// Set before the reaper can see the pid: the reap, the two output
 	// streams, and a worker's channel.
 	n := int32(3)
-	if c.shared {
+	if c.shared != nil {
 		n = 1 // the slot's pipes are read apart, and caught up with at the end
 	}
 	if c.worker != nil {
@@ -341,11 +341,13 @@ func (c *Child) started(pid int) {
 // watch starts the goroutines that read the child's output.
 func (c *Child) watch() {
 	if c.worker != nil {
-		c.outs = [2]*outPipe{newOutPipe(c.outR), newOutPipe(c.errR)}
-		c.outPoll = newOutPoll(c.outs[0], c.outs[1])
+		if c.shared == nil {
+			c.outs = [2]*outPipe{newOutPipe(c.outR), newOutPipe(c.errR)}
+			c.outPoll = newOutPoll(c.outs[0], c.outs[1])
+		}
 		go c.worker.readLoop()
 	}
-	if c.shared {
+	if c.shared != nil {
 		return // read already (watchSlotOutput)
 	}
 	go c.readOutput(c.outR, Stdout)
@@ -411,7 +413,9 @@ func (c *Child) reap() {
 	// them OutputDrain to finish, then stop reading.
 	if c.pending.Load() > 1 {
 		time.AfterFunc(c.pool.cfg.OutputDrain, func() {
-			c.closeReadEnds()
+			if c.shared == nil {
+				c.closeReadEnds() // a slot's pipes are settled with the cgroup
+			}
 			if c.worker != nil {
 				c.worker.closeConn()
 			}

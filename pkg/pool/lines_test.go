@@ -29,6 +29,7 @@ import (
 //	partial       write half an answer on fd 3 and exit
 //	close3        close fd 3, then carry on reading stdin
 //	say:X         print X on stdout, then answer "said"
+//	sayn:X        print X on stdout without a newline, then answer "said"
 //	len           answer the length of the job line
 //
 // With LINES_WAIT=path it waits until path exists before it reads stdin.
@@ -91,6 +92,9 @@ func helperLines() {
 			answers.Close()
 		case "say":
 			fmt.Println(arg)
+			answer("said")
+		case "sayn":
+			fmt.Print(arg)
 			answer("said")
 		case "len":
 			answer(strconv.Itoa(len(job)))
@@ -641,8 +645,20 @@ func TestStartWorkerErrors(t *testing.T) {
 
 // What a worker writes before its answer is handed to the sink, under its
 // job's label, before the answer is handed over, even with a slow sink:
-// the next job's label never takes a line of the previous one.
+// the next job's label never takes a line of the previous one. Both ways
+// a worker's output is read: its slot's pipes (per-job cgroups) and pipes
+// of its own (process groups).
 func TestLinesOutputBeforeAnswer(t *testing.T) {
+	t.Run("slot pipes", func(t *testing.T) {
+		needCgroups(t)
+		testOutputBeforeAnswer(t, Isolation{Cgroups: CgroupRequire, CgroupName: testCgroupName(t)}, true)
+	})
+	t.Run("own pipes", func(t *testing.T) {
+		testOutputBeforeAnswer(t, Isolation{Cgroups: CgroupOff}, false)
+	})
+}
+
+func testOutputBeforeAnswer(t *testing.T, iso Isolation, shared bool) {
 	var mu sync.Mutex
 	var out []Line
 	sink := SinkFunc(func(l Line) {
@@ -652,10 +668,13 @@ func TestLinesOutputBeforeAnswer(t *testing.T) {
 		out = append(out, l)
 		mu.Unlock()
 	})
-	p := newPool(t, Config{Max: 1, Sink: sink})
+	p := newPool(t, Config{Max: 1, Sink: sink, Isolation: iso})
 	spec := linesSpec(t)
 	a := newAnswers(spec)
 	w := startWorker(t, p, spec)
+	if (w.shared != nil) != shared {
+		t.Fatalf("the worker writes into its slot's pipes: %v, want %v", w.shared != nil, shared)
+	}
 	const n = 200
 	for i := range n {
 		w.SetLabel(fmt.Sprint("job-", i))

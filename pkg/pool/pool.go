@@ -535,7 +535,7 @@ func (c *Child) launch() (*launch, error) {
 		return nil, fmt.Errorf("create output pipes: %w", err)
 	}
 	if so != nil {
-		c.slotOut, c.shared = so, true
+		c.slotOut, c.shared = so, so
 		l.files = append(l.files, uintptr(so.out[0].w), uintptr(so.out[1].w))
 	} else {
 		if err := c.openPipes(); err != nil {

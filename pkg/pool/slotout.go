@@ -10,13 +10,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// A command child's output pipes are its slot's, reused by the children
-// that run in the slot one after another, where the pool can tell that
-// nothing of a finished job is left to write into them: the job's cgroup
-// is empty (per-job cgroups, and leftovers killed). A new pair of pipes
-// per child, with two goroutines to read them to their end of file, cost
-// a job about 20 system calls and two wake-ups of a thread, a fifth of
-// what the daemon spends on a job that writes nothing (docs/PERFORMANCE-HISTORY.md).
+// A child's output pipes are its slot's, reused by the children (command
+// children and workers alike) that run in the slot one after another,
+// where the pool can tell that nothing of a finished job is left to write
+// into them: the job's cgroup is empty (per-job cgroups, and leftovers
+// killed). A new pair of pipes per child, with two goroutines to read
+// them to their end of file, cost a command job about 20 system calls and
+// two wake-ups of a thread, a fifth of what the daemon spends on a job
+// that writes nothing (docs/PERFORMANCE-HISTORY.md).
 //
 // A slot's pipes are read as any child's are, line by line, each line
 // handed over under the label of the child of the slot. When a child has
@@ -26,6 +27,14 @@ import (
 // given to the next job: every line is the job's that wrote it. Where the
 // cgroup does not empty, the pipes leave the slot with the child, and are
 // read to their end as a child's own pipes are (Config.OutputDrain).
+//
+// A worker's answer needs no count of bytes here (catchup.go): a slot's
+// pipe is read and handed over under its lock, so reading it, under the
+// lock, until it is empty hands over what the worker wrote before the
+// answer (readFor). For a re-executed child per job, the slot's pipes
+// spare two pipes, their two reader goroutines and the poller's
+// bookkeeping per job: about 100 µs of the parent's CPU per child
+// (docs/PERFORMANCE.md, the seventh session).
 
 // slotOutput is a slot's stdout and stderr.
 type slotOutput struct {
@@ -74,9 +83,9 @@ func (p *Pool) newSlotOutput() (*slotOutput, error) {
 }
 
 // takeSlotOutput returns the slot's pipes, ready for c, or nil when a
-// command child cannot reuse them (no cgroups, or leftovers kept).
+// child cannot reuse them (no cgroups, or leftovers kept).
 func (p *Pool) takeSlotOutput(c *Child) (*slotOutput, error) {
-	if p.iso.cg == nil || p.cfg.Isolation.KeepLeftovers || c.worker != nil {
+	if p.iso.cg == nil || p.cfg.Isolation.KeepLeftovers {
 		return nil, nil
 	}
 	p.mu.Lock()
@@ -259,6 +268,17 @@ func (s *slotStream) catchUp() {
 		s.flushLocked(c)
 	}
 	s.cur = nil
+}
+
+// readFor hands over what the pipe holds when c is still its writer: a
+// worker's output up to its answer. An unended line stays, to be handed
+// over once it ends.
+func (s *slotStream) readFor(c *Child) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur == c {
+		_ = s.rc.Control(s.drainF) // an error: closed, nothing more to read
+	}
 }
 
 func (s *slotStream) drain(fd uintptr) {

@@ -93,3 +93,59 @@ func TestSlotOutputAttribution(t *testing.T) {
 		}
 	}
 }
+
+// Workers that run one after another in a slot write into its pipes, as
+// command children do: each line is handed over under the label of the
+// job that wrote it, a last line that a worker left unended is handed
+// over, Partial, once the worker has exited, and the pipes stay the
+// slot's from one worker to the next.
+func TestWorkerSlotOutput(t *testing.T) {
+	needCgroups(t)
+	var log lineLog
+	p := newPool(t, Config{Max: 1, Sink: &log,
+		Isolation: Isolation{Cgroups: CgroupRequire, CgroupName: testCgroupName(t)}})
+	var pipes *slotOutput
+	const workers = 5
+	for i := range workers {
+		spec := linesSpec(t)
+		a := newAnswers(spec)
+		w := startWorker(t, p, spec)
+		for j, job := range []string{"say:line-", "sayn:end-"} {
+			w.SetLabel(fmt.Sprintf("w%d-job%d", i, j))
+			if err := w.Send([]byte(fmt.Sprint(job, i))); err != nil {
+				t.Fatal(err)
+			}
+			if got := a.next(t); got != "said" {
+				t.Fatalf("worker %d: answer %q", i, got)
+			}
+		}
+		w.Retire()
+		if e := waitDone(t, w.Child, 10*time.Second); !e.Success() {
+			t.Fatalf("worker %d: %s", i, e)
+		}
+		var so *slotOutput
+		p.mu.Lock()
+		if len(p.slotOut) > 0 {
+			so = p.slotOut[0]
+		}
+		p.mu.Unlock()
+		if so == nil || pipes != nil && so != pipes {
+			t.Fatalf("worker %d: the slot's pipes were not kept (%p, before %p)", i, so, pipes)
+		}
+		pipes = so
+	}
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	var got []string
+	for _, l := range log.lines {
+		got = append(got, fmt.Sprintf("%s %s:%s:%v", l.Label, l.Stream, l.Text, l.Partial))
+	}
+	var want []string
+	for i := range workers {
+		want = append(want, fmt.Sprintf("w%d-job0 stdout:line-%d:false", i, i),
+			fmt.Sprintf("w%d-job1 stdout:end-%d:true", i, i))
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("lines handed over:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
