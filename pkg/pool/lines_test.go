@@ -29,7 +29,8 @@ import (
 //	partial       write half an answer on fd 3 and exit
 //	close3        close fd 3, then carry on reading stdin
 //	say:X         print X on stdout, then answer "said"
-//	sayn:X        print X on stdout without a newline, then answer "said"
+//	sayend:X      print "X-line", a newline and "X-end" on stdout, then
+//	              answer "said"
 //	len           answer the length of the job line
 //
 // With LINES_WAIT=path it waits until path exists before it reads stdin.
@@ -93,8 +94,8 @@ func helperLines() {
 		case "say":
 			fmt.Println(arg)
 			answer("said")
-		case "sayn":
-			fmt.Print(arg)
+		case "sayend":
+			fmt.Printf("%s-line\n%s-end", arg, arg)
 			answer("said")
 		case "len":
 			answer(strconv.Itoa(len(job)))
@@ -646,19 +647,24 @@ func TestStartWorkerErrors(t *testing.T) {
 // What a worker writes before its answer is handed to the sink, under its
 // job's label, before the answer is handed over, even with a slow sink:
 // the next job's label never takes a line of the previous one. Both ways
-// a worker's output is read: its slot's pipes (per-job cgroups) and pipes
-// of its own (process groups).
+// a worker's output is read: its slot's pipes (a worker of one job, in a
+// per-job cgroup) and pipes of its own (a worker of many jobs, or one in a
+// process group).
 func TestLinesOutputBeforeAnswer(t *testing.T) {
-	t.Run("slot pipes", func(t *testing.T) {
+	cgroups := func(t *testing.T) Isolation {
 		needCgroups(t)
-		testOutputBeforeAnswer(t, Isolation{Cgroups: CgroupRequire, CgroupName: testCgroupName(t)}, true)
-	})
-	t.Run("own pipes", func(t *testing.T) {
-		testOutputBeforeAnswer(t, Isolation{Cgroups: CgroupOff}, false)
+		return Isolation{Cgroups: CgroupRequire, CgroupName: testCgroupName(t)}
+	}
+	t.Run("slot pipes", func(t *testing.T) { testOutputBeforeAnswer(t, cgroups(t), 1, 40, true) })
+	t.Run("own pipes, many jobs", func(t *testing.T) { testOutputBeforeAnswer(t, cgroups(t), 0, 200, false) })
+	t.Run("own pipes, process group", func(t *testing.T) {
+		testOutputBeforeAnswer(t, Isolation{Cgroups: CgroupOff}, 0, 200, false)
 	})
 }
 
-func testOutputBeforeAnswer(t *testing.T, iso Isolation, shared bool) {
+// testOutputBeforeAnswer runs n jobs through workers of jobsPerWorker
+// jobs (0: no limit) started one after another in a pool of one slot.
+func testOutputBeforeAnswer(t *testing.T, iso Isolation, jobsPerWorker, n int, shared bool) {
 	var mu sync.Mutex
 	var out []Line
 	sink := SinkFunc(func(l Line) {
@@ -670,13 +676,19 @@ func testOutputBeforeAnswer(t *testing.T, iso Isolation, shared bool) {
 	})
 	p := newPool(t, Config{Max: 1, Sink: sink, Isolation: iso})
 	spec := linesSpec(t)
+	spec.Jobs = jobsPerWorker
 	a := newAnswers(spec)
-	w := startWorker(t, p, spec)
-	if (w.shared != nil) != shared {
-		t.Fatalf("the worker writes into its slot's pipes: %v, want %v", w.shared != nil, shared)
-	}
-	const n = 200
+	var w *Worker
 	for i := range n {
+		if w == nil || w.Retiring() {
+			if w != nil {
+				waitDone(t, w.Child, 10*time.Second)
+			}
+			w = startWorker(t, p, spec)
+			if (w.shared != nil) != shared {
+				t.Fatalf("the worker writes into its slot's pipes: %v, want %v", w.shared != nil, shared)
+			}
+		}
 		w.SetLabel(fmt.Sprint("job-", i))
 		if err := w.Send([]byte(fmt.Sprint("say:line-", i))); err != nil {
 			t.Fatal(err)

@@ -28,13 +28,13 @@ import (
 // cgroup does not empty, the pipes leave the slot with the child, and are
 // read to their end as a child's own pipes are (Config.OutputDrain).
 //
-// A worker's answer needs no count of bytes here (catchup.go): a slot's
-// pipe is read and handed over under its lock, so reading it, under the
-// lock, until it is empty hands over what the worker wrote before the
-// answer (readFor). For a re-executed child per job, the slot's pipes
-// spare two pipes, their two reader goroutines and the poller's
-// bookkeeping per job: about 100 µs of the parent's CPU per child
-// (docs/PERFORMANCE.md, the seventh session).
+// A worker of one job writes into them too: it lives as briefly as a
+// command child, and the slot's pipes spare it two pipes, their two
+// reader goroutines and the poller's bookkeeping, about 100 µs of the
+// parent's CPU (docs/PERFORMANCE.md, the seventh session). Its answer
+// needs no count of bytes here (catchup.go): a slot's pipe is read and
+// handed over under its lock, so reading it, under the lock, until it is
+// empty hands over what the worker wrote before the answer (readFor).
 
 // slotOutput is a slot's stdout and stderr.
 type slotOutput struct {
@@ -82,10 +82,19 @@ func (p *Pool) newSlotOutput() (*slotOutput, error) {
 	return so, nil
 }
 
-// takeSlotOutput returns the slot's pipes, ready for c, or nil when a
-// child cannot reuse them (no cgroups, or leftovers kept).
+// takeSlotOutput returns the slot's pipes, ready for c, or nil when c
+// cannot reuse them (no cgroups, or leftovers kept) or keeps pipes of its
+// own (a worker of more than one job).
 func (p *Pool) takeSlotOutput(c *Child) (*slotOutput, error) {
 	if p.iso.cg == nil || p.cfg.Isolation.KeepLeftovers {
+		return nil, nil
+	}
+	if c.worker != nil && c.worker.jobLimit != 1 {
+		// Its answers come often, and each catches up with its output:
+		// with one poll of both of its own pipes, where a slot's would
+		// take a read of each under its reader's lock (the parent's CPU
+		// per job of Go workers: 18 to 23 µs with its own, 27 to 32
+		// with the slot's).
 		return nil, nil
 	}
 	p.mu.Lock()

@@ -94,11 +94,11 @@ func TestSlotOutputAttribution(t *testing.T) {
 	}
 }
 
-// Workers that run one after another in a slot write into its pipes, as
-// command children do: each line is handed over under the label of the
-// job that wrote it, a last line that a worker left unended is handed
-// over, Partial, once the worker has exited, and the pipes stay the
-// slot's from one worker to the next.
+// Workers of one job that run one after another in a slot write into its
+// pipes, as command children do: each line is handed over under the label
+// of the job that wrote it, a last line that a worker left unended is
+// handed over, Partial, once the worker has exited, and the pipes stay
+// the slot's from one worker to the next.
 func TestWorkerSlotOutput(t *testing.T) {
 	needCgroups(t)
 	var log lineLog
@@ -108,18 +108,19 @@ func TestWorkerSlotOutput(t *testing.T) {
 	const workers = 5
 	for i := range workers {
 		spec := linesSpec(t)
+		spec.Jobs = 1
+		spec.Label = fmt.Sprint("job-", i)
 		a := newAnswers(spec)
 		w := startWorker(t, p, spec)
-		for j, job := range []string{"say:line-", "sayn:end-"} {
-			w.SetLabel(fmt.Sprintf("w%d-job%d", i, j))
-			if err := w.Send([]byte(fmt.Sprint(job, i))); err != nil {
-				t.Fatal(err)
-			}
-			if got := a.next(t); got != "said" {
-				t.Fatalf("worker %d: answer %q", i, got)
-			}
+		if w.shared == nil {
+			t.Fatalf("worker %d has pipes of its own", i)
 		}
-		w.Retire()
+		if err := w.Send([]byte(fmt.Sprint("sayend:", i))); err != nil {
+			t.Fatal(err)
+		}
+		if got := a.next(t); got != "said" {
+			t.Fatalf("worker %d: answer %q", i, got)
+		}
 		if e := waitDone(t, w.Child, 10*time.Second); !e.Success() {
 			t.Fatalf("worker %d: %s", i, e)
 		}
@@ -142,8 +143,8 @@ func TestWorkerSlotOutput(t *testing.T) {
 	}
 	var want []string
 	for i := range workers {
-		want = append(want, fmt.Sprintf("w%d-job0 stdout:line-%d:false", i, i),
-			fmt.Sprintf("w%d-job1 stdout:end-%d:true", i, i))
+		want = append(want, fmt.Sprintf("job-%d stdout:%d-line:false", i, i),
+			fmt.Sprintf("job-%d stdout:%d-end:true", i, i))
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("lines handed over:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
