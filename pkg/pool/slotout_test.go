@@ -21,6 +21,22 @@ func (l *lineLog) Line(x Line) {
 	l.mu.Unlock()
 }
 
+// keptPipes returns slot 0's pipes, and fails the test unless they are
+// there and are those of before (unless before is nil).
+func keptPipes(t *testing.T, p *Pool, before *slotOutput, after string) *slotOutput {
+	t.Helper()
+	var so *slotOutput
+	p.mu.Lock()
+	if len(p.slotOut) > 0 {
+		so = p.slotOut[0]
+	}
+	p.mu.Unlock()
+	if so == nil || before != nil && so != before {
+		t.Fatalf("after %s: the slot's pipes were not kept (%p, before %p)", after, so, before)
+	}
+	return so
+}
+
 // The children of a slot share its output pipes one after another, where
 // their cgroups empty: every line, the unended last one too, is the job's
 // that wrote it, in the sink and in the job's tail; and the pipes are the
@@ -51,13 +67,7 @@ func TestSlotOutputAttribution(t *testing.T) {
 		if strings.Count(out, "-") != 3 || len(out) != len(fmt.Sprintf("out-%d\nerr-%d\nend-%d", i, i, i))+201 {
 			t.Errorf("job %d: output %q is not its own, whole", i, out)
 		}
-		p.mu.Lock()
-		so := p.slotOut[0]
-		p.mu.Unlock()
-		if so == nil || pipes != nil && so != pipes {
-			t.Fatalf("job %d: the slot's pipes were not kept (%p, before %p)", i, so, pipes)
-		}
-		pipes = so
+		pipes = keptPipes(t, p, pipes, fmt.Sprint("job ", i))
 	}
 	log.mu.Lock()
 	defer log.mu.Unlock()
@@ -124,16 +134,7 @@ func TestWorkerSlotOutput(t *testing.T) {
 		if e := waitDone(t, w.Child, 10*time.Second); !e.Success() {
 			t.Fatalf("worker %d: %s", i, e)
 		}
-		var so *slotOutput
-		p.mu.Lock()
-		if len(p.slotOut) > 0 {
-			so = p.slotOut[0]
-		}
-		p.mu.Unlock()
-		if so == nil || pipes != nil && so != pipes {
-			t.Fatalf("worker %d: the slot's pipes were not kept (%p, before %p)", i, so, pipes)
-		}
-		pipes = so
+		pipes = keptPipes(t, p, pipes, fmt.Sprint("worker ", i))
 	}
 	log.mu.Lock()
 	defer log.mu.Unlock()
