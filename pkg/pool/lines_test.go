@@ -400,7 +400,7 @@ func TestLinesRecycling(t *testing.T) {
 // signal that killed it.
 func TestLinesKilledMidJob(t *testing.T) {
 	ex := newExits()
-	w, grandchild := hangingWorker(t, Config{OnExit: ex.add})
+	w, grandchild := hangingWorker(t, Config{OnExit: ex.add}, 0)
 	if err := syscall.Kill(w.Pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -420,7 +420,7 @@ func TestLinesKilledMidJob(t *testing.T) {
 // A hung worker is stopped with its whole process group, as a job timeout
 // does it.
 func TestLinesHangStopsGroup(t *testing.T) {
-	w, grandchild := hangingWorker(t, Config{})
+	w, grandchild := hangingWorker(t, Config{}, 0)
 	w.Stop(syscall.SIGTERM, 5*time.Second)
 	e := waitDone(t, w.Child, 10*time.Second)
 	if e.Signal != syscall.SIGTERM || !w.Busy() {
@@ -714,19 +714,26 @@ func testOutputBeforeAnswer(t *testing.T, iso Isolation, jobsPerWorker, n int, s
 	}
 }
 
-// hangingWorker starts a line worker in a pool of one slot made with cfg,
-// hands it a job that starts a grandchild and hangs, and returns the
-// worker and the grandchild's pid once the worker has printed it.
-func hangingWorker(t *testing.T, cfg Config) (*Worker, int) {
+// hangingWorker starts a line worker of jobs jobs (0: no limit) in a pool
+// of one slot made with cfg, hands it a job that starts a grandchild and
+// hangs, and returns the worker and the grandchild's pid once the worker
+// has printed it; the lines go on to cfg.Sink, if any.
+func hangingWorker(t *testing.T, cfg Config, jobs int) (*Worker, int) {
 	t.Helper()
 	started := make(chan int, 1)
 	cfg.Max, cfg.OutputDrain = 1, 100*time.Millisecond
+	inner := cfg.Sink
 	cfg.Sink = SinkFunc(func(l Line) {
+		if inner != nil {
+			inner.Line(l)
+		}
 		if n, err := strconv.Atoi(string(l.Text)); err == nil {
 			started <- n
 		}
 	})
-	w := startWorker(t, newPool(t, cfg), linesSpec(t))
+	spec := linesSpec(t)
+	spec.Jobs = jobs
+	w := startWorker(t, newPool(t, cfg), spec)
 	if err := w.Send([]byte("hang")); err != nil {
 		t.Fatal(err)
 	}

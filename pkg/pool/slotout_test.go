@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -150,4 +151,54 @@ func TestWorkerSlotOutput(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("lines handed over:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+}
+
+// A worker of one job in its slot's pipes that hangs, with a grandchild
+// holding the pipes too, is stopped with its whole cgroup; the pipes,
+// empty of it, go back to the slot, and the next worker's lines are its
+// own.
+func TestWorkerSlotOutputStopped(t *testing.T) {
+	needCgroups(t)
+	var log lineLog
+	cfg := Config{Sink: &log, Isolation: Isolation{Cgroups: CgroupRequire, CgroupName: testCgroupName(t)}}
+	w, grandchild := hangingWorker(t, cfg, 1)
+	if w.shared == nil {
+		t.Fatal("the worker has pipes of its own")
+	}
+	p := w.pool
+	pipes := w.shared
+	w.Stop(syscall.SIGTERM, 5*time.Second)
+	if e := waitDone(t, w.Child, 10*time.Second); e.Signal != syscall.SIGTERM {
+		t.Errorf("worker: %s, want SIGTERM", e)
+	}
+	if !eventually(5*time.Second, func() bool { return !alive(grandchild) }) {
+		syscall.Kill(grandchild, syscall.SIGKILL)
+		t.Errorf("grandchild %d outlived the stop of its worker", grandchild)
+	}
+	keptPipes(t, p, pipes, "the stopped worker")
+
+	spec := linesSpec(t)
+	spec.Jobs = 1
+	spec.Label = "next"
+	a := newAnswers(spec)
+	next := startWorker(t, p, spec)
+	if err := next.Send([]byte("say:after")); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.next(t); got != "said" {
+		t.Fatalf("answer %q", got)
+	}
+	waitDone(t, next.Child, 10*time.Second)
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	var after []string
+	for _, l := range log.lines {
+		if l.Label == "next" {
+			after = append(after, string(l.Text))
+		}
+	}
+	if len(after) != 1 || after[0] != "after" {
+		t.Errorf("the next worker's lines: %q, want [after]", after)
+	}
+	noZombies(t)
 }
