@@ -24,9 +24,9 @@ import (
 // is read with non-blocking reads under a lock (outPipe), which counts
 // the bytes read; the pipe's own count of unread bytes (FIONREAD, alias
 // TIOCINQ), taken under the same lock, completes the total written so
-// far. The output reader counts the bytes it has handed over. A line the worker did not end with a
-// newline before its answer is the exception: it is handed over once it
-// ends, under the label in force then.
+// far. The output reader counts the bytes it has handed over. A line the
+// worker did not end with a newline before its answer is the exception:
+// it is handed over once it ends, under the label in force then.
 
 // maxCatchUp bounds the wait for the output readers, for a worker whose
 // output never pauses (a program it started writes on its stdout without

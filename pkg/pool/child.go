@@ -135,7 +135,7 @@ type Child struct {
 	slotOut    *slotOutput // the slot's pipes it writes into, when it has no pipes of its own; nil once settled
 	shared     *slotOutput // the slot's pipes it writes into, fixed from the start (slotOut is nil once settled)
 	outW, errW int         // the child's ends, raw: closed once it started
-	outs       [2]*outPipe // a worker's stdout and stderr, for catchUp; nil otherwise
+	outs       [2]*outPipe // stdout and stderr of a worker with pipes of its own, for catchUp; nil otherwise
 	outPoll    *outPoll    // polls outs
 	stdinR     int         // a stdin pipe's read end, when Spec.Stdin is not a file; else -1
 	stdinW     *os.File    // its write end, when a goroutine feeds it

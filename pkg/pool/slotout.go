@@ -10,14 +10,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// A child's output pipes are its slot's, reused by the children (command
-// children and workers alike) that run in the slot one after another,
-// where the pool can tell that nothing of a finished job is left to write
-// into them: the job's cgroup is empty (per-job cgroups, and leftovers
-// killed). A new pair of pipes per child, with two goroutines to read
-// them to their end of file, cost a command job about 20 system calls and
-// two wake-ups of a thread, a fifth of what the daemon spends on a job
-// that writes nothing (docs/PERFORMANCE-HISTORY.md).
+// A command child's output pipes are its slot's, reused by the children
+// that run in the slot one after another, where the pool can tell that
+// nothing of a finished job is left to write into them: the job's cgroup
+// is empty (per-job cgroups, and leftovers killed). A new pair of pipes
+// per child, with two goroutines to read them to their end of file, cost
+// a command job about 20 system calls and two wake-ups of a thread, a
+// fifth of what the daemon spends on a job that writes nothing
+// (docs/PERFORMANCE-HISTORY.md).
 //
 // A slot's pipes are read as any child's are, line by line, each line
 // handed over under the label of the child of the slot. When a child has
