@@ -64,8 +64,11 @@ func (d *decoder) bytes() []byte {
 func (d *decoder) string() string     { return string(d.bytes()) }
 func (d *decoder) dur() time.Duration { return time.Duration(d.int()) }
 
-func encodeJob(b []byte, j *Job) []byte {
+// encodeJob writes a Go worker's job, and the signal that will stop it
+// (Options.StopSignal when it was sent), which the worker must catch.
+func encodeJob(b []byte, j *Job, stop syscall.Signal) []byte {
 	e := encoder{b[:0]}
+	e.int(int64(stop))
 	e.string(j.ID)
 	e.bytes(j.Payload)
 	e.int(int64(j.Attempt))
@@ -83,8 +86,9 @@ func encodeJob(b []byte, j *Job) []byte {
 	return e.b
 }
 
-func decodeJob(b []byte) (*Job, error) {
+func decodeJob(b []byte) (*Job, syscall.Signal, error) {
 	d := decoder{b: b}
+	stop := syscall.Signal(d.int())
 	j := &Job{ID: d.string()}
 	if p := d.bytes(); len(p) > 0 {
 		j.Payload = slices.Clone(p)
@@ -93,7 +97,7 @@ func decodeJob(b []byte) (*Job, error) {
 	j.Slot = int(d.int())
 	if n := d.int(); n > 0 && d.err == nil {
 		if n > int64(len(d.b)) {
-			return nil, errShort
+			return nil, 0, errShort
 		}
 		j.Meta = make(map[string]string, n)
 		for i := int64(0); i < n; i++ {
@@ -101,7 +105,7 @@ func decodeJob(b []byte) (*Job, error) {
 			j.Meta[k] = d.string()
 		}
 	}
-	return j, d.err
+	return j, stop, d.err
 }
 
 // workerReply is what a worker says about one job: how RunJob returned and

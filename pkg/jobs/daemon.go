@@ -169,7 +169,9 @@ type running struct {
 	// in flight: the lock orders the two.
 	sentID string
 	// The timeout of each of a command worker's jobs, and how it is
-	// stopped: its Spec's, or 0 for the Options' in force.
+	// stopped: its Spec's, or 0 for the Options' in force. A Go worker's
+	// stopSignal is the one its job in flight was sent with, the one it
+	// catches.
 	timeout    time.Duration
 	stopSignal syscall.Signal
 	killGrace  time.Duration
@@ -604,6 +606,12 @@ func (d *Daemon) startJob(hctx context.Context, slot int, r *running, job *Job) 
 	d.stateMu.Unlock()
 	r.timedOut.Store(false)
 	r.sentID = job.ID
+	if !r.lines && r.stopSignal != d.opts.StopSignal {
+		// The signal encode sent with the job: a reload may change the
+		// Options' before this job is stopped, on a timeout or a stop.
+		r.stopSignal = d.opts.StopSignal
+		r.child.SetStopSignal(r.stopSignal)
+	}
 	d.countStart()
 	r.worker.SetLabel(job.ID)
 	d.trackLines(job, r)

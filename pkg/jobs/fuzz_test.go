@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"maps"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -13,29 +14,29 @@ import (
 // decoder returns a job or an error and never panics nor allocates more
 // than the message holds; what the encoder wrote reads back the same.
 func FuzzJobCodec(f *testing.F) {
-	f.Add("job-1", []byte("payload"), 1, 0, "path", "/spool/running/job-1")
-	f.Add("", []byte{}, 0, -1, "", "")
-	f.Add("\x00\xff", bytes.Repeat([]byte{0x80}, 300), 1<<30, 9999, "k\x00", "v\xff")
-	f.Fuzz(func(t *testing.T, id string, payload []byte, attempt, slot int, key, value string) {
+	f.Add("job-1", []byte("payload"), 1, 0, "path", "/spool/running/job-1", 15)
+	f.Add("", []byte{}, 0, -1, "", "", 0)
+	f.Add("\x00\xff", bytes.Repeat([]byte{0x80}, 300), 1<<30, 9999, "k\x00", "v\xff", -1)
+	f.Fuzz(func(t *testing.T, id string, payload []byte, attempt, slot int, key, value string, stop int) {
 		j := &Job{ID: id, Payload: payload, Attempt: attempt, Slot: slot}
 		if key != "" {
 			j.Meta = map[string]string{key: value, "queue": "q"}
 		}
-		b := encodeJob(nil, j)
-		got, err := decodeJob(b)
+		b := encodeJob(nil, j, syscall.Signal(stop))
+		got, gotStop, err := decodeJob(b)
 		if err != nil {
 			t.Fatalf("decode of an encoded job: %v", err)
 		}
 		if got.ID != j.ID || !bytes.Equal(got.Payload, j.Payload) || got.Attempt != j.Attempt || got.Slot != j.Slot ||
-			!maps.Equal(got.Meta, j.Meta) {
-			t.Fatalf("round trip: %+v != %+v", got, j)
+			!maps.Equal(got.Meta, j.Meta) || gotStop != syscall.Signal(stop) {
+			t.Fatalf("round trip: %+v (stop %d) != %+v (stop %d)", got, gotStop, j, stop)
 		}
 		// Every cut and every corruption of the message decodes or fails.
 		for i := range b {
-			decodeJob(b[:i])
+			_, _, _ = decodeJob(b[:i])
 			c := bytes.Clone(b)
 			c[i] ^= 0xff
-			decodeJob(c)
+			_, _, _ = decodeJob(c)
 		}
 	})
 }

@@ -186,8 +186,11 @@ type Source interface {
 // Runner runs a job in a child process: the PHP original's childRun. The
 // child is this program re-executed; it exits after the job, or, with
 // Options.JobsPerChild above 1, runs more jobs first. ctx is cancelled
-// when the daemon stops the job (timeout or graceful stop). A returned
-// error, or a panic, fails the job.
+// when the daemon stops the job (timeout or graceful stop): the child
+// catches SIGTERM and the Options.StopSignal in force when the job was
+// sent, which is the one the daemon stops it with, even after a reload has
+// changed it. Other signals keep their default effect (SIGINT kills). A
+// returned error, or a panic, fails the job.
 type Runner interface {
 	RunJob(ctx context.Context, job *Job) error
 }

@@ -326,6 +326,42 @@ func TestJobTimeoutInWorker(t *testing.T) {
 	}
 }
 
+// A Go job is stopped with the stop signal, whichever it is: the worker
+// catches the one its job was sent with, so that the job's context is
+// cancelled and it returns, rather than dying of the signal's default
+// action (SIGQUIT: a goroutine dump; SIGUSR1: death).
+func TestGoJobStopSignal(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGQUIT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			a := newTestApp("sleep")
+			res := runApp(t, a, Options{MaxChildren: 1, JobTimeout: 1500 * time.Millisecond, KillGrace: 10 * time.Second, StopSignal: sig})
+			r := res["sleep-0"]
+			if !r.TimedOut || r.Signal != 0 || !strings.Contains(r.Error, context.Canceled.Error()) {
+				t.Errorf("timed out %v, signal %v, error %q; want timed out, the job returned its context's error (not killed by a signal)", r.TimedOut, r.Signal, r.Error)
+			}
+		})
+	}
+}
+
+// A reload that changes the stop signal while a Go job runs: a graceful
+// stop sends that job the signal it was sent with, the one its worker
+// catches, not the new one (SIGQUIT would dump the worker's goroutines).
+func TestGoJobStopSignalAfterReload(t *testing.T) {
+	a := newTestApp("sleep")
+	d, errc := startApp(t, a, Options{MaxChildren: 1, NoSignals: true, StopSignal: syscall.SIGUSR1,
+		StopTimeout: 10 * time.Second, OnReload: func(o *Options) error { o.StopSignal = syscall.SIGQUIT; return nil }})
+	waitVar(t, d, "sleeping")
+	if err := d.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	d.Stop(Graceful)
+	waitRun(t, errc, "graceful stop")
+	r := a.results["sleep-0"]
+	if !r.Interrupted || r.Signal != 0 || !strings.Contains(r.Error, context.Canceled.Error()) {
+		t.Errorf("interrupted %v, signal %v, error %q; want interrupted, the job returned its context's error", r.Interrupted, r.Signal, r.Error)
+	}
+}
+
 func TestHookErrorsDoNotStopTheDaemon(t *testing.T) {
 	a := newTestApp("next-panic", "next-error", "ok", "ok")
 	a.want = 2 // the first two never become jobs
@@ -520,16 +556,19 @@ func TestRetry(t *testing.T) {
 
 func TestCodecRoundTrip(t *testing.T) {
 	j := &Job{ID: "a/b", Payload: []byte{0, 1, 2}, Attempt: 3, Slot: 7, Meta: map[string]string{"k": "v", "x": ""}}
-	got, err := decodeJob(encodeJob(nil, j))
+	got, stop, err := decodeJob(encodeJob(nil, j, syscall.SIGUSR2))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if stop != syscall.SIGUSR2 {
+		t.Errorf("stop signal %v, want %v", stop, syscall.SIGUSR2)
 	}
 	if got.ID != j.ID || string(got.Payload) != string(j.Payload) || got.Attempt != 3 || got.Slot != 7 || len(got.Meta) != 2 || got.Meta["k"] != "v" {
 		t.Errorf("round trip: %+v", got)
 	}
-	b := encodeJob(nil, j)
+	b := encodeJob(nil, j, syscall.SIGTERM)
 	for i := 0; i < len(b); i++ {
-		if _, err := decodeJob(b[:i]); err == nil {
+		if _, _, err := decodeJob(b[:i]); err == nil {
 			t.Errorf("truncated to %d bytes: no error", i)
 		}
 	}

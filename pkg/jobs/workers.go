@@ -143,7 +143,7 @@ func (d *Daemon) encode(job *Job, lines bool) error {
 		d.encBuf = nil
 	}
 	if !lines {
-		d.encBuf = encodeJob(d.encBuf, job)
+		d.encBuf = encodeJob(d.encBuf, job, d.opts.StopSignal)
 		return nil
 	}
 	// The path travels as "path"; the rest of Meta as "meta".

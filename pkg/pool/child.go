@@ -154,6 +154,8 @@ type Child struct {
 	// interrupted is set when a Stop of the pool signals the child, and
 	// poolStop when a graceful one covers it (interrupt.go).
 	interrupted, poolStop bool
+	// ownStop, if set, replaces a graceful stop's signal (SetStopSignal).
+	ownStop syscall.Signal
 
 	exit Exit
 	done chan struct{}

@@ -8,6 +8,16 @@ import "syscall"
 // must count that run like any other. Exit.Interrupted and
 // Child.Interrupted say which.
 
+// SetStopSignal makes sig the signal a graceful stop sends this child in
+// place of StopOptions.Signal (unless that is 0, which sends none); 0 goes
+// back to StopOptions.Signal. A Go worker catches the signal its job was
+// sent with, which a reload of the options may since have changed.
+func (c *Child) SetStopSignal(sig syscall.Signal) {
+	c.mu.Lock()
+	c.ownStop = sig
+	c.mu.Unlock()
+}
+
 // stopSignal sends a graceful stop's signal to the child's process group,
 // unless the child is already being stopped (a timeout) or was reaped, and
 // marks it interrupted if it did. sig 0 sends nothing and interrupts
@@ -22,6 +32,9 @@ func (c *Child) stopSignal(sig syscall.Signal) {
 	if sig == 0 {
 		// Left alone, under its own timeout, which still applies.
 		return
+	}
+	if c.ownStop != 0 {
+		sig = c.ownStop
 	}
 	if c.interruptLocked(sig) {
 		c.interrupted = true
