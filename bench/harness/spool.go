@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -29,6 +30,7 @@ func spoolCmd(args []string) error {
 	n := fs.Int("n", 2000, "jobs")
 	base := fs.Bool("base", true, "subtract the CPU time of a run with an empty spool")
 	massDelete := fs.Int("massdelete", 0, "create and delete this many files in done/ just before the run")
+	settle := fs.Bool("settle", false, "with -massdelete: sync(2) after the delete, so that its writeback is over before the run")
 	profile := fs.String("cpuprofile", "", "have a -tags benchprofile binary write its CPU profile here")
 	fs.Parse(args)
 	if s.spool == "" || s.work == "" {
@@ -38,13 +40,13 @@ func spoolCmd(args []string) error {
 	s.attempts = 1
 	var baseCPU time.Duration
 	if *base {
-		cpu, _, err := drain(&s, 0, 0, "")
+		cpu, _, err := drain(&s, 0, 0, false, "")
 		if err != nil {
 			return err
 		}
 		baseCPU = cpu
 	}
-	cpu, span, err := drain(&s, *n, *massDelete, *profile)
+	cpu, span, err := drain(&s, *n, *massDelete, *settle, *profile)
 	if err != nil {
 		return err
 	}
@@ -55,7 +57,7 @@ func spoolCmd(args []string) error {
 
 // drain runs n queued jobs with run --drain and returns the daemon's CPU
 // time and the span of the jobs.
-func drain(s *setup, n, massDelete int, profile string) (time.Duration, time.Duration, error) {
+func drain(s *setup, n, massDelete int, settle bool, profile string) (time.Duration, time.Duration, error) {
 	cfg, err := s.prepare()
 	if err != nil {
 		return 0, 0, err
@@ -66,6 +68,9 @@ func drain(s *setup, n, massDelete int, profile string) (time.Duration, time.Dur
 	if massDelete > 0 {
 		if err := createDelete(filepath.Join(s.spool, "done"), massDelete); err != nil {
 			return 0, 0, err
+		}
+		if settle {
+			syscall.Sync()
 		}
 	}
 	var env []string
