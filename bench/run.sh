@@ -18,9 +18,16 @@
 #   WAKE    window of each wake-up count (default 10s)
 #   NWK     jobs per command-worker measure (default 20000; its sub-run
 #           has R rounds of its own)
+#   PAIRS   pairs per round of the two rows that compare two measures
+#           against a threshold near 1 (default 3): the mass delete on the
+#           journalled image (plain, right after the delete) and reaping
+#           1 000 children (daemon, C). Their rounds' ratios spread by
+#           ±10% on this machine, so seven pairs cannot tell 0.95 from
+#           1.00; each pair is two tasks of the same round
 #   PROFILE 0 skips the profile of the daemon at the end (default 1)
 #   ONLY    an extended regular expression: run only the tasks it matches
-#           (such as ONLY='massdel|create|^disk.2$|jdisk'; the table then has
+#           (such as ONLY='massdel|create|^disk.2$|jdisk', matched against
+#           the task's name without its @pair; the table then has
 #           "?" where a task did not run)
 #
 # It installs what it lacks (gcc, php-cli, python3, GNU parallel, strace),
@@ -40,6 +47,7 @@ NPAR="${NPAR:-500}"
 NLAT="${NLAT:-100}"
 WAKE="${WAKE:-10s}"
 NWK="${NWK:-20000}"
+PAIRS="${PAIRS:-3}"
 PROFILE="${PROFILE:-1}"
 ONLY="${ONLY:-}"
 MS=(2 4 8)
@@ -362,11 +370,19 @@ measure() { # measure ROUND TASK
 tasks=(reexec reexecfloor libreexec bareworker worker pp.pipe pp.seqpacket term termoff cterm super.c super.go exit.daemon exit.c exit.go idle busy latency start diskoff.2 reapoff.1000)
 for m in "${MS[@]}"; do tasks+=("c.$m" "xargs.$m" "par.$m" "go.$m" "disk.$m" "tmpfs.$m" "lib.$m"); done
 tasks+=(massdel.2 create.disk.0 create.disk.20000)
-[[ -z $ext4j ]] || tasks+=(jdisk.2 jmassdel.2 create.j.0 create.j.20000)
-for k in "${KS[@]}"; do tasks+=("reap.$k" "creap.$k"); done
+[[ -z $ext4j ]] || tasks+=(create.j.0 create.j.20000)
+for k in "${KS[@]}"; do [[ $k == 1000 ]] || tasks+=("reap.$k" "creap.$k"); done
+# TASK@I: pair I of a row measured PAIRS times a round; its results are
+# kept under the round "ROUND.I", so that ratio pairs them.
+for ((i = 1; i <= PAIRS; i++)); do
+	tasks+=("reap.1000@$i" "creap.1000@$i")
+	[[ -z $ext4j ]] || tasks+=("jdisk.2@$i" "jmassdel.2@$i")
+done
 
 if [[ -n $ONLY ]]; then
-	mapfile -t tasks < <(printf '%s\n' "${tasks[@]}" | grep -E -- "$ONLY")
+	only=()
+	for t in "${tasks[@]}"; do if [[ ${t%@*} =~ $ONLY ]]; then only+=("$t"); fi; done
+	tasks=("${only[@]}")
 fi
 code="$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- . 2>/dev/null || echo ', with changes not committed')"
 machine="$(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(uname -sr), $(go version | cut -d' ' -f3), disk spool on $(df --output=fstype "$tmp" | tail -1) $(journal "$tmp"), tmpfs spool on $(df --output=fstype "$shm" | tail -1), load at start $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -374,7 +390,7 @@ t_start=$(date +%s)
 for ((r = 1; r <= R; r++)); do
 	say "round $r of $R (load $(cut -d' ' -f1 /proc/loadavg))"
 	for t in $(printf '%s\n' "${tasks[@]}" | shuf); do
-		measure "$r" "$t"
+		if [[ $t == *@* ]]; then measure "$r.${t#*@}" "${t%@*}"; else measure "$r" "$t"; fi
 	done
 done
 
@@ -406,6 +422,9 @@ ratio() {
 	join <(sort -k1,1 "$res/$1" 2>/dev/null) <(sort -k1,1 "$res/$2" 2>/dev/null) |
 		awk -v op="${3:-/}" '{ print (op == "-") ? $2 - $3 : $2 / $3 }' | median
 }
+# mratio A B: the median of A over the median of B, for measures of
+# different rounds (a measure of each round against one of PAIRS pairs).
+mratio() { awk -v a="$(med "$1")" -v b="$(med "$2")" 'BEGIN { if (a == "?" || b == "?" || b == 0) print "?"; else print a / b }'; }
 ratios_rng() {
 	join <(sort -k1,1 "$res/$1" 2>/dev/null) <(sort -k1,1 "$res/$2" 2>/dev/null) | awk '{ print $2 / $3 }' | sort -g |
 		awk 'NR == 1 { lo = $1 } { hi = $1 } END { if (!NR) print "?"; else printf "%.2f-%.2f", lo, hi }'
@@ -466,11 +485,11 @@ done
 term_d=$(f1 "$(ratio term.ms cterm.ms -)")
 
 echo
-echo "Command: \`bench/run.sh\` (N=$N R=$R NW=$NW NPAR=$NPAR NLAT=$NLAT WAKE=$WAKE NWK=$NWK), $(date -u +%Y-%m-%d), $(((t_end - t_start) / 60)) min $(((t_end - t_start) % 60)) s, code at $code"
+echo "Command: \`bench/run.sh\` (N=$N R=$R NW=$NW NPAR=$NPAR NLAT=$NLAT WAKE=$WAKE NWK=$NWK PAIRS=$PAIRS), $(date -u +%Y-%m-%d), $(((t_end - t_start) / 60)) min $(((t_end - t_start) % 60)) s, code at $code"
 echo
 echo "Machine: $machine"
 echo
-echo "Medians of $R shuffled rounds; \"x C\" is the median over the rounds of the rate divided by the C loop's at the same M in the same round; (lo-hi) is the range of that ratio over the rounds."
+echo "Medians of $R shuffled rounds; \"x C\" is the median over the rounds of the rate divided by the C loop's at the same M in the same round; (lo-hi) is the range of that ratio over the rounds. The mass delete on the journalled image and reaping 1 000 children are measured in $PAIRS pairs a round, and their ratios are over all $((R * PAIRS)) pairs."
 echo
 echo "| what | M=2 / 4 / 8 (or as said) | baseline, same run | target | |"
 echo "|---|---|---|---|---|"
@@ -501,7 +520,7 @@ echo
 echo "| what | figure | compare |"
 echo "|---|---|---|"
 echo "| spool on disk, M=2, [pool] cgroups = \"off\", x C | $(f2 "$(ratio diskoff.2.rate c.2.rate)") ($(f0 "$(med diskoff.2.cpu_us_per_job)") µs/job) | cgroups auto: ${r_disk[0]} ($cpu_d µs/job) |"
-echo "| reaping 1000 children, cgroups off, µs per child | $(f0 "$(med reapoff.1000.per_child_us)") ($(f2 "$(ratio reapoff.1000.per_child_us creap.1000.per_child_us)")x C) | cgroups auto: ${reap[2]} (${rr[2]}x C) |"
+echo "| reaping 1000 children, cgroups off, µs per child | $(f0 "$(med reapoff.1000.per_child_us)") ($(f2 "$(mratio reapoff.1000.per_child_us creap.1000.per_child_us)")x C, of the medians) | cgroups auto: ${reap[2]} (${rr[2]}x C) |"
 echo "| SIGTERM → gone, 8 children, cgroups off, ms | $(f1 "$(med termoff.ms)") (daemon - floor $(f1 "$(ratio termoff.ms cterm.ms -)")) | cgroups auto: $(f1 "$(med term.ms)") |"
 echo "| spool on disk ($(df --output=fstype "$tmp" | tail -1) $(journal "$tmp")) right after 20 000 files deleted in done/, x the plain disk run (M=2) | $md (daemon $md_cpu µs/job) | the same on ext4 with a journal: ${jmd:-not measured} |"
 echo "| C floor: CPU µs to create one file, plain / right after 20 000 deletes in its directory | disk ($(journal "$tmp")) $(f1 "$(med create.disk.0.cpu_us_per_file)") / $(f1 "$(med create.disk.20000.cpu_us_per_file)") | ext4 with a journal $jcreate |"
