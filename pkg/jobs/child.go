@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"slices"
 	"syscall"
 	"time"
 
@@ -84,7 +83,7 @@ type cpuMark struct{ user, sys time.Duration }
 // runOne runs one job and measures it, charging it the CPU since cpu,
 // which it moves to the job's end. A panic fails the job, not the
 // worker's later jobs.
-func (d *Daemon) runOne(ctx context.Context, msg []byte, cpu *cpuMark, stops *stopSignals) (rep workerReply) {
+func (d *Daemon) runOne(ctx context.Context, msg []byte, cpu *cpuMark, stops chan<- os.Signal) (rep workerReply) {
 	defer func() {
 		if v := recover(); v != nil {
 			fmt.Fprintf(os.Stderr, "panic in RunJob: %v\n%s", v, debug.Stack())
@@ -98,18 +97,22 @@ func (d *Daemon) runOne(ctx context.Context, msg []byte, cpu *cpuMark, stops *st
 	if err != nil {
 		return workerReply{code: 1, err: "decode job: " + err.Error()}
 	}
-	stops.catch(stop)
+	if stop > 0 { // 0: a daemon that names none
+		signal.Notify(stops, stop)
+	}
 	if err := d.runner.RunJob(ctx, job); err != nil {
 		return workerReply{code: 1, err: err.Error()}
 	}
 	return workerReply{}
 }
 
-// stopSignals are the signals a worker catches to cancel its jobs'
-// context: SIGTERM, which anyone may send to stop a process (an operator,
-// the service manager), and the stop signal each job comes with
-// (Options.StopSignal when the daemon sent it), which the daemon will stop
-// it with. Other signals keep their default effect.
+// catchStops starts catching SIGTERM, which anyone may send to stop a
+// process (an operator, the service manager), and returns the channel
+// whose first signal cancels the jobs' context through cancel. runOne adds
+// the stop signal each job comes with (Options.StopSignal when the daemon
+// sent it), which the daemon will stop it with; signal.Notify of a signal
+// the channel already gets changes nothing and costs a lock. Other
+// signals keep their default effect.
 //
 // Only these, because each signal os/signal starts catching costs the
 // process a round trip to the runtime's thread that owns the signal mask
@@ -118,29 +121,12 @@ func (d *Daemon) runOne(ctx context.Context, msg []byte, cpu *cpuMark, stops *st
 // (`perf stat` of bench/reexecfloor's loop, P=2, eight interleaved runs,
 // medians of the CPU per job, parent's included: 12.5 ms with nothing
 // caught, 13.3 with SIGTERM, 14.7 with SIGTERM and SIGINT).
-type stopSignals struct {
-	ch     chan os.Signal
-	caught []syscall.Signal
-}
-
-// catchStops starts catching SIGTERM, and cancels ctx through cancel when
-// it or a stop signal caught later arrives.
-func catchStops(cancel context.CancelFunc) *stopSignals {
-	s := &stopSignals{ch: make(chan os.Signal, 1)}
-	s.catch(syscall.SIGTERM)
+func catchStops(cancel context.CancelFunc) chan<- os.Signal {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGTERM)
 	go func() {
-		<-s.ch
+		<-ch
 		cancel()
 	}()
-	return s
-}
-
-// catch adds sig to the signals caught, if it is not one already (0, as
-// from a daemon that names none, adds nothing).
-func (s *stopSignals) catch(sig syscall.Signal) {
-	if sig <= 0 || slices.Contains(s.caught, sig) {
-		return
-	}
-	s.caught = append(s.caught, sig)
-	signal.Notify(s.ch, sig)
+	return ch
 }

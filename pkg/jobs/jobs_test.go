@@ -362,6 +362,21 @@ func TestGoJobStopSignalAfterReload(t *testing.T) {
 	}
 }
 
+// With NoForwardSignals a graceful stop sends a Go job nothing, though
+// its worker has a stop signal of its own (SetStopSignal): the job runs on
+// and is killed at the stop's deadline.
+func TestGoJobNoForwardSignals(t *testing.T) {
+	a := newTestApp("sleep")
+	d, errc := startApp(t, a, Options{MaxChildren: 1, NoSignals: true, StopSignal: syscall.SIGUSR1,
+		NoForwardSignals: true, StopTimeout: 500 * time.Millisecond})
+	waitVar(t, d, "sleeping")
+	d.Stop(Graceful)
+	waitRun(t, errc, "graceful stop")
+	if r := a.results["sleep-0"]; !r.Interrupted || r.Signal != syscall.SIGKILL {
+		t.Errorf("interrupted %v, signal %v, error %q; want killed at the stop's deadline", r.Interrupted, r.Signal, r.Error)
+	}
+}
+
 func TestHookErrorsDoNotStopTheDaemon(t *testing.T) {
 	a := newTestApp("next-panic", "next-error", "ok", "ok")
 	a.want = 2 // the first two never become jobs
