@@ -139,6 +139,15 @@ func (a *answers) next(t testing.TB) string {
 	}
 }
 
+// ask sends w msg and returns its answer; a failed send ends the test.
+func (a *answers) ask(t testing.TB, w *Worker, msg string) string {
+	t.Helper()
+	if err := w.Send([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	return a.next(t)
+}
+
 // startWorker starts a worker of spec in a free slot of p.
 func startWorker(t testing.TB, p *Pool, spec *WorkerSpec) *Worker {
 	t.Helper()
@@ -216,10 +225,7 @@ func TestLinesRoundTrip(t *testing.T) {
 	// A line on stdout that looks like an answer is log output, under the
 	// label of the job in progress.
 	w.SetLabel("job-7")
-	if err := w.Send([]byte(`say:{"id":"job-7","ok":true}`)); err != nil {
-		t.Fatal(err)
-	}
-	if got := a.next(t); got != "said" {
+	if got := a.ask(t, w, `say:{"id":"job-7","ok":true}`); got != "said" {
 		t.Errorf("answer %q, want only the one on fd 3", got)
 	}
 	w.Retire()
@@ -444,10 +450,7 @@ func TestLinesBadAnswers(t *testing.T) {
 		a := newAnswers(spec)
 		w := startWorker(t, p, spec)
 		for i := 0; i < 3; i++ {
-			if err := w.Send([]byte("x")); err != nil {
-				t.Fatal(err)
-			}
-			if got := a.next(t); got != "\x00\xff{not json at all\r" {
+			if got := a.ask(t, w, "x"); got != "\x00\xff{not json at all\r" {
 				t.Errorf("answer %q", got)
 			}
 		}
@@ -462,10 +465,7 @@ func TestLinesBadAnswers(t *testing.T) {
 		spec := linesSpec(t)
 		a := newAnswers(spec)
 		w := startWorker(t, p, spec)
-		if err := w.Send([]byte("twice")); err != nil {
-			t.Fatal(err)
-		}
-		if got := a.next(t); got != "one" {
+		if got := a.ask(t, w, "twice"); got != "one" {
 			t.Errorf("answer %q", got)
 		}
 		waitDone(t, w.Child, 10*time.Second)
@@ -574,10 +574,7 @@ func TestLinesWorkerFDsAndEnv(t *testing.T) {
 		`ls -m /proc/$$/fd; echo "notify=${NOTIFY_SOCKET-unset} child=${JOBDAEMON_CHILD-unset}"; read -r line; echo "$line" >&3`}}}
 	a := newAnswers(spec)
 	w := startWorker(t, p, spec)
-	if err := w.Send([]byte("hi")); err != nil {
-		t.Fatal(err)
-	}
-	if got := a.next(t); got != "hi" {
+	if got := a.ask(t, w, "hi"); got != "hi" {
 		t.Errorf("answer %q", got)
 	}
 	waitDone(t, w.Child, 10*time.Second)
@@ -690,10 +687,7 @@ func testOutputBeforeAnswer(t *testing.T, iso Isolation, jobsPerWorker, n int, s
 			}
 		}
 		w.SetLabel(fmt.Sprint("job-", i))
-		if err := w.Send([]byte(fmt.Sprint("say:line-", i))); err != nil {
-			t.Fatal(err)
-		}
-		if got := a.next(t); got != "said" {
+		if got := a.ask(t, w, fmt.Sprint("say:line-", i)); got != "said" {
 			t.Fatalf("answer %q", got)
 		}
 		mu.Lock()

@@ -126,10 +126,7 @@ func TestWorkerSlotOutput(t *testing.T) {
 		if w.shared == nil {
 			t.Fatalf("worker %d has pipes of its own", i)
 		}
-		if err := w.Send([]byte(fmt.Sprint("sayend:", i))); err != nil {
-			t.Fatal(err)
-		}
-		if got := a.next(t); got != "said" {
+		if got := a.ask(t, w, fmt.Sprint("sayend:", i)); got != "said" {
 			t.Fatalf("worker %d: answer %q", i, got)
 		}
 		if e := waitDone(t, w.Child, 10*time.Second); !e.Success() {
@@ -182,10 +179,7 @@ func TestWorkerSlotOutputStopped(t *testing.T) {
 	spec.Label = "next"
 	a := newAnswers(spec)
 	next := startWorker(t, p, spec)
-	if err := next.Send([]byte("say:after")); err != nil {
-		t.Fatal(err)
-	}
-	if got := a.next(t); got != "said" {
+	if got := a.ask(t, next, "say:after"); got != "said" {
 		t.Fatalf("answer %q", got)
 	}
 	waitDone(t, next.Child, 10*time.Second)
