@@ -26,7 +26,7 @@
 #           1.00; each pair is two tasks of the same round
 #   PROFILE 0 skips the profile of the daemon at the end (default 1)
 #   ONLY    an extended regular expression: run only the tasks it matches
-#           (such as ONLY='massdel|create|^disk.2$|jdisk', matched against
+#           (such as ONLY='nojournal|create|jdisk|jmassdel', matched against
 #           the task's name without its @pair; the table then has
 #           "?" where a task did not run)
 #
@@ -65,7 +65,18 @@ shm=$(mktemp -d /dev/shm/jobdaemon-bench.XXXXXX) # tmpfs: the tmpfs spool
 # recently_deleted()), which costs any program that creates files; the
 # spool on tmp shows that, beside the C floor of creating one file.
 ext4j=""
-trap 'if [[ -n $ext4j ]]; then umount "$ext4j" || true; fi; rm -rf "$tmp" "$shm"' EXIT
+# ext4 without a journal, on a loop image in shm made afresh in each round
+# (root only): where the mass deletes without a journal are measured (the
+# nojournal task). Its skipped inodes would otherwise slow every measure
+# that creates files on tmp for minutes after, in whatever order the round
+# shuffled them: each of those deletes 20 000 files.
+ext4n=""
+cleanup() {
+	local m
+	for m in "$ext4j" "$ext4n"; do if [[ -n $m ]] && mountpoint -q "$m"; then umount "$m" || true; fi; done
+	rm -rf "$tmp" "$shm"
+}
+trap cleanup EXIT
 
 command -v go >/dev/null || { echo "bench/run.sh: no go in PATH (/usr/local/go/bin)" >&2; exit 1; }
 pkgs=()
@@ -101,9 +112,20 @@ if [[ $(id -u) == 0 ]] && command -v mkfs.ext4 >/dev/null; then
 	if mkfs.ext4 -q -F "$tmp/ext4j.img" && mount -o loop "$tmp/ext4j.img" "$tmp/ext4j"; then
 		ext4j="$tmp/ext4j"
 	else
-		say "no loop mount here: the mass delete row is measured on $tmp only"
+		say "no loop mount here: the mass delete rows are not measured"
 	fi
+	truncate -s 1G "$shm/ext4n.img"
+	mkdir -p "$shm/ext4n"
+	[[ -z $ext4j ]] || ext4n="$shm/ext4n"
 fi
+# fresh_ext4n: a new ext4 without a journal on ext4n's image, mounted.
+# lazy_itable_init=0: mkfs zeroes the inode tables itself, rather than a
+# kernel thread after the mount, during the measures.
+fresh_ext4n() {
+	if mountpoint -q "$ext4n"; then umount "$ext4n"; fi
+	mkfs.ext4 -q -F -O ^has_journal -E lazy_itable_init=0 "$shm/ext4n.img"
+	mount -o loop "$shm/ext4n.img" "$ext4n"
+}
 # journal DIR: "with a journal" or "without a journal" for ext4 (a
 # journalled ext4 has its jbd2 entry, DEVICE-N, in /proc/fs/jbd2).
 journal() {
@@ -278,8 +300,8 @@ H=("$b/harness")
 # harness empties the one it is given) would put every measure on disk
 # "right after a mass delete": ext4 without a journal then skips the inodes
 # just freed, and the daemon's CPU per job triples on such a file system
-# for the next minutes (1 100 against 350 µs). Only the massdel rows
-# measure that, on purpose.
+# for the next minutes (1 100 against 350 µs). Only the nojournal task
+# measures that, on purpose, on a file system of its own.
 # (r and t are those of the caller, measure.)
 
 measure() { # measure ROUND TASK
@@ -288,6 +310,7 @@ measure() { # measure ROUND TASK
 	local on_disk=(-bin "$b/jobdaemon" -dir "$tmp/$r.$t/spool" -work "$tmp/$r.$t/work")
 	local on_shm=(-bin "$b/jobdaemon" -dir "$shm/$r.$t/spool" -work "$shm/$r.$t/work")
 	local on_j=(-bin "$b/jobdaemon" -dir "$ext4j/$r.$t/spool" -work "$ext4j/$r.$t/work")
+	local on_n=(-bin "$b/jobdaemon" -dir "$ext4n/$r.$t/spool" -work "$ext4n/$r.$t/work")
 	case $t in
 	c.*)
 		m=${t#c.}
@@ -301,10 +324,21 @@ measure() { # measure ROUND TASK
 	go.*) m=${t#go.}; keep "$r" "$t" "$("$b/goloop" loop "$N" "$m" /bin/true)" rate cpu_us_per_job ;;
 	disk.*) m=${t#disk.}; keep "$r" "$t" "$("${H[@]}" spool "${on_disk[@]}" -m "$m" -n "$N")" rate cpu_us_per_job ;;
 	tmpfs.*) m=${t#tmpfs.}; keep "$r" "$t" "$("${H[@]}" spool "${on_shm[@]}" -m "$m" -n "$N")" rate cpu_us_per_job ;;
+	nojournal)
+		# On a new ext4 without a journal, the plain measures first: the
+		# spool (ndisk) and the C floor of creating a file; then the same
+		# right after 20 000 files were created and deleted.
+		fresh_ext4n
+		measure "$r" ndisk.2
+		measure "$r" create.n.0
+		measure "$r" massdel.2
+		measure "$r" create.n.20000
+		;;
+	ndisk.*) m=${t#ndisk.}; keep "$r" "$t" "$("${H[@]}" spool "${on_n[@]}" -m "$m" -n "$N")" rate cpu_us_per_job ;;
 	massdel.*)
 		# Right after 20 000 files were created and deleted in done/.
 		m=${t#massdel.}
-		keep "$r" "$t" "$("${H[@]}" spool "${on_disk[@]}" -m "$m" -n "$N" -massdelete 20000)" rate cpu_us_per_job
+		keep "$r" "$t" "$("${H[@]}" spool "${on_n[@]}" -m "$m" -n "$N" -massdelete 20000)" rate cpu_us_per_job
 		;;
 	jdisk.*) m=${t#jdisk.}; keep "$r" "$t" "$("${H[@]}" spool "${on_j[@]}" -m "$m" -n "$N")" rate cpu_us_per_job ;;
 	jmassdel.*)
@@ -314,10 +348,10 @@ measure() { # measure ROUND TASK
 	create.*)
 		# The C floor: CPU to create one file, plain (.0) and right after
 		# 20 000 deletes in the same directory (.20000), on tmp (disk.) and
-		# on the journalled image (j.).
+		# on the images without a journal (n.) and with one (j.).
 		local fs=${t#create.} del=${t##*.}
 		fs=${fs%%.*}
-		if [[ $fs == j ]]; then fs=$ext4j; else fs=$tmp; fi
+		if [[ $fs == j ]]; then fs=$ext4j; else fs=$ext4n; fi
 		keep "$r" "$t" "$("$b/floors" create "$fs/$r.$t" "$N" "$del")" cpu_us_per_file
 		;;
 	lib.*) m=${t#lib.}; keep "$r" "$t" "$("$b/library" -mode command -n "$N" -p "$m")" rate cpu_us_per_job ;;
@@ -369,8 +403,7 @@ measure() { # measure ROUND TASK
 
 tasks=(reexec reexecfloor libreexec bareworker worker pp.pipe pp.seqpacket term termoff cterm super.c super.go exit.daemon exit.c exit.go idle busy latency start diskoff.2 reapoff.1000)
 for m in "${MS[@]}"; do tasks+=("c.$m" "xargs.$m" "par.$m" "go.$m" "disk.$m" "tmpfs.$m" "lib.$m"); done
-tasks+=(massdel.2 create.disk.0 create.disk.20000)
-[[ -z $ext4j ]] || tasks+=(create.j.0 create.j.20000)
+[[ -z $ext4j ]] || tasks+=(nojournal create.j.0 create.j.20000)
 for k in "${KS[@]}"; do [[ $k == 1000 ]] || tasks+=("reap.$k" "creap.$k"); done
 # TASK@I: pair I of a row measured PAIRS times a round; its results are
 # kept under the round "ROUND.I", so that ratio pairs them.
@@ -459,7 +492,7 @@ j() {
 }
 cpu_d=$(f0 "$(med disk.2.cpu_us_per_job)") cpu_t=$(f0 "$(med tmpfs.2.cpu_us_per_job)")
 cpu_d4=$(f0 "$(med disk.4.cpu_us_per_job)") cpu_d8=$(f0 "$(med disk.8.cpu_us_per_job)")
-md=$(f2 "$(ratio massdel.2.rate disk.2.rate)")
+md=$(f2 "$(ratio massdel.2.rate ndisk.2.rate)")
 md_cpu=$(f0 "$(med massdel.2.cpu_us_per_job)")
 if [[ -n $ext4j ]]; then
 	jmd=$(f2 "$(ratio jmassdel.2.rate jdisk.2.rate)")
@@ -522,8 +555,8 @@ echo "|---|---|---|"
 echo "| spool on disk, M=2, [pool] cgroups = \"off\", x C | $(f2 "$(ratio diskoff.2.rate c.2.rate)") ($(f0 "$(med diskoff.2.cpu_us_per_job)") µs/job) | cgroups auto: ${r_disk[0]} ($cpu_d µs/job) |"
 echo "| reaping 1000 children, cgroups off, µs per child | $(f0 "$(med reapoff.1000.per_child_us)") ($(f2 "$(mratio reapoff.1000.per_child_us creap.1000.per_child_us)")x C, of the medians) | cgroups auto: ${reap[2]} (${rr[2]}x C) |"
 echo "| SIGTERM → gone, 8 children, cgroups off, ms | $(f1 "$(med termoff.ms)") (daemon - floor $(f1 "$(ratio termoff.ms cterm.ms -)")) | cgroups auto: $(f1 "$(med term.ms)") |"
-echo "| spool on disk ($(df --output=fstype "$tmp" | tail -1) $(journal "$tmp")) right after 20 000 files deleted in done/, x the plain disk run (M=2) | $md (daemon $md_cpu µs/job) | the same on ext4 with a journal: ${jmd:-not measured} |"
-echo "| C floor: CPU µs to create one file, plain / right after 20 000 deletes in its directory | disk ($(journal "$tmp")) $(f1 "$(med create.disk.0.cpu_us_per_file)") / $(f1 "$(med create.disk.20000.cpu_us_per_file)") | ext4 with a journal $jcreate |"
+echo "| spool on ext4 without a journal (loop image in tmpfs, made afresh each round; as the root file systems of some VMs, this one's included, are) right after 20 000 files deleted in done/, x the plain run on it before the delete (M=2) | $md ($(ratios_rng massdel.2.rate ndisk.2.rate); daemon $md_cpu against $(f0 "$(med ndisk.2.cpu_us_per_job)") µs/job) | the same on ext4 with a journal: ${jmd:-not measured} |"
+echo "| C floor: CPU µs to create one file, plain / right after 20 000 deletes in its directory | ext4 without a journal $(f1 "$(med create.n.0.cpu_us_per_file)") / $(f1 "$(med create.n.20000.cpu_us_per_file)") | ext4 with a journal $jcreate |"
 echo "| exit alone: SIGKILL → reaped, ms | the idle daemon $(f2 "$(med exit.daemon.ms)") | \`sleep\` (C) $(f2 "$(med exit.c.p50_ms)"); a Go program that sleeps $(f2 "$(med exit.go.p50_ms)"); SIGTERM row less the daemon's exit above C's: $(f1 "$(awk -v d="$term_d" -v e="$(med exit.daemon.ms)" -v c="$(med exit.c.p50_ms)" 'BEGIN { if (d == "?" || e == "?" || c == "?") print "?"; else print d - (e - c) }')") |"
 echo "| re-exec row: a bare loop whose children catch SIGTERM and link pkg/jobs (bench/reexecfloor), the floor of any child with the library's guarantee | $(f2 "$(ratio reexecfloor.rate reexec.rate)") of the bare loop ($(ratios_rng reexecfloor.rate reexec.rate)) | the dispatcher $(f2 "$(ratio libreexec.rate reexecfloor.rate)") of this floor ($(ratios_rng libreexec.rate reexecfloor.rate)) |"
 echo "| re-exec row: the parent's own CPU per job, µs | the dispatcher $(f0 "$(med libreexec.cpu_us_per_job)") | the bare loop $(f0 "$(med reexec.cpu_us_per_job)"); the rest of the gap is the children's |"
