@@ -362,7 +362,7 @@ measure() { # measure ROUND TASK
 	worker) keep "$r" "$t" "$("$b/library" -mode worker -n "$NW" -p 2)" rate cpu_us_per_job ;;
 	reap.*)
 		k=${t#reap.}
-		keep "$r" "$t" "$("${H[@]}" reap "${on_disk[@]}" -floors "$b/floors" -k "$k")" per_child_us
+		keep "$r" "$t" "$("${H[@]}" reap "${on_disk[@]}" -floors "$b/floors" -k "$k")" per_child_us cpu_us_per_child
 		;;
 	creap.*)
 		k=${t#creap.}
@@ -372,7 +372,7 @@ measure() { # measure ROUND TASK
 	reapoff.*)
 		# The same with [pool] cgroups = "off": what the cgroups cost.
 		k=${t#reapoff.}
-		keep "$r" "$t" "$("${H[@]}" reap "${on_disk[@]}" -cgroups off -floors "$b/floors" -k "$k")" per_child_us
+		keep "$r" "$t" "$("${H[@]}" reap "${on_disk[@]}" -cgroups off -floors "$b/floors" -k "$k")" per_child_us cpu_us_per_child
 		;;
 	termoff) keep "$r" "$t" "$("${H[@]}" term "${on_disk[@]}" -cgroups off -k 8)" ms ;;
 	diskoff.*) m=${t#diskoff.}; keep "$r" "$t" "$("${H[@]}" spool "${on_disk[@]}" -cgroups off -m "$m" -n "$N")" rate cpu_us_per_job ;;
@@ -554,6 +554,7 @@ echo "| what | figure | compare |"
 echo "|---|---|---|"
 echo "| spool on disk, M=2, [pool] cgroups = \"off\", x C | $(f2 "$(ratio diskoff.2.rate c.2.rate)") ($(f0 "$(med diskoff.2.cpu_us_per_job)") µs/job) | cgroups auto: ${r_disk[0]} ($cpu_d µs/job) |"
 echo "| reaping 1000 children, cgroups off, µs per child | $(f0 "$(med reapoff.1000.per_child_us)") ($(f2 "$(mratio reapoff.1000.per_child_us creap.1000.per_child_us)")x C, of the medians) | cgroups auto: ${reap[2]} (${rr[2]}x C) |"
+echo "| reaping 1000 children: the daemon's own CPU per child from the release to the last record filed (reaping, its cgroup, filing), µs | $(f0 "$(med reap.1000.cpu_us_per_child)") | cgroups off: $(f0 "$(med reapoff.1000.cpu_us_per_child)"); the C loop's children exit on the same 2 cores |"
 echo "| SIGTERM → gone, 8 children, cgroups off, ms | $(f1 "$(med termoff.ms)") (daemon - floor $(f1 "$(ratio termoff.ms cterm.ms -)")) | cgroups auto: $(f1 "$(med term.ms)") |"
 echo "| spool on ext4 without a journal (loop image in tmpfs, made afresh each round; as the root file systems of some VMs, this one's included, are) right after 20 000 files deleted in done/, x the plain run on it before the delete (M=2) | $md ($(ratios_rng massdel.2.rate ndisk.2.rate); daemon $md_cpu against $(f0 "$(med ndisk.2.cpu_us_per_job)") µs/job) | the same on ext4 with a journal: ${jmd:-not measured} |"
 echo "| C floor: CPU µs to create one file, plain / right after 20 000 deletes in its directory | ext4 without a journal $(f1 "$(med create.n.0.cpu_us_per_file)") / $(f1 "$(med create.n.20000.cpu_us_per_file)") | ext4 with a journal $jcreate |"
