@@ -26,7 +26,7 @@ bg) sleep "$n" & echo "left sleep $n" ;;
 setsid) setsid sh -c "sleep $n &" ; echo "left a setsid sleep $n" ;;
 leader) sleep "$n" & wait ;;
 timeout) setsid sleep "$n" & sleep 300 ;;
-crash) sleep "$((n + JOB_ATTEMPT))" & exec sleep 300 ;;
+crash) sleep "$((n + JOB_ATTEMPT))" & exec sleep "$((n + 90))" ;;
 spin) setsid sh -c 'end=$(($(date +%s) + 2)); while [ "$(date +%s)" -lt "$end" ]; do :; done' & sleep 3 ;;
 true) exec /bin/true ;;
 *) echo "unknown job $what" >&2; exit 64 ;;
@@ -218,7 +218,7 @@ func TestCrashLeftoversKilledBeforeRerun(t *testing.T) {
 	needRoot(t)
 	for _, mode := range []string{"auto", "off"} {
 		t.Run(mode, func(t *testing.T) {
-			killSleepers(t, 3301, 3302, 3303)
+			killSleepers(t, 3301, 3302, 3303, 3390)
 			e := newTreeEnv(t, "")
 			e.edit("[pool]\n", "[pool]\ncgroups = \""+mode+"\"\n")
 			e.edit(`job_timeout = "1s"`, `job_timeout = "0s"`)
@@ -226,15 +226,17 @@ func TestCrashLeftoversKilledBeforeRerun(t *testing.T) {
 			for i := range 4 {
 				e.put(fmt.Sprintf("crash-%d", i), "crash 3300\n")
 			}
-			// Attempt 1 leaves "sleep 3301" beside each command.
-			e.waitFor("four jobs and their leftovers", d, func() bool { return len(sleepers(3301)) == 4 })
+			// Attempt 1 leaves "sleep 3301" beside each command, "sleep
+			// 3390" (a number of this test's own: other packages' tests,
+			// which may run at the same time, start "sleep 300").
+			e.waitFor("four jobs and their leftovers", d, func() bool { return len(sleepers(3301)) == 4 && len(sleepers(3390)) == 4 })
 			old := sleepers(3301)
 			d.Process.Kill()
 			<-d.waited
 			// The commands die with the daemon (Pdeathsig), not what they
 			// started.
-			pollUntil(t, "the commands gone", 5*time.Second, func() bool { return len(sleepers(300)) == 0 }, func() string { return "" })
-			killSleepers(t, 300)
+			pollUntil(t, "the commands gone", 5*time.Second, func() bool { return len(sleepers(3390)) == 0 },
+				func() string { return fmt.Sprintf("still there: %v", sleepers(3390)) })
 			if left := sleepers(3301); len(left) == 0 {
 				t.Fatalf("nothing was left by the killed daemon's jobs: the test proves nothing")
 			}
