@@ -171,7 +171,7 @@ type running struct {
 	// The timeout of each of a command worker's jobs, and how it is
 	// stopped: its Spec's, or 0 for the Options' in force. A Go worker's
 	// stopSignal is the one its job in flight was sent with, the one it
-	// catches.
+	// catches, and its pool child's own (startJob).
 	timeout    time.Duration
 	stopSignal syscall.Signal
 	killGrace  time.Duration
@@ -607,8 +607,9 @@ func (d *Daemon) startJob(hctx context.Context, slot int, r *running, job *Job) 
 	r.timedOut.Store(false)
 	r.sentID = job.ID
 	if !r.lines && r.stopSignal != d.opts.StopSignal {
-		// The signal encode sent with the job: a reload may change the
-		// Options' before this job is stopped, on a timeout or a stop.
+		// The signal encode sent with the job, which a reload changed since
+		// the worker's last: it is stopped with that one, on a timeout or a
+		// stop, even if a reload changes the Options' again meanwhile.
 		r.stopSignal = d.opts.StopSignal
 		r.child.SetStopSignal(r.stopSignal)
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -359,6 +360,43 @@ func TestGoJobStopSignalAfterReload(t *testing.T) {
 	r := a.results["sleep-0"]
 	if !r.Interrupted || r.Signal != 0 || !strings.Contains(r.Error, context.Canceled.Error()) {
 		t.Errorf("interrupted %v, signal %v, error %q; want interrupted, the job returned its context's error", r.Interrupted, r.Signal, r.Error)
+	}
+}
+
+// A command job is stopped with the signal in force when it started: a
+// reload that changes StopSignal applies to the next jobs, not to a
+// running one, which a graceful stop sends the old.
+func TestCommandJobStopSignalAfterReload(t *testing.T) {
+	started := filepath.Join(t.TempDir(), "started")
+	a := newTestApp(": >" + started + "; exec sleep 30")
+	d, err := New(cmdOnly{a, a, commandApp{a}}, Options{MaxChildren: 1, NoSignals: true, Logger: testLogger(t),
+		StopSignal: syscall.SIGUSR1, StopTimeout: 10 * time.Second,
+		OnReload: func(o *Options) error { o.StopSignal = syscall.SIGQUIT; return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- d.Run(context.Background()) }()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(started); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the job never started")
+		}
+	}
+	if err := d.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	d.Stop(Graceful)
+	waitRun(t, errc, "graceful stop")
+	for _, r := range a.results {
+		if !r.Interrupted || r.Signal != syscall.SIGUSR1 {
+			t.Errorf("interrupted %v, signal %v; want interrupted by SIGUSR1, the signal in force when it started", r.Interrupted, r.Signal)
+		}
+	}
+	if len(a.results) != 1 {
+		t.Errorf("%d results, want 1", len(a.results))
 	}
 }
 

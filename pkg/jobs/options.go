@@ -34,9 +34,10 @@ type Options struct {
 	// KillGrace is the time between StopSignal and SIGKILL (default 10 s).
 	KillGrace time.Duration
 	// StopSignal is sent to jobs on timeout and on a graceful stop
-	// (default SIGTERM). A Go worker catches it into its job's context,
-	// and its job is stopped with the one in force when it was sent, even
-	// after a reload.
+	// (default SIGTERM). A job is stopped with the one in force when it
+	// started (a worker's job: when it was sent), even after a reload
+	// changed it, and a Spec's replaces it for its jobs. A Go worker
+	// catches it into its job's context.
 	StopSignal syscall.Signal
 	// NoForwardSignals, if true, sends jobs no StopSignal on a graceful
 	// stop: they run on until StopTimeout, then are killed.

@@ -28,7 +28,8 @@ type Spec struct {
 	Stdin io.Reader
 
 	// Timeout, StopSignal and KillGrace, if set, replace
-	// Options.JobTimeout, StopSignal and KillGrace for this job.
+	// Options.JobTimeout, StopSignal and KillGrace for this job: its
+	// timeout and a graceful stop send it this StopSignal.
 	Timeout    time.Duration
 	StopSignal syscall.Signal
 	KillGrace  time.Duration

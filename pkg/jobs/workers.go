@@ -79,7 +79,10 @@ func (d *Daemon) startWorker(slot int, spec *Spec, job *Job) (*running, error) {
 			d.pushAnswer(event{worker: w, answer: a, err: err})
 		}
 	} else {
-		ws.Spec = pool.Spec{Credential: d.opts.Credential, Label: job.ID, StopSignal: d.opts.StopSignal, KillGrace: d.opts.KillGrace}
+		// The signal its first job is sent with (encode), which startJob
+		// changes for a later job that is sent with another.
+		r.stopSignal = d.opts.StopSignal
+		ws.Spec = pool.Spec{Credential: d.opts.Credential, Label: job.ID, StopSignal: r.stopSignal, KillGrace: d.opts.KillGrace}
 		ws.OnResult = func(w *pool.Worker, msg []byte) {
 			rep, err := decodeReply(msg)
 			d.pushAnswer(event{worker: w, reply: rep, err: err})

@@ -40,7 +40,9 @@ type Spec struct {
 	// Timeout, if positive, stops the child after this long: StopSignal to
 	// its process group, then SIGKILL after KillGrace.
 	Timeout time.Duration
-	// StopSignal is sent on timeout (default SIGTERM).
+	// StopSignal is sent on timeout (default SIGTERM) and, if set, by a
+	// graceful stop in place of StopOptions.Signal: a child is stopped
+	// with the signal it was started to expect.
 	StopSignal syscall.Signal
 	// KillGrace is the time between StopSignal and SIGKILL (default 10 s).
 	KillGrace time.Duration
@@ -154,7 +156,8 @@ type Child struct {
 	// interrupted is set when a Stop of the pool signals the child, and
 	// poolStop when a graceful one covers it (interrupt.go).
 	interrupted, poolStop bool
-	// ownStop, if set, replaces a graceful stop's signal (SetStopSignal).
+	// ownStop, if set, replaces a graceful stop's signal: the Spec's
+	// StopSignal, then SetStopSignal's.
 	ownStop syscall.Signal
 
 	exit Exit
@@ -163,15 +166,16 @@ type Child struct {
 
 func newChild(p *Pool, slot int, spec *Spec, w *Worker) *Child {
 	c := &Child{
-		Slot:   slot,
-		pool:   p,
-		spec:   spec,
-		worker: w,
-		done:   make(chan struct{}),
-		tail:   Tail{max: p.cfg.TailSize},
-		outW:   -1,
-		errW:   -1,
-		stdinR: -1,
+		Slot:    slot,
+		pool:    p,
+		spec:    spec,
+		ownStop: spec.StopSignal,
+		worker:  w,
+		done:    make(chan struct{}),
+		tail:    Tail{max: p.cfg.TailSize},
+		outW:    -1,
+		errW:    -1,
+		stdinR:  -1,
 	}
 	if w != nil {
 		// Before the child starts: its reader goroutine uses w.Child.

@@ -9,9 +9,10 @@ import "syscall"
 // Child.Interrupted say which.
 
 // SetStopSignal makes sig the signal a graceful stop sends this child in
-// place of StopOptions.Signal (unless that is 0, which sends none); 0 goes
-// back to StopOptions.Signal. A Go worker catches the signal its job was
-// sent with, which a reload of the options may since have changed.
+// place of StopOptions.Signal (unless that is 0, which sends none), as its
+// Spec's StopSignal did until then; 0 goes back to StopOptions.Signal. A
+// worker whose next job expects another signal than its first (a Go
+// worker after a reload) says so with it.
 func (c *Child) SetStopSignal(sig syscall.Signal) {
 	c.mu.Lock()
 	c.ownStop = sig

@@ -325,8 +325,10 @@ func (m StopMode) String() string {
 
 // StopOptions refine a Stop.
 type StopOptions struct {
-	// Signal is sent to each child's process group by a graceful stop;
-	// 0 sends nothing, so that children only see the final SIGKILL.
+	// Signal is sent to each child's process group by a graceful stop,
+	// unless the child has a stop signal of its own (Spec.StopSignal,
+	// Child.SetStopSignal); 0 sends nothing, not even those, so that
+	// children only see the final SIGKILL.
 	Signal syscall.Signal
 	// Timeout is how long a graceful stop waits before SIGKILL
 	// (default 30 s).

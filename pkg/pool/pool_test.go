@@ -528,6 +528,43 @@ func TestStopModes(t *testing.T) {
 	})
 }
 
+// A graceful stop sends a child its own stop signal, its Spec's or
+// SetStopSignal's, in place of StopOptions.Signal; one without sends
+// StopOptions.Signal; a stop whose Signal is 0 sends none of them.
+func TestGracefulStopOwnSignal(t *testing.T) {
+	sleep := func(sig syscall.Signal) *Spec {
+		return &Spec{Path: "/bin/sleep", Args: []string{"sleep", "300"}, StopSignal: sig}
+	}
+	t.Run("forwarded", func(t *testing.T) {
+		p := newPool(t, Config{Max: 3})
+		plain := mustStart(t, p, sleep(0))
+		own := mustStart(t, p, sleep(syscall.SIGUSR1))
+		changed := mustStart(t, p, sleep(syscall.SIGUSR1))
+		changed.SetStopSignal(syscall.SIGUSR2)
+		if err := p.Stop(ctxTimeout(t, 10*time.Second), Graceful, StopOptions{Signal: syscall.SIGTERM, Timeout: 5 * time.Second}); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []struct {
+			child *Child
+			want  syscall.Signal
+		}{{plain, syscall.SIGTERM}, {own, syscall.SIGUSR1}, {changed, syscall.SIGUSR2}} {
+			if e := c.child.Exit(); e.Signal != c.want || !c.child.Interrupted() {
+				t.Errorf("child %d: %s, interrupted %v; want %v, interrupted", c.child.Pid, e, c.child.Interrupted(), c.want)
+			}
+		}
+	})
+	t.Run("not forwarded", func(t *testing.T) {
+		p := newPool(t, Config{Max: 1})
+		own := mustStart(t, p, sleep(syscall.SIGUSR1))
+		if err := p.Stop(ctxTimeout(t, 10*time.Second), Graceful, StopOptions{Timeout: 300 * time.Millisecond}); err != nil {
+			t.Fatal(err)
+		}
+		if e := own.Exit(); e.Signal != syscall.SIGKILL {
+			t.Errorf("%s; want SIGKILL at the deadline, no signal before", e)
+		}
+	})
+}
+
 func TestSignalAfterExit(t *testing.T) {
 	p := newPool(t, Config{Max: 1})
 	c := mustStart(t, p, &Spec{Path: "/bin/true"})
