@@ -13,6 +13,8 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 export PATH="/usr/local/go/bin:$PATH"
 P="${P:-8}"
 K="${K:-1000}"
@@ -32,7 +34,6 @@ truncate -s 1G "$tmp/ext4.img"
 mkdir -p "$mnt"
 
 reap() { "$tmp/harness" reap -bin "$tmp/jobdaemon" -dir "$mnt/$1/spool" -work "$mnt/$1/work" -floors "$tmp/floors" -k "$K"; }
-field() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p"; }
 for ((i = 1; i <= P; i++)); do
 	if mountpoint -q "$mnt"; then umount "$mnt"; fi
 	mkfs.ext4 -q -F -O ^has_journal -E lazy_itable_init=0 "$tmp/ext4.img"
@@ -45,7 +46,6 @@ for ((i = 1; i <= P; i++)); do
 		echo "$(field "$k" "$plain") $(field "$k" "$after")" >>"$tmp/$k"
 	done
 done
-median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 for k in per_child_us cpu_us_per_child; do
 	echo "$k, medians of $P pairs: plain $(cut -d' ' -f1 "$tmp/$k" | median), after the deletes $(cut -d' ' -f2 "$tmp/$k" | median), after / plain $(awk '{ print $2 / $1 }' "$tmp/$k" | median)"
 done

@@ -37,6 +37,8 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 export PATH="/usr/local/go/bin:$PATH"
 export PYTHONDONTWRITEBYTECODE=1
 
@@ -268,18 +270,6 @@ EOF
 res="$tmp/res" # one file per measure and key: lines "round value"
 mkdir -p "$res"
 
-# field KEY LINE: the value of KEY=... in a key=value line ("?" if none).
-field() {
-	local kv
-	for kv in $2; do
-		if [[ $kv == "$1="* ]]; then
-			kv=${kv#*=}
-			echo "${kv%/s}"
-			return
-		fi
-	done
-	echo "?"
-}
 # keep ROUND NAME LINE KEY...: file each KEY of LINE under NAME.KEY.
 keep() {
 	local r=$1 name=$2 line=$3 k
@@ -445,7 +435,6 @@ t_end=$(date +%s)
 # ---- the table -------------------------------------------------------------
 # (R=0: no rounds, no table; only the profile below.)
 if ((R > 0)); then
-median() { sort -g | awk '{ v[NR] = $1 } END { if (!NR) print "?"; else print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 # col NAME.KEY: the values of a measure, none for a task that did not run (ONLY).
 col() { if [[ -f $res/$1 ]]; then cut -d' ' -f2 "$res/$1"; fi; }
 med() { col "$1" | median; }       # med NAME.KEY: the median value

@@ -18,6 +18,8 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 export PATH="/usr/local/go/bin:$PATH"
 # The workers import the library from the checkout: leave no __pycache__.
 export PYTHONDONTWRITEBYTECODE=1
@@ -35,21 +37,6 @@ go build -o "$tmp/workers" ./bench/workers
 # would add its own start-up to every process of the process mode.
 python=$(python3 -c 'import sys; print(sys.executable)')
 php=$(command -v php)
-
-# field KEY LINE: the value of KEY=... in a "mode=M jobs=N ... " line.
-field() {
-	local kv
-	for kv in $2; do
-		if [[ $kv == "$1="* ]]; then
-			kv=${kv#*=}
-			echo "${kv%/s}"
-			return
-		fi
-	done
-	echo "?"
-}
-
-median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # run LANG MODE N [ENV...]: one run, appended to $tmp/LANG.MODE
 run() {
