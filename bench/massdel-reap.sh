@@ -35,9 +35,7 @@ mkdir -p "$mnt"
 
 reap() { "$tmp/harness" reap -bin "$tmp/jobdaemon" -dir "$mnt/$1/spool" -work "$mnt/$1/work" -floors "$tmp/floors" -k "$K"; }
 for ((i = 1; i <= P; i++)); do
-	if mountpoint -q "$mnt"; then umount "$mnt"; fi
-	mkfs.ext4 -q -F -O ^has_journal -E lazy_itable_init=0 "$tmp/ext4.img"
-	mount -o loop "$tmp/ext4.img" "$mnt"
+	new_ext4_nojournal "$tmp/ext4.img" "$mnt"
 	plain=$(reap plain)
 	"$tmp/floors" create "$mnt/deleted" 1 20000 >/dev/null
 	after=$(reap after)

@@ -120,14 +120,6 @@ if [[ $(id -u) == 0 ]] && command -v mkfs.ext4 >/dev/null; then
 	mkdir -p "$shm/ext4n"
 	[[ -z $ext4j ]] || ext4n="$shm/ext4n"
 fi
-# fresh_ext4n: a new ext4 without a journal on ext4n's image, mounted.
-# lazy_itable_init=0: mkfs zeroes the inode tables itself, rather than a
-# kernel thread after the mount, during the measures.
-fresh_ext4n() {
-	if mountpoint -q "$ext4n"; then umount "$ext4n"; fi
-	mkfs.ext4 -q -F -O ^has_journal -E lazy_itable_init=0 "$shm/ext4n.img"
-	mount -o loop "$shm/ext4n.img" "$ext4n"
-}
 # journal DIR: "with a journal" or "without a journal" for ext4 (a
 # journalled ext4 has its jbd2 entry, DEVICE-N, in /proc/fs/jbd2).
 journal() {
@@ -318,7 +310,7 @@ measure() { # measure ROUND TASK
 		# On a new ext4 without a journal, the plain measures first: the
 		# spool (ndisk) and the C floor of creating a file; then the same
 		# right after 20 000 files were created and deleted.
-		fresh_ext4n
+		new_ext4_nojournal "$shm/ext4n.img" "$ext4n"
 		measure "$r" ndisk.2
 		measure "$r" create.n.0
 		measure "$r" massdel.2
