@@ -363,6 +363,32 @@ func TestGoJobStopSignalAfterReload(t *testing.T) {
 	}
 }
 
+// A Go worker catches SIGTERM whatever the stop signal: an operator's (or
+// a service manager's) TERM to the worker cancels its job's context, as
+// the daemon's stop signal would, rather than killing it.
+func TestGoJobOutsideTERM(t *testing.T) {
+	a := newTestApp("sleep")
+	d, errc := startApp(t, a, Options{MaxChildren: 1, NoSignals: true, StopSignal: syscall.SIGUSR1})
+	waitVar(t, d, "sleeping")
+	st := d.Status()
+	if len(st.Slots) != 1 || st.Slots[0].Pid <= 0 {
+		t.Fatalf("slots: %+v, want the worker's", st.Slots)
+	}
+	if err := syscall.Kill(st.Slots[0].Pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); d.Status().Busy > 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the job still runs 10 s after its worker got TERM")
+		}
+	}
+	d.Stop(Drain)
+	waitRun(t, errc, "drain")
+	if r := a.results["sleep-0"]; r.Signal != 0 || !strings.Contains(r.Error, context.Canceled.Error()) {
+		t.Errorf("signal %v, error %q; want the job to return its context's error", r.Signal, r.Error)
+	}
+}
+
 // A command job is stopped with the signal in force when it started: a
 // reload that changes StopSignal applies to the next jobs, not to a
 // running one, which a graceful stop sends the old.
